@@ -1,0 +1,52 @@
+# nlwu-bench. `make setup` creates .venv with the pinned environment (also run on first use by every target).
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONDONTWRITEBYTECODE := 1
+
+RESULTS ?= deepobs_results_medium_budget
+OUT ?= reports
+BASELINES ?=
+REFERENCE ?= ../shared/reference
+CACHE ?= .cache
+CONFIG ?= configs/reproduce_default.yaml
+DATA_DIR ?= data
+
+.PHONY: setup test test-slow lint figures paper-figures bench data run reproduce clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	touch $@
+
+setup: $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+figures: $(STAMP)
+	$(PY) -m analysis $(RESULTS) --out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
+
+# Unpack the paper's released results once into $(CACHE)/reference, then analyse them.
+$(CACHE)/reference/.unpacked:
+	mkdir -p $(CACHE)/reference
+	tar -xJf $(REFERENCE)/paper_results_medium_budget.tar.xz -C $(CACHE)/reference
+	tar -xJf $(REFERENCE)/paper_results_removed_l2.tar.xz -C $(CACHE)/reference
+	touch $@
+
+paper-figures: $(STAMP) $(CACHE)/reference/.unpacked
+	$(PY) -m analysis $(CACHE)/reference/paper_results_medium_budget $(CACHE)/reference/paper_results_removed_l2 \
+		--out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
+
+clean:
+	rm -rf $(CACHE) reports
