@@ -1,0 +1,11 @@
+"""DeepOBS test problems ported to Keras 3 (tensorflow, jax and torch backends).
+
+Metadata (``names``, ``spec``) imports without TensorFlow/Keras; ``get(name)`` returns a Problem whose
+``build_model`` / ``trainer`` import Keras lazily. Data: ``testproblems.data.load_dataset``.
+"""
+
+from .problems import FIDELITIES, Problem, default_data_dir, get
+from .registry import DATASETS, ProblemSpec, names, spec, supports_l2
+
+__all__ = ["DATASETS", "FIDELITIES", "Problem", "ProblemSpec", "default_data_dir", "get", "names", "spec",
+           "supports_l2"]

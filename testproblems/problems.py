@@ -1,0 +1,162 @@
+"""One object per test problem (AlgoPerf style): data, model, loss, metrics, trainer.
+
+This module does not import Keras at import time; ``build_model`` / ``trainer`` import it lazily, so
+``testproblems.get(name)`` and the metadata stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any
+
+from .registry import ProblemSpec, spec, supports_l2
+
+FIDELITIES = ("deepobs", "corrected")
+
+# name of the base network -> (builder function name in .models, loss kind)
+_NETWORKS = {
+    "quadratic_deep": ("build_quadratic_deep", "quadratic"),
+    "mnist_vae": ("build_vae", "vae"),
+    "fmnist_vae": ("build_vae", "vae"),
+    "fmnist_2c2d": ("build_2c2d", "xent"),
+    "cifar10_3c3d": ("build_3c3d", "xent"),
+    "cifar100_allcnnc": ("build_allcnnc", "xent"),
+    "svhn_wrn164": ("build_wrn164", "xent"),
+    "tolstoi_char_rnn": ("build_char_rnn", "xent"),
+}
+
+
+def default_data_dir() -> str:
+    """``$NLWU_DATA_DIR`` or ``./data`` (the contract's default)."""
+    return os.environ.get("NLWU_DATA_DIR") or "data"
+
+
+class Problem:
+    """A DeepOBS test problem bound to a batch size, L2 factor, seed, data directory and data fidelity.
+
+    ``fidelity='deepobs'`` reproduces DeepOBS 1.2's data quirks (CIFAR-10/SVHN validation drawn from the
+    training files, CIFAR-100 one-byte offset); ``'corrected'`` uses a held-out split and the right bytes.
+    """
+
+    def __init__(self, name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = 42,
+                 fidelity: str = "deepobs"):
+        self.spec: ProblemSpec = spec(name)
+        self.name = self.spec.name
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"unknown fidelity {fidelity!r} for {name}; use one of: {', '.join(FIDELITIES)}")
+        if batch_size is None:
+            batch_size = self.spec.batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if l2 is None:
+            l2 = self.spec.l2
+        try:
+            l2 = float(l2)
+        except (TypeError, ValueError):
+            raise ValueError(f"l2 must be a non-negative number, got {l2!r}") from None
+        if not math.isfinite(l2) or l2 < 0:
+            raise ValueError(f"l2 must be a finite non-negative number, got {l2!r}")
+        if l2 and not supports_l2(name):
+            # DeepOBS ignores weight_decay for problems without a regulariser, with a warning.
+            warnings.warn(f"{name} has no L2 regulariser; l2={l2} is ignored (as in DeepOBS)", stacklevel=2)
+            l2 = 0.0
+        self.batch_size = batch_size
+        self.l2 = l2
+        self.seed = seed
+        self.fidelity = fidelity
+        self.data_dir = str(data_dir) if data_dir is not None else default_data_dir()
+        self._dataset = None
+
+    def __repr__(self):
+        return (f"Problem({self.name!r}, batch_size={self.batch_size}, l2={self.l2}, seed={self.seed}, "
+                f"fidelity={self.fidelity!r})")
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def dataset(self):
+        """The data set (``testproblems.data.load_dataset``), loaded on first use and cached."""
+        if self._dataset is None:
+            from .data import load_dataset
+
+            self._dataset = load_dataset(self.spec.dataset, self.data_dir, batch_size=self.batch_size,
+                                         seed=self.seed, fidelity=self.fidelity)
+        return self._dataset
+
+    # -- model, loss, metrics -----------------------------------------------------------------------------
+    @property
+    def stateful(self) -> bool:
+        """Whether the model carries state across batches (tolstoi's LSTM), reset at every phase start."""
+        return self.spec.base_name == "tolstoi_char_rnn"
+
+    def build_model(self):
+        """A fresh keras.Model, initialised deterministically from the seed; needs no data files."""
+        import keras
+
+        from . import models
+
+        keras.utils.set_random_seed(self.seed)
+        builder = getattr(models, _NETWORKS[self.spec.base_name][0])
+        return builder(models._Seeds(self.seed), self.l2, self.batch_size, name=self.name)
+
+    def loss(self):
+        """Keras loss function returning per-example losses (Keras averages them over the batch)."""
+        from . import models
+
+        kind = _NETWORKS[self.spec.base_name][1]
+        if kind == "quadratic":
+            return models.quadratic_loss(models.quadratic_hessian())
+        if kind == "vae":
+            return models.vae_loss()
+        return models.softmax_cross_entropy
+
+    def metrics(self) -> list:
+        from . import models
+
+        return [models.accuracy] if self.spec.has_accuracy else []
+
+    def targets(self, x, y):
+        """What the loss compares the model output with: the image for the VAE, the labels otherwise."""
+        kind = _NETWORKS[self.spec.base_name][1]
+        if kind == "vae":
+            return x
+        if kind == "quadratic":
+            return x  # unused by the quadratic loss; any array with a batch dimension does
+        return y
+
+    def trainer(self, model, optimizer, *, jit_compile="auto"):
+        """A Trainer running this problem's epochs and evaluations for ``model`` with ``optimizer``."""
+        from .trainer import Trainer
+
+        return Trainer(self, model, optimizer, jit_compile=jit_compile)
+
+    def provenance(self) -> dict[str, Any]:
+        """What a result needs to be reproduced: problem options, Keras backend and versions, data."""
+        import keras
+
+        prov = {
+            "testproblem": self.name,
+            "dataset": self.spec.dataset,
+            "fidelity": self.fidelity,
+            "l2": self.l2,
+            "l2_semantics": "l2 * sum(w**2) / 2 over kernels (DeepOBS l2_regularizer)",
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "keras_backend": keras.backend.backend(),
+            "keras_version": keras.__version__,
+            "data_dir": None if self.spec.dataset == "quadratic" else os.path.abspath(self.data_dir),
+        }
+        if self._dataset is not None and hasattr(self._dataset, "provenance"):
+            try:
+                prov["data"] = self._dataset.provenance()
+            except Exception as exc:  # provenance must never break a finished run
+                prov["data"] = f"unavailable: {exc}"
+        return prov
+
+
+def get(name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = 42,
+        fidelity: str = "deepobs") -> Problem:
+    """The Problem ``name`` with optional overrides (unknown name -> ValueError listing the known ones)."""
+    return Problem(name, data_dir=data_dir, batch_size=batch_size, l2=l2, seed=seed, fidelity=fidelity)

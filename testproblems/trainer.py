@@ -1,0 +1,85 @@
+"""Training / evaluation loop of one problem, written once for every Keras backend.
+
+The model is compiled with the problem's loss (per-example losses, batch mean) and metrics; Keras adds
+the L2 terms (``model.losses``) to the loss, so every reported loss is mean(losses) + regulariser, as in
+DeepOBS' runner. Steps go through ``train_on_batch`` / ``test_on_batch``, whose step functions Keras
+traces (tf.function) or jit-compiles (jax) once per input shape and reuses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PHASES = ("train_eval", "valid", "test")
+# Evaluation passes whose whole input has at most this many values run as one call (quadratic_deep's
+# 896 x 100): the mean over equal-size batches of batch means equals the mean over their union, and one
+# call instead of 7 saves most of the per-call overhead of a tiny problem.
+_MERGE_EVAL_MAX_VALUES = 1 << 18
+
+
+class Trainer:
+    """Runs training epochs and evaluation passes of ``problem`` with ``model`` and ``optimizer``."""
+
+    def __init__(self, problem, model, optimizer, *, jit_compile="auto"):
+        self.problem = problem
+        self.model = model
+        self.optimizer = optimizer
+        self.data = problem.dataset()
+        model.compile(optimizer=optimizer, loss=problem.loss(), metrics=problem.metrics(),
+                      jit_compile=jit_compile)
+        self._has_accuracy = problem.spec.has_accuracy
+        self._stateful_layers = [layer for layer in model._flatten_layers(include_self=False)
+                                 if getattr(layer, "stateful", False)]
+        self._eval_epoch = 0  # epoch index handed to the data for evaluation passes (= epochs trained)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.data.num_batches("train")
+
+    def _start_phase(self):
+        """Phase start: zero the carried recurrent state (DeepOBS' init ops do the same)."""
+        for layer in self._stateful_layers:
+            layer.reset_state()
+
+    def train_epoch(self, epoch: int, log_interval: int = 10, on_step=None) -> list[float]:
+        """One training epoch; returns the loss of every step s with s % log_interval == 0 (once each)."""
+        if log_interval < 1:
+            raise ValueError(f"log_interval must be >= 1, got {log_interval}")
+        self._start_phase()
+        problem, model = self.problem, self.model
+        logged = []
+        for step, (x, y) in enumerate(self.data.batches("train", epoch=epoch)):
+            logs = model.train_on_batch(x, problem.targets(x, y), return_dict=True)
+            if step % log_interval == 0:
+                logged.append(float(logs["loss"]))
+            if on_step is not None:
+                on_step(step)
+        self._eval_epoch = epoch + 1
+        return logged
+
+    def evaluate(self, phase: str) -> dict:
+        """Mean loss (incl. L2) and accuracy over all full batches of ``phase``, model in inference mode."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; use one of: {', '.join(PHASES)}")
+        self._start_phase()
+        problem, model = self.problem, self.model
+        batches = self.data.batches(phase, epoch=self._eval_epoch)
+        losses, accs = [], []
+        if not self._stateful_layers:
+            batches = list(batches)
+            if batches and len(batches) * batches[0][0].size <= _MERGE_EVAL_MAX_VALUES:
+                x = np.concatenate([b[0] for b in batches])
+                y = np.concatenate([problem.targets(bx, by) for bx, by in batches])
+                logs = model.test_on_batch(x, y, return_dict=True)
+                return {"loss": float(logs["loss"]),
+                        "accuracy": float(logs["accuracy"]) if self._has_accuracy else None}
+        for x, y in batches:
+            logs = model.test_on_batch(x, problem.targets(x, y), return_dict=True)
+            losses.append(float(logs["loss"]))
+            if self._has_accuracy:
+                accs.append(float(logs["accuracy"]))
+        if not losses:
+            return {"loss": math.nan, "accuracy": math.nan if self._has_accuracy else None}
+        return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accs)) if self._has_accuracy else None}
