@@ -1,0 +1,52 @@
+"""Baseline and non-linear optimizers of the study (protocol §1, §6) as composable Keras 3 pieces.
+
+    import optimizers
+    optimizers.names()                                   # registry keyed by result-folder names
+    opt = optimizers.make("PowKernelMomentumOptimizer", model, learning_rate=3e-3, power=0.7)
+    optimizers.recorded_hyperparams(name, hp)            # the JSON optimizer_hyperparams
+    optimizers.nonlinear(keras.optimizers.Adam(1e-3), power=0.6)   # φ in front of any Keras optimizer
+    optimizers.register("PowKernelAdam", factory, hyperparams=("learning_rate", "power"))
+
+The registry functions import no Keras; the optimizer classes and pieces load Keras on first use.
+"""
+
+from __future__ import annotations
+
+from .registry import (
+    BUILTIN,
+    DEFAULT_MOMENTUM,
+    OptimizerSpec,
+    linear_twin,
+    make,
+    names,
+    recorded_hyperparams,
+    register,
+    resolve_hyperparams,
+    spec,
+    unregister,
+)
+from .select import DEFAULT_RULE, RULES, resolve_rule, selection_record
+
+_LAZY = {
+    "KernelMapOptimizer": ("kernel_map", "KernelMapOptimizer"),
+    "NonlinearWrapper": ("wrap", "NonlinearWrapper"),
+    "nonlinear": ("wrap", "nonlinear"),
+    "maps": ("maps", None),
+    "transforms": ("transforms", None),
+}
+
+__all__ = [
+    "BUILTIN", "linear_twin", "DEFAULT_MOMENTUM", "DEFAULT_RULE", "RULES", "OptimizerSpec", "make", "names",
+    "recorded_hyperparams", "register", "resolve_hyperparams", "resolve_rule", "selection_record", "spec",
+    "unregister", *_LAZY,
+]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        mod = importlib.import_module(f"{__name__}.{module}")
+        return mod if attr is None else getattr(mod, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
