@@ -1,0 +1,513 @@
+"""DeepOBS 1.2 beta data sets in NumPy: readers for the on-disk formats, splits, batching (data.md §2-§8).
+
+`load_dataset(name, data_dir, batch_size=..., seed=..., fidelity=...)` returns a `Dataset` whose
+`batches(phase, epoch)` yields NumPy (x, y) batches. Everything random (file order, shuffle,
+augmentation) is drawn from a generator keyed by (seed, epoch, phase), so a run is reproducible;
+decoded files are cached per process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import augment as aug
+from ._common import DATASETS, FIDELITIES, FOLDERS, PHASES, DataError, data_error, default_data_dir
+
+_PHASE_CODE = {"train": 1, "train_eval": 2, "valid": 3, "test": 4}
+
+# Official record counts (data.md §1-§5); used only to flag non-standard files in provenance().
+OFFICIAL_COUNTS = {
+    "mnist": (60000, 10000),
+    "fmnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+    "svhn": (73257, 26032),
+    "tolstoi": (2612948, 653237),
+    "quadratic": (1000, 1000),
+}
+TOLSTOI_SEQ_LEN = 50
+TOLSTOI_VOCAB = 83
+QUADRATIC = {"dim": 100, "size": 1000, "noise": 0.6, "seeds": {"train": 42, "valid": 44, "test": 43}}
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+# --------------------------------------------------------------------------------------------- readers
+def _stat_key(paths) -> tuple:
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+
+
+def _cached(kind: str, paths: list[Path], build):
+    key = (kind, _stat_key(paths))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+    value = build()
+    with _CACHE_LOCK:
+        _CACHE[key] = value
+    return value
+
+
+def clear_cache() -> None:
+    """Forget all decoded files (tests; or after re-preparing data in the same process)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _require(name: str, data_dir: Path, paths: list[Path]) -> None:
+    for p in paths:
+        if not p.is_file():
+            raise data_error(name, data_dir, p, "file missing")
+
+
+def _read_idx(name: str, data_dir: Path, path: Path, magic: int) -> np.ndarray:
+    """Decode one gzipped IDX file (data.md §2) to a uint8 array (count, [rows, cols])."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise data_error(name, data_dir, path, f"unreadable ({e})") from None
+    ndim = {2051: 3, 2049: 1}[magic]
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise data_error(name, data_dir, path, "truncated (no IDX header)")
+    dims = np.frombuffer(raw, dtype=">u4", count=1 + ndim)
+    if int(dims[0]) != magic:
+        raise data_error(name, data_dir, path, f"corrupt (IDX magic {int(dims[0])}, expected {magic})")
+    shape = tuple(int(d) for d in dims[1:])
+    if len(raw) != header + int(np.prod(shape)):
+        raise data_error(name, data_dir, path, f"corrupt ({len(raw) - header} payload bytes for shape {shape})")
+    arr = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    arr.flags.writeable = False
+    return arr
+
+
+def read_idx_split(name: str, data_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 28, 28), labels uint8 (N,)) of `<prefix>-{images,labels}-idx?-ubyte.gz`."""
+    folder = data_dir / FOLDERS[name]
+    ip, lp = folder / f"{prefix}-images-idx3-ubyte.gz", folder / f"{prefix}-labels-idx1-ubyte.gz"
+    _require(name, data_dir, [ip, lp])
+
+    def build():
+        images = _read_idx(name, data_dir, ip, 2051)
+        labels = _read_idx(name, data_dir, lp, 2049)
+        if len(images) != len(labels):
+            raise data_error(name, data_dir, lp, f"corrupt ({len(labels)} labels for {len(images)} images)")
+        if labels.size and labels.max() > 9:
+            raise data_error(name, data_dir, lp, f"corrupt (label {labels.max()} > 9)")
+        return images, labels
+
+    return _cached("idx", [ip, lp], build)
+
+
+def _read_records(name: str, data_dir: Path, path: Path, record_bytes: int) -> np.ndarray:
+    size = path.stat().st_size
+    if size == 0 or size % record_bytes:
+        raise data_error(name, data_dir, path, f"corrupt ({size} bytes is not a multiple of {record_bytes})")
+    rec = np.fromfile(path, dtype=np.uint8).reshape(-1, record_bytes)
+    return rec
+
+
+def _svhn_train_files(folder: Path) -> list[Path]:
+    files = []
+    for p in folder.glob("data_batch_*.bin"):
+        m = re.fullmatch(r"data_batch_(\d+)\.bin", p.name)
+        if m:
+            files.append((int(m.group(1)), p))
+    return [p for _, p in sorted(files)]
+
+
+@dataclass(frozen=True)
+class _ImageFiles:
+    """Decoded image files: `x` uint8 (N, H, W, C) and `y` uint8 (N,) of all training files in file order
+    (`offsets[i]:offsets[i+1]` is file i), plus the test file."""
+
+    x: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    files: tuple = field(default=())
+
+
+def _cifar_like(name: str, data_dir: Path, train_paths, test_path, *, label_byte: int, image_start: int,
+                record_bytes: int, chw: bool, num_classes: int) -> _ImageFiles:
+    _require(name, data_dir, [*train_paths, test_path])
+
+    def decode(path):
+        rec = _read_records(name, data_dir, path, record_bytes)
+        y = rec[:, label_byte].copy()
+        if y.size and y.max() >= num_classes:
+            raise data_error(name, data_dir, path, f"corrupt (label {y.max()} >= {num_classes})")
+        pix = rec[:, image_start:image_start + 3072]
+        x = pix.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) if chw else pix.reshape(-1, 32, 32, 3)
+        return np.ascontiguousarray(x), y
+
+    def build():
+        parts = [decode(p) for p in train_paths]
+        test_x, test_y = decode(test_path)
+        offsets = np.cumsum([0] + [len(p[1]) for p in parts])
+        out = _ImageFiles(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                          offsets, test_x, test_y, tuple(str(p) for p in [*train_paths, test_path]))
+        for a in (out.x, out.y, out.test_x, out.test_y):
+            a.flags.writeable = False
+        return out
+
+    return _cached(f"{name}:{image_start}", [*train_paths, test_path], build)
+
+
+def read_image_dataset(name: str, data_dir: Path, fidelity: str) -> _ImageFiles:
+    """Decode the CIFAR-10 / CIFAR-100 / SVHN binaries (data.md §3, §4)."""
+    folder = data_dir / FOLDERS[name]
+    if name == "cifar10":
+        train = [folder / f"data_batch_{i}.bin" for i in range(1, 6)]
+        return _cifar_like(name, data_dir, train, folder / "test_batch.bin", label_byte=0, image_start=1,
+                           record_bytes=3073, chw=True, num_classes=10)
+    if name == "cifar100":
+        # DeepOBS slices the image from byte 1 (one byte early, data.md §3); 'corrected' uses byte 2.
+        start = 1 if fidelity == "deepobs" else 2
+        return _cifar_like(name, data_dir, [folder / "train.bin"], folder / "test.bin", label_byte=1,
+                           image_start=start, record_bytes=3074, chw=True, num_classes=100)
+    if name == "svhn":
+        train = _svhn_train_files(folder)
+        if not train:
+            raise data_error(name, data_dir, folder / "data_batch_0.bin", "file missing")
+        return _cifar_like(name, data_dir, train, folder / "test_batch.bin", label_byte=0, image_start=1,
+                           record_bytes=3073, chw=False, num_classes=10)
+    raise AssertionError(name)
+
+
+def read_tolstoi(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(train ids, test ids) from tolstoi/train.npy and test.npy (data.md §5), as int32."""
+    folder = data_dir / FOLDERS["tolstoi"]
+    paths = [folder / "train.npy", folder / "test.npy"]
+    _require("tolstoi", data_dir, paths)
+
+    def load(p):
+        try:
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise data_error("tolstoi", data_dir, p, f"unreadable ({e})") from None
+        if a.ndim != 1 or a.dtype.kind not in "iu" or a.size < 2:
+            raise data_error("tolstoi", data_dir, p, f"corrupt (expected a 1-D int array, got {a.dtype} {a.shape})")
+        if a.min() < 0 or a.max() >= TOLSTOI_VOCAB:
+            raise data_error("tolstoi", data_dir, p, f"corrupt (ids outside 0..{TOLSTOI_VOCAB - 1})")
+        a = a.astype(np.int32)
+        a.flags.writeable = False
+        return a
+
+    return _cached("tolstoi", paths, lambda: (load(paths[0]), load(paths[1])))
+
+
+def quadratic_arrays() -> dict[str, np.ndarray]:
+    """The DeepOBS quadratic data (data.md §6): a fresh RandomState per split, normal(0, 0.6), float32."""
+    def build():
+        out = {}
+        for split, s in QUADRATIC["seeds"].items():
+            x = np.float32(np.random.RandomState(s).normal(0.0, QUADRATIC["noise"],
+                                                           (QUADRATIC["size"], QUADRATIC["dim"])))
+            x.flags.writeable = False
+            out[split] = x
+        return out
+
+    return _cached("quadratic", [], build)
+
+
+# --------------------------------------------------------------------------------------------- datasets
+def _one_hot(labels: np.ndarray, k: int, dtype) -> np.ndarray:
+    return np.eye(k, dtype=dtype)[labels]
+
+
+class Dataset:
+    """One data set at one batch size, seed and fidelity; serves NumPy batches per phase.
+
+    Phases (testproblems.md §0.3): 'train' (shuffled, augmented), 'train_eval' (the first
+    `num_batches('train_eval')` batches of a fresh draw of the train pipeline), 'valid' and 'test'
+    (in order, not augmented). All batches are full (drop remainder).
+    """
+
+    name: str
+    num_classes: int | None = None
+
+    def __init__(self, name, data_dir, batch_size, seed, fidelity):
+        if fidelity not in FIDELITIES:
+            raise ValueError(f"unknown fidelity {fidelity!r}; choose one of {', '.join(FIDELITIES)}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.name = name
+        self.data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.fidelity = fidelity
+
+    # -- interface
+    @property
+    def sizes(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def num_batches(self, phase: str) -> int:
+        raise NotImplementedError
+
+    def batches(self, phase: str, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        raise NotImplementedError
+
+    def provenance(self) -> dict:
+        """What was read and how (recorded next to results)."""
+        return {"dataset": self.name, "data_dir": str(self.data_dir), "fidelity": self.fidelity,
+                "batch_size": self.batch_size, "seed": self.seed, "sizes": self.sizes,
+                "num_batches": {p: self.num_batches(p) for p in PHASES}}
+
+    # -- helpers
+    def _check_phase(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
+
+    def _rng(self, phase: str, epoch: int) -> np.random.Generator:
+        if int(epoch) != epoch or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        return np.random.default_rng([self.seed, int(epoch), _PHASE_CODE[phase]])
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.name!r}, data_dir={str(self.data_dir)!r}, "
+                f"batch_size={self.batch_size}, seed={self.seed}, fidelity={self.fidelity!r})")
+
+
+class _ArrayDataset(Dataset):
+    """Data held as per-example arrays: x (N, ...) and labels (N,), with index-based splits."""
+
+    augment_flip: bool | None = None  # None: no augmentation; else augment (with / without flip)
+    standardize = False
+    label_dtype = np.float32
+
+    def _train_valid_indices(self, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _examples(self, phase: str):  # -> (x, labels) arrays indexed by the split indices
+        raise NotImplementedError
+
+    def _n_train(self) -> int:
+        return len(self._train_valid_indices(None)[0])
+
+    def num_batches(self, phase: str) -> int:
+        self._check_phase(phase)
+        b = self.batch_size
+        s = self.sizes
+        n_train = s["train"] // b
+        if phase == "train":
+            return n_train
+        if phase == "train_eval":
+            return min(s["train_eval"] // b, n_train)
+        return s[phase] // b
+
+    def _finish(self, x: np.ndarray, labels: np.ndarray, rng, augment: bool):
+        raise NotImplementedError
+
+    def batches(self, phase: str, epoch: int = 0):
+        self._check_phase(phase)
+        nb = self.num_batches(phase)
+        b = self.batch_size
+        if phase == "test":
+            x, labels = self._examples("test")
+            rng = None
+            order = np.arange(nb * b)
+        else:
+            rng = self._rng(phase, epoch)
+            x, labels = self._examples("train")
+            train_idx, valid_idx = self._train_valid_indices(rng)
+            if phase == "valid":
+                order = valid_idx[: nb * b]
+            else:
+                order = train_idx[rng.permutation(len(train_idx))][: nb * b]
+        augment = phase in ("train", "train_eval")
+        return self._iterate(x, labels, order, nb, rng, augment)
+
+    def _iterate(self, x, labels, order, nb, rng, augment):
+        b = self.batch_size
+        for k in range(nb):
+            idx = order[k * b:(k + 1) * b]
+            yield self._finish(x[idx], labels[idx] if labels is not None else None, rng, augment)
+
+
+class QuadraticDataset(_ArrayDataset):
+    """DeepOBS `quadratic` (data.md §6). Batches are (x, x): the model compares its parameter with x."""
+
+    def __init__(self, data_dir, batch_size, seed, fidelity):
+        super().__init__("quadratic", data_dir, batch_size, seed, fidelity)
+        self._arrays = quadratic_arrays()
+
+    @property
+    def sizes(self):
+        n = QUADRATIC["size"]
+        return {"train": n, "valid": n, "train_eval": n, "test": n}
+
+    def _train_valid_indices(self, rng):
+        return np.arange(QUADRATIC["size"]), np.arange(QUADRATIC["size"])
+
+    def batches(self, phase: str, epoch: int = 0):
+        self._check_phase(phase)
+        nb, b = self.num_batches(phase), self.batch_size
+        if phase in ("train", "train_eval"):
+            order = self._rng(phase, epoch).permutation(QUADRATIC["size"])[: nb * b]
+            x = self._arrays["train"][order]
+        else:
+            x = self._arrays[phase][: nb * b]
+        for k in range(nb):
+            xb = x[k * b:(k + 1) * b]
+            yield xb, xb
+
+
+class MnistDataset(_ArrayDataset):
+    """MNIST / Fashion-MNIST (data.md §2, §7.1): valid = first V training images (V = test size, 10,000),
+    train = the rest; x float32 (B, 28, 28, 1) in [0, 1]; y one-hot int32 (B, 10). No augmentation."""
+
+    num_classes = 10
+    label_dtype = np.int32
+
+    def __init__(self, name, data_dir, batch_size, seed, fidelity):
+        super().__init__(name, data_dir, batch_size, seed, fidelity)
+        self._train = read_idx_split(name, self.data_dir, "train")
+        self._test = read_idx_split(name, self.data_dir, "t10k")
+        self._v = len(self._test[0])
+        if self._v >= len(self._train[0]):
+            raise data_error(name, self.data_dir, self.data_dir / FOLDERS[name], "too small (no training images "
+                             f"left after the {self._v}-image validation split)")
+
+    @property
+    def sizes(self):
+        n, v = len(self._train[0]), self._v
+        return {"train": n - v, "valid": v, "train_eval": v, "test": len(self._test[0])}
+
+    def _train_valid_indices(self, rng):
+        n = len(self._train[0])
+        return np.arange(self._v, n), np.arange(self._v)
+
+    def _examples(self, phase):
+        return self._train if phase == "train" else self._test
+
+    def _finish(self, x, labels, rng, augment):
+        return (x.astype(np.float32) / np.float32(255.0))[..., None], _one_hot(labels, 10, np.int32)
+
+
+class ImageDataset(_ArrayDataset):
+    """CIFAR-10, CIFAR-100, SVHN (data.md §3, §4, §7, §8): x float32 (B, 32, 32, 3) per-image standardised
+    (augmented in train / train_eval), y one-hot float32.
+
+    Validation size V = size of the test set (DeepOBS' `train_eval_size`: 10,000 / 10,000 / 26,032).
+    CIFAR-10 and SVHN with fidelity 'deepobs': every train / train_eval / valid pass draws a new random
+    order of the training files and takes valid = the first V records of that stream, train = the rest
+    (data.md §7.2, the validation leak). Otherwise (CIFAR-100 always; 'corrected'): valid = the first V
+    records in file order, fixed, and train = the rest.
+    """
+
+    def __init__(self, name, data_dir, batch_size, seed, fidelity):
+        super().__init__(name, data_dir, batch_size, seed, fidelity)
+        self.num_classes = 100 if name == "cifar100" else 10
+        self.augment_flip = name != "svhn"
+        self._files = read_image_dataset(name, self.data_dir, fidelity)
+        self._v = len(self._files.test_y)
+        self._redraw = name in ("cifar10", "svhn") and fidelity == "deepobs"
+        if self._v >= len(self._files.y):
+            raise data_error(name, self.data_dir, self.data_dir / FOLDERS[name], "too small (no training images "
+                             f"left after the {self._v}-image validation split)")
+
+    @property
+    def sizes(self):
+        n, v = len(self._files.y), self._v
+        return {"train": n - v, "valid": v, "train_eval": v, "test": len(self._files.test_y)}
+
+    def _train_valid_indices(self, rng):
+        n = len(self._files.y)
+        if self._redraw and rng is not None:
+            off = self._files.offsets
+            perm = rng.permutation(len(off) - 1)
+            stream = np.concatenate([np.arange(off[i], off[i + 1]) for i in perm])
+        else:
+            stream = np.arange(n)
+        return stream[self._v:], stream[: self._v]
+
+    def _examples(self, phase):
+        f = self._files
+        return (f.x, f.y) if phase == "train" else (f.test_x, f.test_y)
+
+    def _finish(self, x, labels, rng, augment):
+        x = x.astype(np.float32)
+        if augment:
+            x = aug.augment(x, rng, flip=self.augment_flip)
+        return aug.per_image_standardization(x), _one_hot(labels, self.num_classes, np.float32)
+
+    def provenance(self):
+        p = super().provenance()
+        p["files"] = list(self._files.files)
+        p["official_counts"] = (len(self._files.y), len(self._files.test_y)) == OFFICIAL_COUNTS[self.name]
+        p["validation"] = "redrawn training file(s) per pass (DeepOBS leak)" if self._redraw else "held out"
+        if self.name == "cifar100":
+            p["cifar100_image_offset"] = 1 if self.fidelity == "deepobs" else 2
+        return p
+
+
+class TolstoiDataset(Dataset):
+    """War and Peace character ids (data.md §5, §7.1): valid = first V ids of train.npy (V = test size,
+    653,237), train = the rest; batches (x, y) int32 (B, 50), y = x shifted by one character, served in
+    order (row i of batch k+1 continues row i of batch k); train_eval = the first V // (B*50) train
+    batches. `sizes` count ids."""
+
+    num_classes = TOLSTOI_VOCAB
+
+    def __init__(self, data_dir, batch_size, seed, fidelity):
+        super().__init__("tolstoi", data_dir, batch_size, seed, fidelity)
+        train, self._test = read_tolstoi(self.data_dir)
+        self._v = len(self._test)
+        self._valid, self._train = train[: self._v], train[self._v:]
+
+    @property
+    def sizes(self):
+        return {"train": len(self._train), "valid": self._v, "train_eval": self._v, "test": len(self._test)}
+
+    def _nb(self, a) -> int:
+        return (len(a) - 1) // (self.batch_size * TOLSTOI_SEQ_LEN)
+
+    def num_batches(self, phase):
+        self._check_phase(phase)
+        if phase == "train_eval":
+            return min(self._v // (self.batch_size * TOLSTOI_SEQ_LEN), self._nb(self._train))
+        return self._nb({"train": self._train, "valid": self._valid, "test": self._test}[phase])
+
+    def batches(self, phase, epoch=0):
+        self._check_phase(phase)
+        a = {"train": self._train, "train_eval": self._train, "valid": self._valid, "test": self._test}[phase]
+        nb_all, nb = self._nb(a), self.num_batches(phase)
+        b, t = self.batch_size, TOLSTOI_SEQ_LEN
+        x = a[: nb_all * b * t].reshape(b, -1)
+        y = a[1: nb_all * b * t + 1].reshape(b, -1)
+        for k in range(nb):
+            yield x[:, k * t:(k + 1) * t], y[:, k * t:(k + 1) * t]
+
+
+def load_dataset(name: str, data_dir=None, *, batch_size: int, seed: int, fidelity: str = "deepobs") -> Dataset:
+    """The data set `name` (a ProblemSpec.dataset) below `data_dir` (default $NLWU_DATA_DIR or ./data).
+
+    Raises DataError (a ValueError) naming the file and the fix command when files are missing or
+    corrupt, ValueError for an unknown name / fidelity / bad batch size or seed.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if name == "quadratic":
+        return QuadraticDataset(data_dir, batch_size, seed, fidelity)
+    if name in ("mnist", "fmnist"):
+        return MnistDataset(name, data_dir, batch_size, seed, fidelity)
+    if name == "tolstoi":
+        return TolstoiDataset(data_dir, batch_size, seed, fidelity)
+    return ImageDataset(name, data_dir, batch_size, seed, fidelity)
+
+
+__all__ = ["DataError", "Dataset", "load_dataset", "clear_cache"]
