@@ -1,0 +1,308 @@
+"""Figures from the run table and the summary (PNG and PDF, matplotlib's own text rendering: no LaTeX).
+
+* learning curves per problem: test / valid / train loss and accuracy, mean over the reported seeds with a
+  +-1 std band, one line per optimizer's chosen setting, baselines dashed;
+* learning-rate sensitivity per problem: final validation metric of every tuning run vs learning rate,
+  coloured by power, the chosen setting starred;
+* power sensitivity: best tuning score per power, one panel per problem;
+* W vs L2 (cifar10_3c3d): test accuracy curves and per-seed final accuracies of both variants.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .select import metric_names, problem_has_accuracy, search_runs
+from .tables import is_baseline, main_rows, short_name
+
+PANEL_CURVES = (
+    ("test_losses", "test loss"),
+    ("valid_losses", "validation loss"),
+    ("train_losses", "train loss"),
+    ("test_accuracies", "test accuracy"),
+    ("valid_accuracies", "validation accuracy"),
+    ("train_accuracies", "train accuracy"),
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"text.usetex": False, "figure.dpi": 110, "savefig.dpi": 130, "font.size": 9})
+    return plt
+
+
+def save(fig, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` (atomically) and close the figure."""
+    plt = _plt()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext in ("png", "pdf"):
+        final = out_dir / f"{stem}.{ext}"
+        tmp = out_dir / f".{stem}.tmp.{ext}"
+        fig.savefig(tmp, bbox_inches="tight")
+        tmp.replace(final)
+        written.append(final)
+    plt.close(fig)
+    return written
+
+
+def _stack(curves: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack curves of possibly different lengths (Q6), padding with NaN."""
+    length = max(len(c) for c in curves)
+    out = np.full((len(curves), length), np.nan)
+    for i, c in enumerate(curves):
+        out[i, : len(c)] = c
+    return out
+
+
+def _setting_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
+    seeds = [int(s) for s in str(row["seeds"]).split()] if row["seeds"] else []
+    chosen = runs[(runs["setting_key"].map(lambda k: k == row["setting_key"])) & runs["seed"].isin(seeds)]
+    return chosen
+
+
+def _styles(rows: pd.DataFrame):
+    plt = _plt()
+    colours = plt.get_cmap("tab10")
+    for i, (_, row) in enumerate(rows.iterrows()):
+        baseline = is_baseline(row)
+        label = short_name(row["optimizer"]) + (f" ({row['source']})" if row["source"] == "baselines" else "")
+        yield row, {"color": colours(i % 10), "linestyle": "--" if baseline else "-", "label": label}
+
+
+def _log_if_wide(ax, values: np.ndarray) -> None:
+    finite = values[np.isfinite(values) & (values > 0)]
+    if finite.size and finite.max() / max(finite.min(), 1e-12) > 8:
+        ax.set_yscale("log")
+
+
+def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path) -> list[Path]:
+    """Mean +- std curves of every optimizer's chosen setting on one problem."""
+    plt = _plt()
+    rows = main_rows(summary[summary["testproblem"] == testproblem])
+    rows = rows[rows["n_seeds"] > 0]
+    if rows.empty:
+        return []
+    has_acc = problem_has_accuracy(runs, testproblem)
+    panels = [p for p in PANEL_CURVES if has_acc or "loss" in p[0]]
+    ncols = 3
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for row, style in _styles(rows):
+        chosen = _setting_runs(runs, row)
+        for ax, (curve, title) in zip(axes.flat, panels):
+            series = [c for c in chosen[curve] if isinstance(c, np.ndarray) and c.size]
+            if not series:
+                continue
+            stacked = _stack(series)
+            mean = np.nanmean(stacked, axis=0)
+            std = np.nanstd(stacked, axis=0)
+            epochs = np.arange(mean.size)
+            ax.plot(epochs, mean, lw=1.3, **style)
+            ax.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.18, lw=0)
+    for ax, (curve, title) in zip(axes.flat, panels):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if "loss" in curve:
+            lines = [line.get_ydata() for line in ax.get_lines()]
+            if lines:
+                values = np.concatenate([np.asarray(v, dtype=float)[1:] for v in lines])
+                _log_if_wide(ax, values)
+                finite = values[np.isfinite(values)]
+                if finite.size:
+                    low, high = np.percentile(finite, [0, 98])
+                    pad = 0.05 * (high - low or abs(high) or 1.0)
+                    if ax.get_yscale() == "linear":
+                        ax.set_ylim(low - pad, high + pad)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
+               bbox_to_anchor=(0.5, 1.02))
+    fig.suptitle(f"{testproblem}: chosen settings, mean ± std over seeds", y=1.07)
+    fig.tight_layout()
+    return save(fig, out_dir, f"learning_curves_{testproblem}")
+
+
+def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path,
+                   tuning_seed: int = 42) -> list[Path]:
+    """Final validation metric of every tuning run vs its learning rate, coloured by power."""
+    plt = _plt()
+    rows = main_rows(summary[summary["testproblem"] == testproblem])
+    rows = rows[rows["n_samples"] > 1]
+    if rows.empty:
+        return []
+    tuning_metric, _ = metric_names(problem_has_accuracy(runs, testproblem))
+    n = len(rows)
+    ncols = min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    scatter = None
+    all_values = []
+    for ax, (_, row) in zip(axes.flat, rows.iterrows()):
+        search = search_runs(runs, row, tuning_seed)
+        lr = np.array([hp.get("learning_rate", np.nan) for hp in search["optimizer_hyperparams"]], dtype=float)
+        power = np.array([hp.get("power", np.nan) if hp.get("power") is not None else np.nan
+                          for hp in search["optimizer_hyperparams"]], dtype=float)
+        values = search[f"final_{tuning_metric}"].to_numpy(dtype=float)
+        all_values.append(values)
+        colour_values = np.where(np.isfinite(power), power, 1.0)
+        scatter = ax.scatter(lr, values, c=colour_values, cmap=cmap, vmin=0.35, vmax=1.0, s=22,
+                             edgecolors="k", linewidths=0.3)
+        best_lr = row["learning_rate"]
+        ax.scatter([best_lr], [row["tuning_score"]], marker="*", s=160, facecolors="none", edgecolors="red",
+                   linewidths=1.2, label="chosen")
+        ax.set_xscale("log")
+        ax.set_title(f"{short_name(row['optimizer'])} ({row['source']})" if row["source"] == "baselines"
+                     else short_name(row["optimizer"]))
+        ax.set_xlabel("learning rate")
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"final {tuning_metric.replace('_', ' ')} (tuning seed)")
+    values = np.concatenate(all_values) if all_values else np.array([])
+    finite = values[np.isfinite(values)]
+    if finite.size and "loss" in tuning_metric:
+        low = finite.min()
+        high = np.percentile(finite, 90)
+        if high > low:
+            axes[0, 0].set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if scatter is not None:
+        bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.85)
+        bar.set_label("power (1.0 = no map)")
+    fig.suptitle(f"{testproblem}: learning-rate sensitivity (values beyond the top of the axis diverged or"
+                 " did not learn)", fontsize=9)
+    return save(fig, out_dir, f"lr_sensitivity_{testproblem}")
+
+
+def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = 42) -> list[Path]:
+    """Best tuning score per power value, one panel per problem, one line per optimizer."""
+    plt = _plt()
+    main = main_rows(summary)
+    main = main[(main["n_samples"] > 1) & main["power"].notna()]
+    problems = sorted(main["testproblem"].unique())
+    if not problems:
+        return []
+    ncols = min(len(problems), 3)
+    nrows = math.ceil(len(problems) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, problem in zip(axes.flat, problems):
+        tuning_metric, _ = metric_names(problem_has_accuracy(runs, problem))
+        higher_better = "acc" in tuning_metric
+        for row, style in _styles(main[main["testproblem"] == problem]):
+            search = search_runs(runs, row, tuning_seed)
+            frame = pd.DataFrame({
+                "power": [round(float(hp["power"]), 6) for hp in search["optimizer_hyperparams"]],
+                "score": search[f"final_{tuning_metric}"].to_numpy(dtype=float),
+            })
+            frame = frame[np.isfinite(frame["score"])]
+            best = frame.groupby("power")["score"].max() if higher_better else frame.groupby("power")["score"].min()
+            ax.plot(best.index, best.values, marker="o", ms=4, **style)
+        ax.set_title(problem)
+        ax.set_xlabel("power p")
+        ax.set_ylabel(f"best final {tuning_metric.replace('_', ' ')}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    fig.suptitle("Power sensitivity: best tuning score among the samples with each power", y=1.01)
+    fig.tight_layout()
+    return save(fig, out_dir, "power_sensitivity")
+
+
+def w_vs_l2(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, problem: str = "cifar10_3c3d") -> list[Path]:
+    """Decoupled decay (``_nodecay`` + W optimizers) vs L2 in the loss: test accuracy curves and final values."""
+    plt = _plt()
+    main = main_rows(summary)
+    variants = main[main["testproblem"].isin([problem, f"{problem}_nodecay"]) & (main["n_seeds"] > 0)]
+    if set(variants["testproblem"]) != {problem, f"{problem}_nodecay"}:
+        return []
+    metric = variants["metric"].iloc[0]
+    curve = metric
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    labels, data = [], []
+    for row, style in _styles(variants):
+        variant = "W" if row["testproblem"].endswith("_nodecay") else "L2"
+        style = dict(style, label=f"{short_name(row['optimizer'])} [{variant}]",
+                     linestyle="-" if variant == "W" else ":")
+        chosen = _setting_runs(runs, row)
+        series = [c for c in chosen[curve] if isinstance(c, np.ndarray) and c.size]
+        if series:
+            stacked = _stack(series)
+            mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
+            epochs = np.arange(mean.size)
+            left.plot(epochs, mean, lw=1.3, **style)
+            left.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15, lw=0)
+        labels.append(style["label"])
+        data.append(row["seed_values"])
+    left.set_title(f"{problem}: {metric.replace('_', ' ')}")
+    left.set_xlabel("epoch")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    finite = np.concatenate([np.asarray(d) for d in data]) if data else np.array([])
+    if finite.size:
+        left.set_ylim(max(0.0, finite.min() - 0.15), min(1.0, finite.max() + 0.03))
+    right.boxplot(data, showmeans=True)
+    right.set_xticks(range(1, len(labels) + 1), labels, rotation=20, fontsize=8)
+    for i, values in enumerate(data, start=1):
+        right.scatter(np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, s=10,
+                      color="k", alpha=0.6)
+    right.set_title(f"final {metric.replace('_', ' ')} per seed")
+    right.grid(alpha=0.3)
+    fig.suptitle("Decoupled weight decay (W, _nodecay problem) vs L2 in the loss (L2)")
+    fig.tight_layout()
+    return save(fig, out_dir, f"w_vs_l2_{problem}")
+
+
+def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Final test metric (mean +- std) of every main row, one panel per problem."""
+    plt = _plt()
+    main = main_rows(summary)
+    main = main[main["n_seeds"] > 0]
+    problems = sorted(main["testproblem"].unique())
+    if not problems:
+        return []
+    ncols = min(len(problems), 4)
+    nrows = math.ceil(len(problems) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
+    for ax, problem in zip(axes.flat, problems):
+        rows = main[main["testproblem"] == problem]
+        names = [short_name(o) + ("*" if s == "baselines" else "") for o, s in zip(rows["optimizer"], rows["source"])]
+        colours = ["0.6" if is_baseline(r) else "C0" for _, r in rows.iterrows()]
+        ax.bar(range(len(rows)), rows["final_test_mean"], yerr=rows["final_test_std"], color=colours, capsize=3)
+        ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=7)
+        low = np.nanmin(rows["final_test_mean"] - rows["final_test_std"])
+        high = np.nanmax(rows["final_test_mean"] + rows["final_test_std"])
+        if np.isfinite(low) and np.isfinite(high) and high > low:
+            ax.set_ylim(low - 0.3 * (high - low), high + 0.2 * (high - low))
+        ax.set_title(f"{problem}\n{rows['metric'].iloc[0].replace('_', ' ')}", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(problems):]:
+        ax.axis("off")
+    fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds; grey = baseline, * = BASELINES tree)",
+                 fontsize=9)
+    fig.tight_layout()
+    return save(fig, out_dir, "overview")
+
+
+def all_figures(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = 42) -> list[Path]:
+    """Every figure the report shows."""
+    written = overview(summary, out_dir)
+    for problem in sorted(summary["testproblem"].unique()):
+        written += learning_curves(runs, summary, problem, out_dir)
+        written += lr_sensitivity(runs, summary, problem, out_dir, tuning_seed)
+    written += power_sensitivity(runs, summary, out_dir, tuning_seed)
+    written += w_vs_l2(runs, summary, out_dir)
+    return written

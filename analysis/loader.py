@@ -1,0 +1,357 @@
+"""Read DeepOBS result trees into one tidy pandas table: one row per run, the per-epoch curves alongside.
+
+Tolerant of everything real DeepOBS trees contain (deepobs-format.md §4, quirks Q1-Q24): non-result files,
+``NaN``/``Infinity`` literals, missing accuracy keys or ``minibatch_train_losses``, ``weight_decay`` or
+``l2_reg``, curves shorter than ``num_epochs + 1``, byte-identical copies, one run stored under two sibling
+folders, an ``optimizer_name`` that differs from its folder, and unreadable JSON (skipped, with a warning).
+
+Runs are identified by what their JSON says, never by folder name or float ``==``: the *setting key* holds
+every optimizer hyperparameter as its DeepOBS folder token (11 significant digits, ``naming.format_value``),
+the batch size, the number of epochs and the normalised L2 factor (``weight_decay`` null -> the problem's
+default factor; 0/0.0 stay 0, which is the default of the ``_nodecay`` problems).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import pickle
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .naming import format_value, parse_result_file_name
+
+CURVES = (
+    "train_losses",
+    "valid_losses",
+    "test_losses",
+    "train_accuracies",
+    "valid_accuracies",
+    "test_accuracies",
+)
+CACHE_VERSION = 4
+
+
+class AnalysisError(ValueError):
+    """Bad input for the analysis: the message names the thing and how to fix it."""
+
+
+class MalformedResult(ValueError):
+    """A result file that parses but does not have the DeepOBS structure."""
+
+
+@dataclass
+class LoadReport:
+    """What loading saw besides the runs: skipped files (with the reason) and counts."""
+
+    roots: list[str]
+    n_files: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    n_duplicates: int = 0
+    n_superseded: int = 0
+
+
+@functools.lru_cache(maxsize=None)
+def _registry_spec(testproblem: str):
+    """The test-problem registry's metadata for a name, or None when the suite does not know the problem."""
+    try:
+        import testproblems
+
+        return testproblems.spec(testproblem)
+    except (ImportError, AttributeError, ValueError, KeyError):
+        return None
+
+
+def default_l2(testproblem: str) -> float | None:
+    """The problem's default L2 factor from the test-problem registry; None for a problem the suite does not know."""
+    spec = _registry_spec(testproblem)
+    return None if spec is None else float(spec.l2)
+
+
+def registry_has_accuracy(testproblem: str) -> bool | None:
+    """Whether the registry says the problem reports an accuracy; None if the problem is unknown."""
+    spec = _registry_spec(testproblem)
+    return None if spec is None else bool(spec.has_accuracy)
+
+
+def normalise_l2(testproblem: str, stored) -> float:
+    """The L2 factor a run used: the stored value, or the problem's default where it stored null (NaN if unknown)."""
+    if stored is None or (isinstance(stored, float) and math.isnan(stored)):
+        default = default_l2(testproblem)
+        return default if default is not None else math.nan
+    return float(stored)
+
+
+def find_result_files(root: Path) -> list[Path]:
+    """Every ``random_seed__<seed>__<timestamp>.json`` at least three folders below ``root``, sorted.
+
+    The three folders right above a file are ``<testproblem>/<optimizer>/<setting>``; anything above them
+    (e.g. Crowded Valley's ``results/large_budget/none/``) is tolerated. All other files are ignored.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        depth = len(Path(dirpath).relative_to(root).parts)
+        if depth < 3:
+            continue
+        for name in sorted(filenames):
+            if parse_result_file_name(name):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _strip_minibatch(text: str) -> tuple[str, int | None, bool]:
+    """Cut ``minibatch_train_losses`` out of the JSON text before parsing (it is most of the bytes).
+
+    Returns the remaining text, the list's length (None if absent) and whether it holds a non-finite value
+    (DeepOBS' divergence marker, deepobs-format §2.5). The list holds only numbers, so its closing bracket
+    is the first ``]`` after its opening one.
+    """
+    key = text.find('"minibatch_train_losses"')
+    if key < 0:
+        return text, None, False
+    start = text.find("[", key)
+    end = text.find("]", start)
+    if start < 0 or end < 0:
+        return text, None, False  # truncated: let json.loads report it
+    body = text[start + 1 : end]
+    length = body.count(",") + 1 if body.strip() else 0
+    nonfinite = "NaN" in body or "Infinity" in body
+    return text[: start + 1] + text[end:], length, nonfinite
+
+
+def _final(curve: np.ndarray | None) -> float:
+    return float(curve[-1]) if curve is not None and len(curve) else math.nan
+
+
+def _hp_token(value) -> str:
+    return format_value(value)
+
+
+def parse_run_file(path: Path, root: Path) -> dict:
+    """One result file -> one row (raises ValueError/UnicodeDecodeError for unreadable content)."""
+    raw = path.read_bytes()
+    text = raw.decode("utf-8")
+    text, minibatch_len, diverged = _strip_minibatch(text)
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise MalformedResult("top level is not a JSON object")
+    seed_from_name, timestamp = parse_result_file_name(path.name)
+    setting_dir = path.parent
+    optimizer_dir = setting_dir.parent
+    problem_dir = optimizer_dir.parent
+    testproblem = problem_dir.name
+    hyperparams = data.get("optimizer_hyperparams")
+    if hyperparams is None:
+        hyperparams = data.get("hyperparams") or {}  # DeepOBS 1.1 layout
+        if "learning_rate" in data and "learning_rate" not in hyperparams:
+            hyperparams = {"learning_rate": data["learning_rate"], **hyperparams}
+    if not isinstance(hyperparams, dict):
+        raise MalformedResult("optimizer_hyperparams is not an object")
+    if "weight_decay" in data:
+        stored_l2 = data["weight_decay"]
+    else:
+        stored_l2 = data.get("l2_reg")
+    curves = {}
+    for name in CURVES:
+        values = data.get(name)
+        if isinstance(values, list):
+            try:
+                curves[name] = np.asarray([math.nan if v is None else v for v in values], dtype=float)
+            except (TypeError, ValueError) as err:
+                raise MalformedResult(f"{name} is not a list of numbers") from err
+    seed = data.get("random_seed", seed_from_name)
+    row = {
+        "root": str(root),
+        "path": str(path),
+        "relpath": str(path.relative_to(root)),
+        "testproblem": testproblem,
+        "optimizer": optimizer_dir.name,
+        "setting_folder": setting_dir.name,
+        "seed": int(seed if seed is not None else seed_from_name),
+        "timestamp": timestamp,
+        "sha1": hashlib.sha1(raw).hexdigest(),
+        "json_testproblem": data.get("testproblem"),
+        "optimizer_name": data.get("optimizer_name", data.get("optimizer")),
+        "batch_size": data.get("batch_size"),
+        "num_epochs": data.get("num_epochs"),
+        "weight_decay_stored": stored_l2,
+        "optimizer_hyperparams": dict(hyperparams),
+        "training_params": data.get("training_params"),
+        "n_evals": max((len(c) for c in curves.values()), default=0),
+        "minibatch_len": minibatch_len,
+        "diverged": bool(diverged),
+        "has_accuracy": "valid_accuracies" in curves or "test_accuracies" in curves,
+    }
+    for name in CURVES:
+        row[f"final_{name}"] = _final(curves.get(name))
+        row[name] = curves.get(name)
+    row["hp_key"] = tuple(sorted((k, _hp_token(v)) for k, v in hyperparams.items()))
+    return row
+
+
+def setting_key(row: pd.Series | dict) -> tuple:
+    """Identity of a setting: problem, optimizer, epochs, batch size, L2 token and every hyperparameter token."""
+    l2 = row["weight_decay"]
+    l2_token = "default" if l2 is None or (isinstance(l2, float) and math.isnan(l2)) else format_value(float(l2))
+    return (
+        row["testproblem"],
+        row["optimizer"],
+        str(row["num_epochs"]),
+        str(row["batch_size"]),
+        l2_token,
+        row["hp_key"],
+    )
+
+
+def _file_signature(files: Sequence[Path]) -> str:
+    digest = hashlib.sha1(str(CACHE_VERSION).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("NLWU_CACHE", ".cache")) / "analysis"
+
+
+def _parse_all(files: list[tuple[Path, Path]], progress: bool) -> tuple[list[dict], list[tuple[str, str]]]:
+    from tqdm import tqdm
+
+    rows, skipped = [], []
+    bar = tqdm(files, desc="loading runs", unit="file", disable=not progress, file=sys.stderr, leave=False)
+    for path, root in bar:
+        try:
+            rows.append(parse_run_file(path, root))
+        except (json.JSONDecodeError, MalformedResult, UnicodeDecodeError, OSError) as err:
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            skipped.append((str(path), reason))
+    return rows, skipped
+
+
+def load_runs(
+    roots: Iterable[str | os.PathLike],
+    *,
+    progress: bool = True,
+    cache: bool = True,
+    warn: bool = True,
+) -> pd.DataFrame:
+    """All runs under ``roots`` as one DataFrame, de-duplicated (see ``deduplicate``).
+
+    Each row is one run: identity columns (testproblem, optimizer, setting folder, seed, timestamp),
+    normalised hyperparameters (``optimizer_hyperparams`` dict plus one ``hp_<name>`` column each),
+    ``weight_decay`` (normalised L2 factor), final values of every curve (``final_<curve>``), the curves
+    themselves as arrays, divergence and length flags. ``df.attrs['report']`` is the ``LoadReport``.
+    Unreadable files are skipped with one warning line each on stderr.
+    """
+    roots = [Path(r) for r in roots]
+    for root in roots:
+        if not root.exists():
+            raise AnalysisError(f"results path '{root}' does not exist: pass the root of a DeepOBS results tree")
+        if not root.is_dir():
+            raise AnalysisError(f"results path '{root}' is not a folder: pass the root of a DeepOBS results tree")
+    files = [(path, root) for root in roots for path in find_result_files(root)]
+    if not files:
+        names = ", ".join(f"'{r}'" for r in roots)
+        raise AnalysisError(
+            f"no DeepOBS result files (<problem>/<optimizer>/<setting>/random_seed__<seed>__<time>.json) "
+            f"under {names}: check the RESULTS path"
+        )
+    report = LoadReport(roots=[str(r) for r in roots], n_files=len(files))
+    signature = _file_signature([p for p, _ in files]) + "|" + "|".join(str(r.resolve()) for r in roots)
+    cache_path = _cache_dir() / (hashlib.sha1(signature.encode()).hexdigest() + ".pkl")
+    rows = skipped = None
+    if cache and cache_path.exists():
+        try:
+            with open(cache_path, "rb") as handle:
+                rows, skipped = pickle.load(handle)
+        except Exception:  # a broken cache is rebuilt, never trusted
+            rows = skipped = None
+    if rows is None:
+        rows, skipped = _parse_all(files, progress)
+        if cache:
+            try:
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
+                with open(tmp, "wb") as handle:
+                    pickle.dump((rows, skipped), handle, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, cache_path)
+            except OSError:
+                pass
+    report.skipped = list(skipped)
+    if warn:
+        for path, reason in report.skipped:
+            print(f"warning: skipped unreadable result file {path} ({reason})", file=sys.stderr)
+    if not rows:
+        raise AnalysisError(
+            f"none of the {len(files)} DeepOBS result files under the given roots could be read (see warnings)"
+        )
+    runs = pd.DataFrame(rows)
+    runs["weight_decay"] = [
+        normalise_l2(problem, stored) for problem, stored in zip(runs["testproblem"], runs["weight_decay_stored"])
+    ]
+    runs = deduplicate(runs, report)
+    runs.attrs["report"] = report
+    return runs
+
+
+def deduplicate(runs: pd.DataFrame, report: LoadReport | None = None) -> pd.DataFrame:
+    """One row per (setting key, seed): byte-identical copies count once, otherwise the latest timestamp wins.
+
+    Adds ``setting_key`` (see ``setting_key``) and ``n_copies`` (files that held this run).
+    """
+    runs = runs.copy()
+    runs["setting_key"] = [setting_key(row) for _, row in runs.iterrows()]
+    # Identical bytes anywhere (Q8, Q9): keep one, preferring the canonical folder (the first in name order).
+    runs = runs.sort_values(["setting_key", "seed", "timestamp", "relpath"], kind="stable")
+    n_before = len(runs)
+    copies = runs.groupby(["sha1"], sort=False)["sha1"].transform("size")
+    runs = runs.assign(n_copies=copies).drop_duplicates(subset=["setting_key", "seed", "sha1"], keep="first")
+    n_identical = n_before - len(runs)
+    # Different files for the same run (Q13, Q14): the latest start time wins.
+    n_before = len(runs)
+    runs = runs.drop_duplicates(subset=["setting_key", "seed"], keep="last")
+    if report is not None:
+        report.n_duplicates = n_identical
+        report.n_superseded = n_before - len(runs)
+    hp_names = sorted({k for hp in runs["optimizer_hyperparams"] for k in hp})
+    for name in hp_names:
+        runs[f"hp_{name}"] = [hp.get(name) for hp in runs["optimizer_hyperparams"]]
+    return runs.sort_values(["testproblem", "optimizer", "setting_folder", "seed"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def curves_long(runs: pd.DataFrame, curves: Sequence[str] = CURVES) -> pd.DataFrame:
+    """The per-epoch curves as a long tidy table: (run index, testproblem, optimizer, seed, curve, epoch, value)."""
+    parts = []
+    for index, row in runs.iterrows():
+        for name in curves:
+            values = row.get(name)
+            if values is None or (isinstance(values, float) and math.isnan(values)):
+                continue
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "run": index,
+                        "testproblem": row["testproblem"],
+                        "optimizer": row["optimizer"],
+                        "seed": row["seed"],
+                        "curve": name,
+                        "epoch": np.arange(len(values)),
+                        "value": values,
+                    }
+                )
+            )
+    if not parts:
+        return pd.DataFrame(columns=["run", "testproblem", "optimizer", "seed", "curve", "epoch", "value"])
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,188 @@
+"""Write the report under OUT: summary.{csv,md,tex}, comparison.{csv,md}, figures/, report.md."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import figures as figs
+from .loader import LoadReport, load_runs
+from .select import DEFAULT_SEARCHED, summarize
+from .tables import (
+    COMPARISON_VIEW,
+    SUMMARY_VIEW,
+    compare_to_baselines,
+    latex_table,
+    markdown_table,
+    summary_csv_frame,
+    view,
+)
+
+
+@dataclass
+class Analysis:
+    """Everything the report is made of (pure data)."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    comparison: pd.DataFrame
+    reports: list[LoadReport]
+    caveats: list[tuple[str, str]] = field(default_factory=list)
+
+
+def readme_caveat(root: Path) -> str | None:
+    """The 'Caveat' section of a tree's README.md (or its first paragraph), to show next to its numbers."""
+    readme = Path(root) / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    match = re.search(r"^#+\s*Caveat[^\n]*\n(.*?)(?=^#+\s|\Z)", text, flags=re.S | re.M | re.I)
+    if match:
+        return match.group(1).strip()
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip() and not p.lstrip().startswith("#")]
+    return paragraphs[0] if paragraphs else None
+
+
+def analyse(
+    results: Sequence[str | os.PathLike],
+    baselines: Sequence[str | os.PathLike] = (),
+    *,
+    tuning_seed: int = 42,
+    rerun_seeds: Iterable[int] = range(43, 52),
+    searched: Sequence[str] = DEFAULT_SEARCHED,
+    mode: str = "final",
+    where: Mapping[str, object] | None = None,
+    progress: bool = True,
+    cache: bool = True,
+) -> Analysis:
+    """Load the trees, select and aggregate (protocol §4-5), compare with the baselines."""
+    rerun_seeds = list(rerun_seeds)
+    runs = load_runs(results, progress=progress, cache=cache)
+    reports = [runs.attrs["report"]]
+    summary = summarize(runs, tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched, mode=mode,
+                        where=where, source="results")
+    runs = runs.assign(source="results")
+    caveats = []
+    if baselines:
+        base_runs = load_runs(baselines, progress=progress, cache=cache)
+        reports.append(base_runs.attrs["report"])
+        base_summary = summarize(base_runs, tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched,
+                                 mode=mode, where=where, source="baselines")
+        runs = pd.concat([runs, base_runs.assign(source="baselines")], ignore_index=True)
+        summary = pd.concat([summary, base_summary], ignore_index=True)
+        for root in baselines:
+            caveat = readme_caveat(Path(root))
+            if caveat:
+                caveats.append((str(root), caveat))
+    summary = summary.sort_values(["testproblem", "source", "optimizer", "search"], kind="stable").reset_index(
+        drop=True
+    )
+    comparison = compare_to_baselines(summary)
+    return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
+                 tuning_seed: int = 42) -> list[Path]:
+    """Write every output file under ``out``; returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    summary = analysis.summary
+    csv = summary_csv_frame(summary)
+    path = out / "summary.csv"
+    tmp = out / f".summary.csv.tmp{os.getpid()}"
+    csv.to_csv(tmp, index=False, float_format="%.17g")
+    tmp.replace(path)
+    written.append(path)
+    shown, columns, headers = view(summary, SUMMARY_VIEW)
+    summary_md = markdown_table(shown, columns, headers)
+    _write_text(out / "summary.md", summary_md)
+    _write_text(out / "summary.tex", latex_table(shown, columns, headers))
+    written += [out / "summary.md", out / "summary.tex"]
+    comparison_md = ""
+    if not analysis.comparison.empty:
+        path = out / "comparison.csv"
+        tmp = out / f".comparison.csv.tmp{os.getpid()}"
+        analysis.comparison.to_csv(tmp, index=False, float_format="%.17g")
+        tmp.replace(path)
+        shown, columns, headers = view(analysis.comparison, COMPARISON_VIEW)
+        comparison_md = markdown_table(shown, columns, headers)
+        _write_text(out / "comparison.md", comparison_md)
+        written += [path, out / "comparison.md"]
+    figure_paths = []
+    if figures:
+        figure_paths = figs.all_figures(analysis.runs, summary, out / "figures", tuning_seed)
+        written += figure_paths
+    _write_text(out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out))
+    written.append(out / "report.md")
+    return written
+
+
+def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figure_paths: Sequence[Path],
+                  out: Path) -> str:
+    lines = ["# Results report", ""]
+    for report in analysis.reports:
+        lines.append(
+            f"- {', '.join(report.roots)}: {report.n_files} result files, "
+            f"{report.n_duplicates} byte-identical copies counted once, "
+            f"{report.n_superseded} older files of a repeated run superseded, "
+            f"{len(report.skipped)} unreadable files skipped"
+        )
+        for path, reason in report.skipped:
+            lines.append(f"  - skipped `{path}`: {reason}")
+    ties = analysis.summary[analysis.summary["tie"].astype(bool)]
+    lines += [
+        "",
+        "Selection: each search's settings ranked by the tuning run's final validation accuracy (final "
+        "validation loss where the problem has no accuracy); the chosen setting reported as mean and population "
+        "std (ddof=0) of the final test metric over the tuning and rerun seeds. Accuracies are fractions.",
+        "",
+    ]
+    if not ties.empty:
+        lines.append("Exact ties at the top (first in folder-name order chosen): " + ", ".join(
+            f"{r.testproblem}/{r.optimizer}" for r in ties.itertuples()) + ".")
+        lines.append("")
+    lines += ["## Summary", "", summary_md]
+    if comparison_md:
+        lines += ["## Difference to the best baseline (Welch t-test over seeds)", "", comparison_md]
+    for root, caveat in analysis.caveats:
+        lines += [f"### Caveat of the baseline tree `{root}`", "", caveat, ""]
+    if figure_paths:
+        lines += ["## Figures", ""]
+        for path in figure_paths:
+            if path.suffix == ".png":
+                rel = path.relative_to(out)
+                lines.append(f"![{path.stem}]({rel.as_posix()})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``'43-51'`` or ``'43,44,45'`` -> list of ints."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            low, high = part.split("-", 1) if not part.startswith("-") else (part, part)
+            seeds.extend(range(int(low), int(high) + 1))
+        else:
+            seeds.append(int(part))
+    return seeds
+
+
+def fmt_float(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
