@@ -20,6 +20,15 @@ PHASES = ("train", "train_eval", "valid", "test")
 FIDELITIES = ("deepobs", "corrected")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 class DataError(ValueError):
     """Missing or corrupt data; the message names the file and the command that fixes it."""
 
@@ -47,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; give the final file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,6 +78,7 @@ class AtomicFile:
     def __exit__(self, exc_type, exc, tb):
         self.f.close()
         if exc_type is None:
+            os.chmod(self.tmp, _FILE_MODE)
             os.replace(self.tmp, self.path)
         else:
             Path(self.tmp).unlink(missing_ok=True)
