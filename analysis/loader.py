@@ -296,6 +296,7 @@ def load_runs(
             f"none of the {len(files)} DeepOBS result files under the given roots could be read (see warnings)"
         )
     runs = pd.DataFrame(rows)
+    runs["weight_decay_stored"] = pd.Series([r["weight_decay_stored"] for r in rows], dtype=object)
     runs["weight_decay"] = [
         normalise_l2(problem, stored) for problem, stored in zip(runs["testproblem"], runs["weight_decay_stored"])
     ]
