@@ -1,6 +1,6 @@
 """Results tree -> tidy run table -> selection -> tables and figures (pure functions; I/O at the edges)."""
 
-from .loader import AnalysisError, CURVES, LoadReport, curves_long, load_runs
+from .loader import CURVES, AnalysisError, LoadReport, curves_long, load_runs
 from .select import MODES, rank_settings, select_best, summarize
 
 __all__ = [

@@ -99,7 +99,7 @@ def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str,
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for row, style in _styles(rows):
         chosen = _setting_runs(runs, row)
-        for ax, (curve, title) in zip(axes.flat, panels):
+        for ax, (curve, _title) in zip(axes.flat, panels):
             series = [c for c in chosen[curve] if isinstance(c, np.ndarray) and c.size]
             if not series:
                 continue

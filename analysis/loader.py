@@ -59,7 +59,7 @@ class LoadReport:
     n_superseded: int = 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registry_spec(testproblem: str):
     """The test-problem registry's metadata for a name, or None when the suite does not know the problem."""
     try:
