@@ -278,7 +278,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     provenance = {
         "run_id": spec.run_id,
         "result_file": name,
-        "spec": spec.to_dict(),
+        "spec": {**spec.to_dict(), "hyperparams": spec.hyperparams_dict, "options": spec.options_dict},
         "resolved": {
             "num_epochs": num_epochs,
             "batch_size": batch_size,
@@ -403,6 +403,10 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     hp, opts = split_hyperparams(args.optimizer, parse_hp(args.hp))
     if "learning_rate" not in hp:
         raise RunError("missing --hp learning_rate=VALUE (every optimizer needs a learning rate)")
+    try:
+        optimizers.resolve_hyperparams(args.optimizer, {**hp, **opts})
+    except ValueError as exc:
+        raise RunError(f"--hp: {exc}") from None
     try:
         return RunSpec(args.problem, args.optimizer, hp, seed=args.seed, num_epochs=args.epochs,
                        batch_size=args.batch_size, weight_decay=args.weight_decay, data_dir=args.data_dir,
