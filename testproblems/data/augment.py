@@ -21,9 +21,10 @@ def pad_and_random_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     padded[:, PAD:PAD + h, PAD:PAD + w] = x
     oy = rng.integers(0, 2 * PAD + 1, size=b)
     ox = rng.integers(0, 2 * PAD + 1, size=b)
-    rows = (oy[:, None] + np.arange(h))[:, :, None]
-    cols = (ox[:, None] + np.arange(w))[:, None, :]
-    return padded[np.arange(b)[:, None, None], rows, cols]
+    out = np.empty_like(x)
+    for i in range(b):  # one slice copy per image: much faster than fancy indexing
+        out[i] = padded[i, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
+    return out
 
 
 def random_flip_left_right(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -46,30 +47,37 @@ def adjust_saturation(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
     max (V) and min: x' = V - (V - x) * S'/S. Pixels with V <= 0 have S = 0 in TF's kernel and come
     back as grey (V, V, V); the same happens here (ratio 0).
     """
-    vmax = x.max(axis=-1, keepdims=True)
-    vmin = x.min(axis=-1, keepdims=True)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    vmax = np.maximum(np.maximum(r, g), b)
+    vrange = vmax - np.minimum(np.minimum(r, g), b)
     pos = vmax > 0
-    s = np.where(pos, (vmax - vmin) / np.where(pos, vmax, 1.0), 0.0)
-    s_new = np.clip(s * factor.astype(np.float32)[:, None, None, None], 0.0, 1.0)
-    ratio = np.where(s > 0, s_new / np.where(s > 0, s, 1.0), 0.0)
-    return (vmax - (vmax - x) * ratio).astype(np.float32)
+    s = np.zeros_like(vmax)
+    np.divide(vrange, vmax, out=s, where=pos)
+    f = factor.astype(np.float32)[:, None, None]
+    s_new = np.minimum(s * f, np.float32(1.0))
+    ratio = np.zeros_like(vmax)
+    np.divide(s_new, s, out=ratio, where=s > 0)
+    return vmax[..., None] - (vmax[..., None] - x) * ratio[..., None]
 
 
 def adjust_contrast(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """TF `adjust_contrast`: per image and channel, (x - mean) * factor + mean (mean over H, W)."""
-    mean = x.mean(axis=(1, 2), keepdims=True, dtype=np.float64).astype(np.float32)
+    b, h, w, c = x.shape
+    planes = np.ascontiguousarray(x.reshape(b, h * w, c).transpose(0, 2, 1))  # contiguous: fast pairwise sums
+    mean = (planes.sum(axis=-1) / np.float32(h * w))[:, None, None, :]
     return (x - mean) * factor.astype(np.float32)[:, None, None, None] + mean
 
 
 def per_image_standardization(x: np.ndarray) -> np.ndarray:
-    """TF `per_image_standardization`: (x - mean) / max(std, 1/sqrt(n)) over all values of one image."""
-    n = np.prod(x.shape[1:])
-    xd = x.reshape(len(x), -1).astype(np.float64)
-    mean = xd.mean(axis=1)
-    var = np.maximum((xd * xd).mean(axis=1) - mean * mean, 0.0)
-    adjusted = np.maximum(np.sqrt(var), 1.0 / np.sqrt(n))
-    out = (xd - mean[:, None]) / adjusted[:, None]
-    return out.astype(np.float32).reshape(x.shape)
+    """TF `per_image_standardization`: (x - mean) / max(std, 1/sqrt(n)) over all values of one image
+    (std: population standard deviation)."""
+    flat = x.reshape(len(x), -1)
+    n = flat.shape[1]
+    mean = flat.mean(axis=1, dtype=np.float64)
+    centered = flat - mean.astype(np.float32)[:, None]
+    var = np.einsum("ij,ij->i", centered, centered, dtype=np.float64) / n
+    adjusted = np.maximum(np.sqrt(var), 1.0 / np.sqrt(n)).astype(np.float32)
+    return (centered / adjusted[:, None]).reshape(x.shape)
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, *, flip: bool) -> np.ndarray:

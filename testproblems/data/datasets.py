@@ -42,7 +42,11 @@ _CACHE_LOCK = threading.Lock()
 
 # --------------------------------------------------------------------------------------------- readers
 def _stat_key(paths) -> tuple:
-    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((str(p), st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def _cached(kind: str, paths: list[Path], build):
@@ -142,21 +146,32 @@ def _cifar_like(name: str, data_dir: Path, train_paths, test_path, *, label_byte
                 record_bytes: int, chw: bool, num_classes: int) -> _ImageFiles:
     _require(name, data_dir, [*train_paths, test_path])
 
-    def decode(path):
-        rec = _read_records(name, data_dir, path, record_bytes)
-        y = rec[:, label_byte].copy()
+    def check(path, rec):
+        y = rec[:, label_byte]
         if y.size and y.max() >= num_classes:
             raise data_error(name, data_dir, path, f"corrupt (label {y.max()} >= {num_classes})")
+
+    def fill(rec, x_out, y_out):
+        y_out[:] = rec[:, label_byte]
         pix = rec[:, image_start:image_start + 3072]
-        x = pix.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) if chw else pix.reshape(-1, 32, 32, 3)
-        return np.ascontiguousarray(x), y
+        x_out[:] = pix.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) if chw else pix.reshape(-1, 32, 32, 3)
 
     def build():
-        parts = [decode(p) for p in train_paths]
-        test_x, test_y = decode(test_path)
-        offsets = np.cumsum([0] + [len(p[1]) for p in parts])
-        out = _ImageFiles(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                          offsets, test_x, test_y, tuple(str(p) for p in [*train_paths, test_path]))
+        recs = []
+        for p in train_paths:
+            recs.append(_read_records(name, data_dir, p, record_bytes))
+            check(p, recs[-1])
+        offsets = np.cumsum([0] + [len(r) for r in recs])
+        x = np.empty((offsets[-1], 32, 32, 3), np.uint8)
+        y = np.empty(offsets[-1], np.uint8)
+        for i, r in enumerate(recs):
+            fill(r, x[offsets[i]:offsets[i + 1]], y[offsets[i]:offsets[i + 1]])
+        del recs
+        trec = _read_records(name, data_dir, test_path, record_bytes)
+        check(test_path, trec)
+        test_x, test_y = np.empty((len(trec), 32, 32, 3), np.uint8), np.empty(len(trec), np.uint8)
+        fill(trec, test_x, test_y)
+        out = _ImageFiles(x, y, offsets, test_x, test_y, tuple(str(p) for p in [*train_paths, test_path]))
         for a in (out.x, out.y, out.test_x, out.test_y):
             a.flags.writeable = False
         return out
@@ -222,6 +237,47 @@ def quadratic_arrays() -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- datasets
+def _prefetch(it: Iterator, depth: int = 3) -> Iterator:
+    """Run `it` in a background thread, `depth` items ahead (NumPy releases the GIL, so augmentation
+    overlaps with the training step). Order and values are unchanged; errors re-raise in the consumer."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in it:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # handed to the consumer
+            put(e)
+
+    t = threading.Thread(target=produce, daemon=True, name="nlwu-data-prefetch")
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def _one_hot(labels: np.ndarray, k: int, dtype) -> np.ndarray:
     return np.eye(k, dtype=dtype)[labels]
 
@@ -329,7 +385,8 @@ class _ArrayDataset(Dataset):
             else:
                 order = train_idx[rng.permutation(len(train_idx))][: nb * b]
         augment = phase in ("train", "train_eval")
-        return self._iterate(x, labels, order, nb, rng, augment)
+        it = self._iterate(x, labels, order, nb, rng, augment)
+        return _prefetch(it) if augment and self.augment_flip is not None else it
 
     def _iterate(self, x, labels, order, nb, rng, augment):
         b = self.batch_size
