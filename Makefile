@@ -37,6 +37,17 @@ test-slow: $(STAMP)
 figures: $(STAMP)
 	$(PY) -m analysis $(RESULTS) --out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
 
+# The study of $(CONFIG) (default: quadratic_deep at the paper's medium budget, 6 optimizers, 354 runs) into
+# $(RESULTS), resumable, then `make figures` on it. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
+PRESET ?=
+WORKERS ?=
+BACKEND ?= local
+ADDRESS ?=
+reproduce: $(STAMP)
+	$(PY) -m runners sweep $(CONFIG) --out $(RESULTS) --backend $(BACKEND) $(if $(strip $(PRESET)),--preset $(PRESET)) \
+		$(if $(strip $(WORKERS)),--workers $(WORKERS)) $(if $(strip $(ADDRESS)),--address $(ADDRESS))
+	$(MAKE) --no-print-directory figures RESULTS=$(RESULTS) OUT=$(OUT)
+
 # Unpack the paper's released results once into $(CACHE)/reference, then analyse them.
 $(CACHE)/reference/.unpacked:
 	mkdir -p $(CACHE)/reference
