@@ -61,8 +61,8 @@ def test_augment_flips_half_the_images():
     x[:, :, :16, 0] = 200.0  # left half reddish: flips and crops are visible
     out = augment.augment(x, np.random.default_rng(0), flip=True)
     assert out.shape == x.shape and out.dtype == np.float32
-    left_red = (out[:, 16, 4, 0] > out[:, 16, 4, 1] + 1).mean()
-    right_red = (out[:, 16, 27, 0] > out[:, 16, 27, 1] + 1).mean()
-    assert 0.35 < left_red < 0.65 and 0.35 < right_red < 0.65  # mirrored about half of the time
+    # every later op keeps the order of values within a channel, so red left > red right iff not mirrored
+    mirrored = (out[:, 16, 27, 0] > out[:, 16, 4, 0]).mean()
+    assert 0.4 < mirrored < 0.6
     no_flip = augment.augment(x, np.random.default_rng(0), flip=False)
-    assert (no_flip[:, 16, 27, 0] > no_flip[:, 16, 27, 1] + 1).mean() == 0
+    assert (no_flip[:, 16, 27, 0] > no_flip[:, 16, 4, 0]).sum() == 0
