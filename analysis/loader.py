@@ -97,7 +97,7 @@ def find_result_files(root: Path) -> list[Path]:
     (e.g. Crowded Valley's ``results/large_budget/none/``) is tolerated. All other files are ignored.
     """
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
         depth = len(Path(dirpath).relative_to(root).parts)
         if depth < 3:
