@@ -97,26 +97,33 @@ def is_searched(dist: Any) -> bool:
     return isinstance(dist, Mapping) and "fixed" not in dist
 
 
-def _draw(dist: Any, rng: np.random.RandomState) -> Any:
+def _drawer(dist: Any):
+    """A function rng -> value for one distribution (frozen scipy distributions built once, not per draw)."""
     if not isinstance(dist, Mapping):
-        return dist
+        return lambda rng: dist
     if "fixed" in dist:
-        return dist["fixed"]
+        value = dist["fixed"]
+        return lambda rng: value
     if "log_uniform" in dist:
         lo, hi = (math.log10(v) for v in dist["log_uniform"])
+        frozen = stats.uniform(loc=lo, scale=hi - lo)
         # DeepOBS tuner_utils.log_uniform: np.power(base, uniform(loc, scale).rvs(size=1))[0]
-        return float(np.power(10, stats.uniform(loc=lo, scale=hi - lo).rvs(size=1, random_state=rng))[0])
+        return lambda rng: float(np.power(10, frozen.rvs(size=1, random_state=rng))[0])
     if "uniform" in dist:
         lo, hi = dist["uniform"]
-        return float(stats.uniform(loc=lo, scale=hi - lo).rvs(random_state=rng))
+        frozen = stats.uniform(loc=lo, scale=hi - lo)
+        return lambda rng: float(frozen.rvs(random_state=rng))
     if "randint" in dist:
         lo, hi = dist["randint"]
-        k = stats.randint(lo, hi + 1).rvs(random_state=rng)
+        frozen = stats.randint(lo, hi + 1)
         scale = dist.get("scale", 1)
-        return float(scale * k) if isinstance(scale, float) else int(scale * k)
+        if isinstance(scale, float):
+            return lambda rng: float(scale * frozen.rvs(random_state=rng))
+        return lambda rng: int(scale * frozen.rvs(random_state=rng))
     if "choice" in dist:
         values = list(dist["choice"])
-        return values[int(stats.randint(0, len(values)).rvs(random_state=rng))]
+        frozen = stats.randint(0, len(values))
+        return lambda rng: values[int(frozen.rvs(random_state=rng))]
     raise SpaceError(f"unknown distribution {dist!r}")
 
 
@@ -126,7 +133,8 @@ def sample_search(space: Mapping[str, Any], n: int, seed: int = PAPER_TUNING_SEE
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise SpaceError(f"the number of samples must be an integer >= 0, got {n!r}")
     rng = np.random.RandomState(seed)
-    return [{name: _draw(dist, rng) for name, dist in space.items()} for _ in range(n)]
+    drawers = [(name, _drawer(dist)) for name, dist in space.items()]
+    return [{name: draw(rng) for name, draw in drawers} for _ in range(n)]
 
 
 def paper_samples(n: int = PAPER_BUDGET, seed: int = PAPER_TUNING_SEED) -> list[dict[str, float]]:

@@ -1,7 +1,5 @@
 """The paper's sampler (protocol §3.2) and Crowded Valley's baseline sampler (protocol §6), exactly."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -15,8 +13,6 @@ from runners.sampler import (
     paper_samples,
     sample_search,
 )
-
-REFERENCE = Path(__file__).resolve().parents[1] / ".cache" / "reference" / "paper_results_medium_budget"
 
 # protocol §3.2: the paper's 50 samples (learning_rate, power) as folder tokens, in draw order.
 PAPER_TABLE = [
@@ -106,9 +102,8 @@ def test_global_numpy_state_untouched():
     assert np.random.random_sample() == before
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="paper results not unpacked (make paper-figures)")
-def test_paper_sampler_matches_released_quadratic_deep_folders():
-    folder = REFERENCE / "quadratic_deep" / "PowKernelGradientDescentOptimizer"
+def test_paper_sampler_matches_released_quadratic_deep_folders(paper_tree):
+    folder = paper_tree / "quadratic_deep" / "PowKernelGradientDescentOptimizer"
     released = {p.name for p in folder.iterdir() if p.is_dir()}
     ours = {setting_folder_name(100, 128, s) for s in paper_samples()}
     assert ours == released
