@@ -23,8 +23,9 @@ def _compute_dtype(dtype: Any) -> str:
 class SignedPower:
     """φ_p(g) = sign(g)·|g|^p, with φ_p(0) = 0 exactly.
 
-    Computed as ``sign(g)·exp(p·log|g|)``: 3-4x faster than ``pow`` on CPU and exact at 0 (log 0 = -inf,
-    exp(-inf) = 0, sign(0) = 0). Special cases chosen at trace time: p = 1 returns g unchanged (so
+    Computed as ``sign(g)·exp(p·log|g|)``: 3x faster than ``pow`` on CPU and exact at 0 (log 0 = -inf,
+    exp(-inf) = 0, sign(0) = 0). Relative error ≤ 2·(|p·ln|g|| + 1)·eps: in float32 ≤ 1e-6 for
+    1e-3 ≤ |g| ≤ 1e3, ≤ 5e-6 down to |g| = 1e-9 (``PowSignedPower`` is the slower ~1-ulp form). Special cases chosen at trace time: p = 1 returns g unchanged (so
     ``power=1`` is bit-identical to the linear optimizer) and p = 0.5 uses ``sqrt``.
     """
 
