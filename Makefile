@@ -34,6 +34,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# Data sets (download, verify, convert; see testproblems/data/README.md): make data [DATA_DIR=data]
+# [SOURCE=/usr/share/datasets/fashion-mnist] [ONLY="fmnist ..."]. SOURCE: a folder holding official files.
+SOURCE ?=
+ONLY ?=
+data: $(STAMP)
+	$(PY) -m testproblems prepare-data --data-dir "$(DATA_DIR)" $(if $(strip $(SOURCE)),--source "$(SOURCE)") \
+		$(foreach o,$(ONLY),--only $(o))
+
 figures: $(STAMP)
 	$(PY) -m analysis $(RESULTS) --out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
 
