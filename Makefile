@@ -56,6 +56,19 @@ reproduce: $(STAMP)
 		$(if $(strip $(WORKERS)),--workers $(WORKERS)) $(if $(strip $(ADDRESS)),--address $(ADDRESS))
 	$(MAKE) --no-print-directory figures RESULTS=$(RESULTS) OUT=$(OUT)
 
+# One training run: make run PROBLEM=quadratic_deep OPTIMIZER=PowKernelGradientDescentOptimizer \
+#   HP="learning_rate=0.01 power=0.5" [SEED=42] [EPOCHS=N] [OUT=results] (OUT here defaults to results/).
+PROBLEM ?=
+OPTIMIZER ?=
+HP ?=
+SEED ?= 42
+EPOCHS ?=
+RUN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),results)
+run: $(STAMP)
+	$(PY) -m runners run --problem "$(PROBLEM)" --optimizer "$(OPTIMIZER)" $(foreach h,$(HP),--hp "$(h)") \
+		--seed $(SEED) $(if $(strip $(EPOCHS)),--epochs $(EPOCHS)) --out "$(RUN_OUT)" \
+		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir "$(DATA_DIR)")
+
 # Unpack the paper's released results once into $(CACHE)/reference, then analyse them.
 $(CACHE)/reference/.unpacked:
 	mkdir -p $(CACHE)/reference

@@ -397,9 +397,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             raise RunError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if args.weight_decay is not None and (not math.isfinite(args.weight_decay) or args.weight_decay < 0):
         raise RunError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise RunError(f"--data-dir {args.data_dir}: no such folder (prepare it with "
-                       f"`python -m testproblems prepare-data --data-dir {args.data_dir}`)")
+    if args.data_dir is not None and Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+        raise RunError(f"--data-dir {args.data_dir}: is a file, expected the data folder")
     hp, opts = split_hyperparams(args.optimizer, parse_hp(args.hp))
     if "learning_rate" not in hp:
         raise RunError("missing --hp learning_rate=VALUE (every optimizer needs a learning rate)")

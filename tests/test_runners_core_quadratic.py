@@ -143,8 +143,8 @@ def test_run_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "lr"], "expected name=value"),
         (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=0.5",
           "--epochs", "0"], "--epochs must be >= 1"),
-        (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=0.5",
-          "--data-dir", str(tmp_path / "missing")], "no such folder"),
+        (["--problem", "fmnist_2c2d", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=0.5",
+          "--data-dir", str(tmp_path / "missing")], "prepare-data"),
         (["--problem", "quadratic_deep"], "required"),
     ]
     for argv, message in cases:
