@@ -342,17 +342,12 @@ class _ArrayDataset(Dataset):
     """Data held as per-example arrays: x (N, ...) and labels (N,), with index-based splits."""
 
     augment_flip: bool | None = None  # None: no augmentation; else augment (with / without flip)
-    standardize = False
-    label_dtype = np.float32
 
     def _train_valid_indices(self, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def _examples(self, phase: str):  # -> (x, labels) arrays indexed by the split indices
         raise NotImplementedError
-
-    def _n_train(self) -> int:
-        return len(self._train_valid_indices(None)[0])
 
     def num_batches(self, phase: str) -> int:
         self._check_phase(phase)
@@ -428,7 +423,6 @@ class MnistDataset(_ArrayDataset):
     train = the rest; x float32 (B, 28, 28, 1) in [0, 1]; y one-hot int32 (B, 10). No augmentation."""
 
     num_classes = 10
-    label_dtype = np.int32
 
     def __init__(self, name, data_dir, batch_size, seed, fidelity):
         super().__init__(name, data_dir, batch_size, seed, fidelity)
@@ -453,6 +447,11 @@ class MnistDataset(_ArrayDataset):
 
     def _finish(self, x, labels, rng, augment):
         return (x.astype(np.float32) / np.float32(255.0))[..., None], _one_hot(labels, 10, np.int32)
+
+    def provenance(self):
+        p = super().provenance()
+        p["official_counts"] = (len(self._train[0]), len(self._test[0])) == OFFICIAL_COUNTS[self.name]
+        return p
 
 
 class ImageDataset(_ArrayDataset):
@@ -538,6 +537,11 @@ class TolstoiDataset(Dataset):
         if phase == "train_eval":
             return min(self._v // (self.batch_size * TOLSTOI_SEQ_LEN), self._nb(self._train))
         return self._nb({"train": self._train, "valid": self._valid, "test": self._test}[phase])
+
+    def provenance(self):
+        p = super().provenance()
+        p["official_counts"] = (len(self._valid) + len(self._train), len(self._test)) == OFFICIAL_COUNTS["tolstoi"]
+        return p
 
     def batches(self, phase, epoch=0):
         self._check_phase(phase)

@@ -187,12 +187,12 @@ def run(args: argparse.Namespace) -> int:
                           keep_downloads=args.keep_downloads, retries=args.retries, timeout=args.timeout,
                           progress=not args.quiet)
             print(f"{name}: {msg}")
-        except PrepareError as e:
+        except (PrepareError, OSError) as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failed += 1
-        except OSError as e:
-            print(f"error: {name}: {e}", file=sys.stderr)
-            failed += 1
+        except KeyboardInterrupt:
+            print(f"error: {name}: interrupted; rerun the same command to resume", file=sys.stderr)
+            return 2
     clear_cache()
     return 2 if failed else 0
 
@@ -327,7 +327,7 @@ def _is_prepared(folder: Path) -> bool:
 
 def _fetch(spec: Spec, data_dir: Path, *, source, base_url, retries, timeout, progress) -> dict[str, Path]:
     """Verified local paths of the official files of `spec` (source folder, earlier download or new one)."""
-    paths, notes = {}, []
+    paths = {}
     dl = data_dir / DOWNLOADS / spec.name
     for remote in spec.files:
         candidates = []
@@ -364,7 +364,6 @@ def _fetch(spec: Spec, data_dir: Path, *, source, base_url, retries, timeout, pr
             path.unlink()
             raise PrepareError(f"{e} (downloaded from {base}; file deleted, check --base-url and rerun)") from None
         paths[remote.name] = path
-    del notes
     return paths
 
 
@@ -378,6 +377,8 @@ def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=Fals
     paths = _fetch(spec, data_dir, source=source, base_url=base_url, retries=retries, timeout=timeout,
                    progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"{name}: converting into {folder} ...", file=sys.stderr)
     outputs = {"mnist": _prep_idx, "fmnist": _prep_idx, "cifar10": _prep_cifar, "cifar100": _prep_cifar,
                "svhn": _prep_svhn, "tolstoi": _prep_tolstoi}[name](name, paths, folder)
     marker = {"dataset": name, "files": {n: (folder / n).stat().st_size for n in outputs},
@@ -398,10 +399,16 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 
 def _prep_idx(name, paths, folder) -> list[str]:
-    """MNIST / Fashion-MNIST: the .gz files are kept as they are (data.md §1)."""
+    """MNIST / Fashion-MNIST: the .gz files are kept as they are (data.md §1); downloads are moved,
+    files from --source copied."""
     for fname, src in paths.items():
-        if src.resolve() != (folder / fname).resolve():
-            _copy_atomic(src, folder / fname)
+        dest = folder / fname
+        if src.resolve() == dest.resolve():
+            continue
+        if src.parent.name == name and src.parent.parent.name == DOWNLOADS:
+            os.replace(src, dest)
+        else:
+            _copy_atomic(src, dest)
     return list(paths)
 
 
