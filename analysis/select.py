@@ -66,8 +66,8 @@ def metric_names(has_accuracy: bool) -> tuple[str, str]:
     return ("valid_accuracies", "test_accuracies") if has_accuracy else ("valid_losses", "test_losses")
 
 
-def _fixed_key(row: pd.Series, searched: Sequence[str]) -> tuple:
-    testproblem, optimizer, epochs, batch, l2, hp_key = row["setting_key"]
+def _fixed_key(setting_key: tuple, searched: Sequence[str]) -> tuple:
+    testproblem, optimizer, epochs, batch, l2, hp_key = setting_key
     fixed = tuple((k, v) for k, v in hp_key if k not in searched)
     return (testproblem, optimizer, epochs, batch, l2, fixed)
 
@@ -92,17 +92,14 @@ def _apply_filter(runs: pd.DataFrame, where: Mapping[str, object] | None) -> pd.
     return runs[keep]
 
 
-def _score(row: pd.Series, metric: str, mode: str, higher_better: bool) -> float:
-    if mode == "best":
-        curve = row.get(metric)
-        if curve is None or not isinstance(curve, np.ndarray) or curve.size == 0:
-            return math.nan
-        finite = curve[np.isfinite(curve)]
-        if finite.size == 0:
-            return math.nan
-        return float(finite.max() if higher_better else finite.min())
-    value = row[f"final_{metric}"]
-    return float(value) if value is not None else math.nan
+def _best(curve, higher_better: bool) -> float:
+    """Best value of a curve over its epochs (DeepOBS 'best' mode), NaN if it has no finite value."""
+    if not isinstance(curve, np.ndarray) or curve.size == 0:
+        return math.nan
+    finite = curve[np.isfinite(curve)]
+    if finite.size == 0:
+        return math.nan
+    return float(finite.max() if higher_better else finite.min())
 
 
 def rank_settings(tuning: pd.DataFrame, metric: str, mode: str = "final") -> pd.DataFrame:
@@ -110,7 +107,10 @@ def rank_settings(tuning: pd.DataFrame, metric: str, mode: str = "final") -> pd.
     exact ties keep folder-name order (stable sort, like DeepOBS)."""
     higher_better = "acc" in metric
     tuning = tuning.sort_values("setting_folder", kind="stable").copy()
-    tuning["score"] = [_score(row, metric, mode, higher_better) for _, row in tuning.iterrows()]
+    if mode == "best":
+        tuning["score"] = [_best(curve, higher_better) for curve in tuning[metric]] if metric in tuning else np.nan
+    else:
+        tuning["score"] = tuning[f"final_{metric}"].astype(float)
     finite = np.isfinite(tuning["score"].to_numpy(dtype=float))
     sort_value = np.where(finite, -tuning["score"] if higher_better else tuning["score"], np.inf)
     tuning["_sort"] = sort_value
@@ -175,6 +175,8 @@ def summarize(
     """One row per search (see module docstring), sorted by testproblem, optimizer and search."""
     if mode not in MODES:
         raise ValueError(f"unknown selection mode '{mode}': use one of {', '.join(MODES)}")
+    runs = runs.copy(deep=False)
+    runs.attrs = {}  # pandas deep-copies attrs on every operation: keep the load report out of the hot path
     runs = _apply_filter(runs, where)
     report_seeds = {int(tuning_seed), *(int(s) for s in rerun_seeds)}
     rows = []
@@ -186,7 +188,7 @@ def summarize(
         if tuning.empty:
             rows.append(_most_seeds_row(testproblem, optimizer, by_setting, report_metric, report_seeds, source))
             continue
-        fixed = tuning.apply(lambda r: _fixed_key(r, searched), axis=1)
+        fixed = pd.Series([_fixed_key(k, searched) for k in tuning["setting_key"]], index=tuning.index)
         for fixed_key, search in tuning.groupby(fixed, sort=True):
             rows.append(
                 _search_row(
@@ -288,8 +290,8 @@ def search_runs(runs: pd.DataFrame, summary_row: Mapping, tuning_seed: int = 42,
     tuning = pair[pair["seed"] == tuning_seed]
     if tuning.empty:
         return tuning
-    wanted = _fixed_key(pd.Series({"setting_key": summary_row["setting_key"]}), searched)
-    mask = [(_fixed_key(r, searched) == wanted) for _, r in tuning.iterrows()]
+    wanted = _fixed_key(summary_row["setting_key"], searched)
+    mask = [_fixed_key(k, searched) == wanted for k in tuning["setting_key"]]
     return tuning[mask]
 
 

@@ -1,0 +1,89 @@
+"""Benchmark: analysis of the paper's full released tree (1,741 files) cold and warm vs DeepOBS' own ranking.
+
+* cold: parse every file (no parsed-table cache) + selection + summary tables;
+* warm: the same with the parsed-table cache in place (invalidated by any file change);
+* reference: DeepOBS' own ``create_setting_analyzer_ranking`` (mode 'final') over every (problem, optimizer)
+  folder of the same trees, measured in the same run (interleaved repetitions; the median is reported).
+
+Targets (issue 7): cold <= 10 s, warm <= 2 s on a 2-core machine, and faster than DeepOBS' ranking.
+Usage: ``make bench-analysis`` or ``.venv/bin/python bench/bench_analysis.py [--repeat 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from analysis import load_runs, summarize  # noqa: E402
+from analysis.deepobs_reference import shared_utils  # noqa: E402
+from analysis.tables import compare_to_baselines  # noqa: E402
+
+
+def trees() -> list[Path]:
+    cache = ROOT / ".cache" / "reference"
+    if not (cache / ".unpacked").exists():
+        subprocess.run(["make", "-s", "-C", str(ROOT), ".cache/reference/.unpacked"], check=True)
+    return [cache / "paper_results_medium_budget", cache / "paper_results_removed_l2"]
+
+
+def ours(roots: list[Path], cache_dir: str) -> float:
+    os.environ["NLWU_CACHE"] = cache_dir
+    start = time.perf_counter()
+    runs = load_runs(roots, progress=False)
+    summary = summarize(runs)
+    compare_to_baselines(summary)
+    return time.perf_counter() - start
+
+
+def deepobs(roots: list[Path]) -> tuple[float, int]:
+    folders = [opt for root in roots for problem in sorted(root.iterdir()) if problem.is_dir()
+               for opt in sorted(problem.iterdir()) if opt.is_dir()]
+    utils = shared_utils(allow_problems=[f.parent.name for f in folders])
+    failures = 0
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for folder in folders:
+            try:
+                utils.create_setting_analyzer_ranking(str(folder), "final", "valid_accuracies")
+            except Exception:  # DeepOBS cannot stack curves of different lengths (deepobs-format Q7)
+                failures += 1
+    return time.perf_counter() - start, failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    roots = trees()
+    cold, warm, reference = [], [], []
+    failures = 0
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cold.append(ours(roots, cache_dir))
+            reference_time, failures = deepobs(roots)
+            reference.append(reference_time)
+            warm.append(ours(roots, cache_dir))
+    c, w, r = (statistics.median(x) for x in (cold, warm, reference))
+    print(f"files: {sum(1 for root in roots for _ in root.glob('*/*/*/*.json'))}")
+    print(f"ours cold (parse + select + tables): {c:6.2f} s   target <= 10 s  {'OK' if c <= 10 else 'MISSED'}")
+    print(f"ours warm (cached table):             {w:6.2f} s   target <=  2 s  {'OK' if w <= 2 else 'MISSED'}")
+    print(f"DeepOBS create_setting_analyzer_ranking (all folders, mode final): {r:6.2f} s"
+          f" ({failures} folder(s) DeepOBS could not rank)")
+    print(f"ratio DeepOBS / ours cold: {r / c:5.2f}x   DeepOBS / ours warm: {r / w:5.2f}x"
+          f"   (> 1 means ours is faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
