@@ -32,6 +32,7 @@ class _State:
     def __init__(self):
         self.files: dict[str, bytes] = {}
         self.cut_once: set[str] = set()
+        self.ignore_range = False
         self.log: list[tuple[str, str | None, int]] = []
 
 
@@ -43,7 +44,7 @@ def _handler(state):
         def do_GET(self):  # noqa: N802
             name = self.path.rsplit("/", 1)[-1]
             data = state.files.get(name)
-            rng = self.headers.get("Range")
+            rng = None if state.ignore_range else self.headers.get("Range")
             if data is None:
                 state.log.append((name, rng, 404))
                 self.send_error(404)
@@ -195,6 +196,18 @@ def test_interrupted_download_is_retried_within_a_run(server, archives, tmp_path
     assert rc == 0, out.err
     ranged = [e for e in server.log if e[0] == "train-images-idx3-ubyte.gz"]
     assert [s for _, _, s in ranged] == [-200, 206] and ranged[1][1].startswith("bytes=")
+
+
+def test_server_without_range_support_restarts_the_download(server, archives, tmp_path, capsys):
+    (fname, path), = archives["cifar10"].items()
+    server.files[fname] = path.read_bytes()
+    server.cut_once.add(fname)
+    server.ignore_range = True  # answers 200 with the whole file to a Range request
+    rc, out = _run("--data-dir", str(tmp_path), "--only", "cifar10", "--base-url", f"cifar10={server.url}",
+                   "--retries", "1", capsys=capsys)
+    assert rc == 0, out.err
+    assert [s for _, _, s in server.log] == [-200, 200]
+    assert load_dataset("cifar10", tmp_path, batch_size=10, seed=0).sizes["train"] == 80
 
 
 def test_checksum_mismatch_is_one_clear_error(server, archives, tmp_path, capsys):

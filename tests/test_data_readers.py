@@ -321,3 +321,27 @@ def test_default_data_dir_env(monkeypatch, tmp_path):
     assert ds.data_dir == tmp_path and ds.sizes["test"] == 100
     prov = ds.provenance()
     assert prov["fidelity"] == "deepobs" and prov["num_batches"]["train"] == 50
+
+
+def test_prefetch_stops_when_abandoned_and_passes_errors_on(data_dir, monkeypatch):
+    import threading
+    import time
+
+    def alive():
+        return [t for t in threading.enumerate() if t.name == "nlwu-data-prefetch"]
+
+    ds = load_dataset("cifar10", data_dir, batch_size=10, seed=0)
+    it = ds.batches("train", 0)
+    next(it)
+    it.close()  # abandoned after one batch
+    deadline = time.time() + 5
+    while alive() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive()
+
+    def broken(x, rng, flip):
+        raise RuntimeError("augmentation failed")
+
+    monkeypatch.setattr(augment, "augment", broken)
+    with pytest.raises(RuntimeError, match="augmentation failed"):
+        list(ds.batches("train", 0))
