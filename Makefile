@@ -15,7 +15,7 @@ CACHE ?= .cache
 CONFIG ?= configs/reproduce_default.yaml
 DATA_DIR ?= data
 
-.PHONY: setup test test-slow lint figures paper-figures bench data run reproduce clean
+.PHONY: setup test test-slow lint figures paper-figures bench-analysis data run reproduce clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -79,6 +79,9 @@ $(CACHE)/reference/.unpacked:
 paper-figures: $(STAMP) $(CACHE)/reference/.unpacked
 	$(PY) -m analysis $(CACHE)/reference/paper_results_medium_budget $(CACHE)/reference/paper_results_removed_l2 \
 		--out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
+
+bench-analysis: $(STAMP) $(CACHE)/reference/.unpacked
+	$(PY) bench/bench_analysis.py
 
 clean:
 	rm -rf $(CACHE) reports
