@@ -402,9 +402,6 @@ class QuadraticDataset(_ArrayDataset):
         n = QUADRATIC["size"]
         return {"train": n, "valid": n, "train_eval": n, "test": n}
 
-    def _train_valid_indices(self, rng):
-        return np.arange(QUADRATIC["size"]), np.arange(QUADRATIC["size"])
-
     def batches(self, phase: str, epoch: int = 0):
         self._check_phase(phase)
         nb, b = self.num_batches(phase), self.batch_size
