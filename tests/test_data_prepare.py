@@ -102,10 +102,10 @@ def archives(tmp_path, monkeypatch):
     return paths
 
 
-def _run(*argv, capsys=None):
+def _run(*argv, capsys=None, quiet=True):
     parser = argparse.ArgumentParser()
     prepare.add_arguments(parser)
-    rc = prepare.run(parser.parse_args([*argv, "--quiet"]))
+    rc = prepare.run(parser.parse_args([*argv, "--quiet"] if quiet else list(argv)))
     out = capsys.readouterr() if capsys else None
     return rc, out
 
@@ -192,8 +192,9 @@ def test_interrupted_download_is_retried_within_a_run(server, archives, tmp_path
         server.files[fname] = p.read_bytes()
     server.cut_once.add("train-images-idx3-ubyte.gz")
     rc, out = _run("--data-dir", str(tmp_path), "--only", "fmnist", "--base-url", f"fmnist={server.url}",
-                   "--retries", "1", capsys=capsys)
+                   "--retries", "1", capsys=capsys, quiet=False)
     assert rc == 0, out.err
+    assert "train-images-idx3-ubyte.gz" in out.err and "B/s" in out.err  # the tqdm progress bar
     ranged = [e for e in server.log if e[0] == "train-images-idx3-ubyte.gz"]
     assert [s for _, _, s in ranged] == [-200, 206] and ranged[1][1].startswith("bytes=")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def default_data_dir() -> Path:
 
 def fix_command(name: str, data_dir) -> str:
     """The command that (re)creates dataset `name` below `data_dir`."""
-    return f"python -m testproblems prepare-data --data-dir {data_dir} --only {name}"
+    return f"python -m testproblems prepare-data --data-dir {shlex.quote(str(data_dir))} --only {name}"
 
 
 def data_error(name: str, data_dir, path, problem: str) -> DataError:
