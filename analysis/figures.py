@@ -113,8 +113,15 @@ def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str,
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        lines = [line.get_ydata() for line in ax.get_lines()]
+        if lines and "loss" not in curve:  # accuracies: zoom on the trained part (epoch 0 is near chance)
+            values = np.concatenate([np.asarray(v, dtype=float)[1:] for v in lines])
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                low, high = np.percentile(finite, [3, 100])
+                pad = 0.05 * (high - low or 1.0)
+                ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
         if "loss" in curve:
-            lines = [line.get_ydata() for line in ax.get_lines()]
             if lines:
                 values = np.concatenate([np.asarray(v, dtype=float)[1:] for v in lines])
                 _log_if_wide(ax, values)
