@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from testproblems.data import load_dataset, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
@@ -80,3 +85,23 @@ def test_real_splits_and_bytes(data_dir):
     assert len(set(keys)) >= 49000  # Fashion-MNIST has a few duplicate images
     te, _ = collect("train_eval", epoch=3)
     assert te.shape == (9984, 28, 28, 1) and not np.array_equal(te, x[:9984])
+
+
+def test_vae_batch_counts(data_dir):
+    ds = load_dataset("fmnist", data_dir, batch_size=64, seed=0)  # fmnist_vae (data.md §7.3)
+    assert {p: ds.num_batches(p) for p in ("train", "train_eval", "valid", "test")} == \
+        {"train": 781, "train_eval": 156, "valid": 156, "test": 156}
+
+
+@pytest.mark.skipif(not (ROOT / "testproblems" / "__main__.py").is_file(),
+                    reason="testproblems/__main__.py (the CLI, models part) not there yet")
+def test_cli_prepare_data_from_debian_source(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "testproblems", "prepare-data", "--data-dir", str(tmp_path), "--only", "fmnist",
+           "--source", str(DEBIAN), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "fmnist: prepared in" in r.stdout
+    assert load_dataset("fmnist", tmp_path, batch_size=128, seed=0).sizes["train"] == 50000
+    r = subprocess.run(cmd[:-5] + ["--only", "imagenet"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

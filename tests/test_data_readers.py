@@ -274,6 +274,28 @@ def test_batch_counts_at_paper_batch_sizes_match_data_md(tmp_path):
     clear_cache()
 
 
+def _sparse(path, nbytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # all-zero records of the real size, no disk traffic
+        f.truncate(nbytes)
+
+
+def test_cifar_batch_counts_at_paper_sizes(tmp_path):
+    for i in range(1, 6):
+        _sparse(tmp_path / "cifar-10" / f"data_batch_{i}.bin", 10000 * 3073)
+    _sparse(tmp_path / "cifar-10" / "test_batch.bin", 10000 * 3073)
+    _sparse(tmp_path / "cifar-100" / "train.bin", 50000 * 3074)
+    _sparse(tmp_path / "cifar-100" / "test.bin", 10000 * 3074)
+    ds = load_dataset("cifar10", tmp_path, batch_size=128, seed=0)
+    assert ds.sizes == {"train": 40000, "valid": 10000, "train_eval": 10000, "test": 10000}
+    assert {p: ds.num_batches(p) for p in PHASES} == {"train": 312, "train_eval": 78, "valid": 78, "test": 78}
+    assert ds.provenance()["official_counts"] is True
+    ds = load_dataset("cifar100", tmp_path, batch_size=256, seed=0)
+    assert ds.sizes == {"train": 40000, "valid": 10000, "train_eval": 10000, "test": 10000}
+    assert {p: ds.num_batches(p) for p in PHASES} == {"train": 156, "train_eval": 39, "valid": 39, "test": 39}
+    clear_cache()
+
+
 def test_missing_and_corrupt_data_errors(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", tmp_path, batch_size=8, seed=0)
