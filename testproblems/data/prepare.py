@@ -377,6 +377,7 @@ def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=Fals
     paths = _fetch(spec, data_dir, source=source, base_url=base_url, retries=retries, timeout=timeout,
                    progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).unlink(missing_ok=True)  # a conversion that fails half way leaves no marker behind
     if progress:
         print(f"{name}: converting into {folder} ...", file=sys.stderr)
     outputs = {"mnist": _prep_idx, "fmnist": _prep_idx, "cifar10": _prep_cifar, "cifar100": _prep_cifar,
