@@ -20,6 +20,7 @@ from .tables import (
     compare_to_baselines,
     latex_table,
     markdown_table,
+    results_matrix,
     summary_csv_frame,
     view,
 )
@@ -154,7 +155,11 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
         lines.append("Exact ties at the top (first in folder-name order chosen): " + ", ".join(
             f"{r.testproblem}/{r.optimizer}" for r in ties.itertuples()) + ".")
         lines.append("")
-    lines += ["## Summary", "", summary_md]
+    matrix = results_matrix(analysis.summary)
+    if not matrix.empty:
+        lines += ["## Final test metric of the chosen settings (mean ± population std (seeds))", "",
+                  markdown_table(matrix, list(matrix.columns)), ""]
+    lines += ["## Summary (one row per search)", "", summary_md]
     if comparison_md:
         lines += ["## Difference to the best baseline (Welch t-test over seeds)", "", comparison_md]
     for root, caveat in analysis.caveats:

@@ -144,6 +144,27 @@ def compare_to_baselines(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def results_matrix(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper-style table: one row per problem, one column per optimizer, cells 'mean ± std (n)'."""
+    main = main_rows(summary)
+    main = main[main["n_seeds"] > 0]
+    if main.empty:
+        return pd.DataFrame()
+    labels = [short_name(o) + (" (baseline tree)" if s == "baselines" else "")
+              for o, s in zip(main["optimizer"], main["source"])]
+    cells = [f"{_fmt(m, 6)} ± {_fmt(sd, 4)} ({n})" for m, sd, n in
+             zip(main["final_test_mean"], main["final_test_std"], main["n_seeds"])]
+    frame = pd.DataFrame({"problem": main["testproblem"].to_numpy(), "metric": main["metric"].to_numpy(),
+                          "optimizer": labels, "cell": cells})
+    canonical = list(SHORT_NAMES.values())
+    order = sorted(dict.fromkeys(labels), key=lambda label: (label.endswith("(baseline tree)"),
+                   canonical.index(label.split(" ")[0]) if label.split(" ")[0] in canonical else len(canonical)))
+    matrix = frame.pivot_table(index=["problem", "metric"], columns="optimizer", values="cell", aggfunc="first")
+    matrix = matrix.reindex(columns=[c for c in order if c in matrix.columns]).reset_index()
+    matrix.columns.name = None
+    return matrix.fillna("")
+
+
 def _fmt(value, digits: int = 6) -> str:
     if value is None:
         return "–"
