@@ -272,6 +272,10 @@ def test_unreachable_server_and_bad_arguments(tmp_path, capsys):
     r = subprocess.run([sys.executable, "-m", "testproblems.data.prepare", "--only", "nope", "--data-dir",
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "unknown data set" in r.stderr
+    parser = argparse.ArgumentParser()
+    prepare.add_arguments(parser)
+    ns = parser.parse_args(["--base-url", "mnist=http://a", "svhn=http://b/", "--base-url", "tolstoi=http://c"])
+    assert prepare._parse_base_urls(ns.base_url) == {"mnist": "http://a/", "svhn": "http://b/", "tolstoi": "http://c/"}
     rc, out = _run("--data-dir", str(tmp_path), "--only", "quadratic", capsys=capsys)
     assert rc == 0 and "nothing to prepare" in out.out
 

@@ -129,8 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, metavar="DIR",
                         help="folder holding official files (e.g. /usr/share/datasets/fashion-mnist from "
                              "Debian's dataset-fashion-mnist); files found there are used instead of downloading")
-    parser.add_argument("--base-url", action="append", default=[], metavar="NAME=URL",
-                        help="download data set NAME from this base URL (file names are appended)")
+    parser.add_argument("--base-url", action="extend", nargs="+", default=[], metavar="NAME=URL",
+                        help="download data set NAME from this base URL (file names are appended; "
+                             "repeatable)")
     parser.add_argument("--force", action="store_true", help="prepare again even if already prepared")
     parser.add_argument("--keep-downloads", action="store_true",
                         help="keep the downloaded archives (in DATA_DIR/.downloads) after preparation")
