@@ -338,8 +338,10 @@ def _fetch(spec: Spec, data_dir: Path, *, source, base_url, retries, timeout, pr
         path = next((c for c in candidates if c.is_file()), None)
         if path is not None:
             try:
-                verify(path, remote)
+                note = verify(path, remote)
                 paths[remote.name] = path
+                if progress:
+                    print(f"{spec.name}: using {path} ({note})", file=sys.stderr)
                 continue
             except PrepareError:
                 if path.parent != dl:
