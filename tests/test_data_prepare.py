@@ -66,13 +66,13 @@ def _handler(state):
             status = 206 if rng else 200
             if name in state.cut_once:  # announce everything, send half, close the connection
                 state.cut_once.discard(name)
+                state.log.append((name, rng, -status))  # logged before the client can see the response
                 self.wfile.write(body[: len(body) // 2])
                 self.wfile.flush()
                 self.close_connection = True
-                state.log.append((name, rng, -status))
                 return
-            self.wfile.write(body)
             state.log.append((name, rng, status))
+            self.wfile.write(body)
 
     return Handler
 
