@@ -349,8 +349,10 @@ def test_prefetch_stops_when_abandoned_and_passes_errors_on(data_dir, monkeypatc
     import threading
     import time
 
+    before = set(threading.enumerate())
+
     def alive():
-        return [t for t in threading.enumerate() if t.name == "nlwu-data-prefetch"]
+        return [t for t in threading.enumerate() if t.name == "nlwu-data-prefetch" and t not in before]
 
     ds = load_dataset("cifar10", data_dir, batch_size=10, seed=0)
     it = ds.batches("train", 0)
