@@ -9,6 +9,8 @@ traces (tf.function) or jit-compiles (jax) once per input shape and reuses.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 
 import numpy as np
 
@@ -19,10 +21,50 @@ PHASES = ("train_eval", "valid", "test")
 _MERGE_EVAL_MAX_VALUES = 1 << 18
 
 
+def prefetch(iterator, depth: int = 2):
+    """Yield the items of ``iterator`` (same order) while a background thread computes the next ``depth``.
+
+    The NumPy input pipeline (augmentation, standardisation) then overlaps with the compiled step, which
+    releases the GIL. Exceptions in the producer are re-raised here; abandoning the generator stops it.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="nlwu-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 class Trainer:
     """Runs training epochs and evaluation passes of ``problem`` with ``model`` and ``optimizer``."""
 
-    def __init__(self, problem, model, optimizer, *, jit_compile="auto"):
+    def __init__(self, problem, model, optimizer, *, jit_compile="auto", prefetch_batches=None):
         self.problem = problem
         self.model = model
         self.optimizer = optimizer
@@ -32,11 +74,24 @@ class Trainer:
         self._has_accuracy = problem.spec.has_accuracy
         self._stateful_layers = [layer for layer in model._flatten_layers(include_self=False)
                                  if getattr(layer, "stateful", False)]
+        # quadratic_deep's batches are tiny: a producer thread would cost more than it saves.
+        if prefetch_batches is None:
+            prefetch_batches = 0 if problem.spec.dataset == "quadratic" else 2
+        self.prefetch_batches = prefetch_batches
         self._eval_epoch = 0  # epoch index handed to the data for evaluation passes (= epochs trained)
+
+    def _example_size(self) -> int:
+        """Number of input values per example (from the model's input shape)."""
+        shape = self.model.inputs[0].shape[1:]
+        return int(np.prod([d or 1 for d in shape]))
 
     @property
     def steps_per_epoch(self) -> int:
         return self.data.num_batches("train")
+
+    def _batches(self, phase, epoch):
+        it = self.data.batches(phase, epoch=epoch)
+        return prefetch(it, self.prefetch_batches) if self.prefetch_batches else it
 
     def _start_phase(self):
         """Phase start: zero the carried recurrent state (DeepOBS' init ops do the same)."""
@@ -50,7 +105,7 @@ class Trainer:
         self._start_phase()
         problem, model = self.problem, self.model
         logged = []
-        for step, (x, y) in enumerate(self.data.batches("train", epoch=epoch)):
+        for step, (x, y) in enumerate(self._batches("train", epoch)):
             logs = model.train_on_batch(x, problem.targets(x, y), return_dict=True)
             if step % log_interval == 0:
                 logged.append(float(logs["loss"]))
@@ -65,11 +120,12 @@ class Trainer:
             raise ValueError(f"unknown phase {phase!r}; use one of: {', '.join(PHASES)}")
         self._start_phase()
         problem, model = self.problem, self.model
-        batches = self.data.batches(phase, epoch=self._eval_epoch)
+        batches = self._batches(phase, self._eval_epoch)
         losses, accs = [], []
-        if not self._stateful_layers:
+        nb = self.data.num_batches(phase)
+        if not self._stateful_layers and nb * self.problem.batch_size * self._example_size() <= _MERGE_EVAL_MAX_VALUES:
             batches = list(batches)
-            if batches and len(batches) * batches[0][0].size <= _MERGE_EVAL_MAX_VALUES:
+            if batches:
                 x = np.concatenate([b[0] for b in batches])
                 y = np.concatenate([problem.targets(bx, by) for bx, by in batches])
                 logs = model.test_on_batch(x, y, return_dict=True)
