@@ -185,12 +185,7 @@ class RunLock:
             info = read_lock(out, run_id)
             if info is None:
                 return True
-            if info == {}:
-                # being written right now, or left empty by a crash between open and write
-                age = time.time() - _mtime(lock_path(out, run_id))
-                if age < 10:
-                    return False
-            elif _holder_alive(info):
+            if not _is_stale(info, lock_path(out, run_id)):
                 return False
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_path(out, run_id))
@@ -199,6 +194,14 @@ class RunLock:
     def release(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+
+def _is_stale(info: dict[str, Any], path: Path) -> bool:
+    """A lock whose holder is gone; an empty lock (being written, or a crash between open and write) only
+    once it is older than 10 s."""
+    if info == {}:
+        return time.time() - _mtime(path) >= 10
+    return not _holder_alive(info)
 
 
 def _mtime(path: Path) -> float:
@@ -211,7 +214,7 @@ def _mtime(path: Path) -> float:
 def live_lock(out: str | Path, run_id: str) -> dict[str, Any] | None:
     """The lock's content if a live process holds it (for ``status``), else None."""
     info = read_lock(out, run_id)
-    if info is None or (info and not _holder_alive(info)):
+    if info is None or _is_stale(info, lock_path(out, run_id)):
         return None
     return info
 

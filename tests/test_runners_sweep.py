@@ -1,0 +1,245 @@
+"""Sweeps end to end on a tiny study (quadratic_deep, 1 epoch): local pool vs a real local Ray cluster,
+SIGKILL part way and resume, two sweeps at once on one tree, bad configs, emitted commands, status."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runners.config import load_study
+from runners.sweep import selections
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMESTAMP = re.compile(r"__\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
+
+STUDY = """\
+name: tiny
+defaults:
+  budget: {budget}
+  num_epochs: 1
+  rerun_seeds: [43]
+presets:
+  smoke: {{}}
+problems:
+  quadratic_deep:
+    optimizers: [PowKernelGradientDescentOptimizer, GradientDescentOptimizer]
+"""
+
+
+def _study(tmp_path: Path, budget: int = 2) -> Path:
+    path = tmp_path / f"tiny{budget}.yaml"
+    path.write_text(STUDY.format(budget=budget))
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _sweep_cmd(config: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "runners", "sweep", str(config), "--preset", "smoke", "--out", str(out),
+            "--no-progress", *extra]
+
+
+def _tree(out: Path) -> list[str]:
+    """Relative paths of the results tree (book-keeping excluded), timestamps removed."""
+    return sorted(TIMESTAMP.sub("", str(p.relative_to(out))) for p in out.rglob("*")
+                  if p.is_file() and ".nlwu" not in p.relative_to(out).parts)
+
+
+def _results(out: Path) -> list[Path]:
+    return sorted(p for p in out.rglob("random_seed__*.json") if ".nlwu" not in p.parts)
+
+
+def _expected(config: Path, out: Path) -> set[tuple[str, int]]:
+    """(setting folder relative to out, seed) of every run of the study, reruns from the tree's selection."""
+    study = load_study(config, preset="smoke")
+    choices = selections(study, out)
+    specs = study.tuning_specs() + [s for c in choices.values() if c is not None for s in c.rerun_specs()]
+    assert all(c is not None for c in choices.values())
+    return {(str(s.setting_dir(out).relative_to(out)), s.seed) for s in specs}
+
+
+def _assert_complete(config: Path, out: Path) -> None:
+    """Every run of the study present exactly once, nothing else, no partial file, no lock left."""
+    expected = _expected(config, out)
+    found = []
+    for path in _results(out):
+        seed = int(path.name.split("__")[1])
+        found.append((str(path.parent.relative_to(out)), seed))
+    assert sorted(found) == sorted(expected), "each run exactly once"
+    partial = [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not partial
+    for path in _results(out):
+        json.loads(path.read_text())  # complete JSON
+        assert path.with_name(path.name[:-5] + ".provenance.yaml").exists()
+    assert not list((out / ".nlwu" / "locks").glob("*.lock"))
+
+
+def _final_test(out: Path) -> dict[str, float]:
+    return {TIMESTAMP.sub("", str(p.relative_to(out))): json.loads(p.read_text())["test_losses"][-1]
+            for p in _results(out)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_local_pool_and_ray_produce_the_same_files(tmp_path):
+    """One smoke sweep on the local pool (subprocess CLI) and one on a real local Ray cluster give the same
+    tree (paths minus timestamps) and the same numbers; then `status` reports everything done."""
+    ray = pytest.importorskip("ray")
+    config = _study(tmp_path)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    proc = subprocess.run(_sweep_cmd(config, local, "--workers", "2"), cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout
+
+    from runners.executors import RayExecutor
+    from runners.sweep import run_sweep
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}})
+    try:
+        rc = run_sweep(load_study(config, preset="smoke"), remote, RayExecutor(num_cpus=1), progress=False)
+    finally:
+        ray.shutdown()
+    assert rc == 0
+    assert _tree(local) == _tree(remote)
+    assert len(_results(local)) == 2 * 2 + 2 * 1
+    a, b = _final_test(local), _final_test(remote)
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-9) for k in a)
+    _assert_complete(config, local)
+    _assert_complete(config, remote)
+
+    status = subprocess.run([sys.executable, "-m", "runners", "status", str(config), "--preset", "smoke",
+                             "--out", str(remote)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "total: 6 done, 0 running, 0 failed, 0 missing" in status.stdout
+
+
+def test_sigkill_part_way_then_resume(tmp_path):
+    """SIGKILL the sweep after its first results: its workers die with it, and the same command started
+    again ends with every run present exactly once and no partial file."""
+    config = _study(tmp_path, budget=5)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(_results(out)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    workers = [json.loads(p.read_text())["pid"] for p in (out / ".nlwu" / "locks").glob("*.lock")]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(_results(out))
+    assert 2 <= n_before < 12
+    time.sleep(0.5)
+    for pid in workers:  # the lock holder (the sweep) is gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    again = subprocess.run(_sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    _assert_complete(config, out)
+    assert len(_results(out)) == 2 * 5 + 2 * 1
+
+
+def test_two_sweeps_at_once_share_the_tree(tmp_path):
+    """Two sweeps started together on one output tree split the work, never run a run twice, and both
+    finish with the same summary."""
+    config = _study(tmp_path, budget=3)
+    out = tmp_path / "out"
+    procs = [subprocess.Popen(_sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    _assert_complete(config, out)
+    assert len(_results(out)) == 2 * 3 + 2 * 1
+    assert outputs[0][0] == outputs[1][0]  # same summary table
+    assert "final_test_mean" in outputs[0][0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+BAD = {
+    "unknown key": ("defaults:\n  budgett: 2\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
+                    "budgett"),
+    "wrong type": ("defaults:\n  budget: ten\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
+                   "budget"),
+    "unknown problem": ("problems:\n  quadratic_deeep:\n    optimizers: [NAGOptimizer]\n", "quadratic_deeep"),
+    "unknown optimizer": ("problems:\n  quadratic_deep:\n    optimizers: [NAGOptimiser]\n", "NAGOptimiser"),
+    "empty search space": ("defaults:\n  search_space: {}\nproblems:\n  quadratic_deep:\n"
+                           "    optimizers: [NAGOptimizer]\n", "search_space"),
+    "malformed yaml": ("problems: [quadratic_deep\n", "YAML"),
+}
+
+
+@pytest.mark.parametrize("command", ["sweep", "status"])
+@pytest.mark.parametrize("case", [*BAD, "unreadable file", "missing file"])
+def test_bad_config_one_error_exit_2_nothing_written(tmp_path, capsys, case, command):
+    from runners.__main__ import main
+
+    if case == "unreadable file":
+        config = tmp_path / "a_folder.yaml"
+        config.mkdir()
+        needle = "a_folder.yaml"
+    elif case == "missing file":
+        config, needle = tmp_path / "nope.yaml", "nope.yaml"
+    else:
+        text, needle = BAD[case]
+        config = tmp_path / "bad.yaml"
+        config.write_text(text)
+    before = sorted(tmp_path.rglob("*"))
+    out = tmp_path / "out"
+    rc = main([command, str(config), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert needle in lines[0] and str(config) in lines[0]
+    assert "Traceback" not in captured.err and not captured.out
+    assert sorted(tmp_path.rglob("*")) == before and not out.exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--workers", "0"], "--workers"),
+    (["--address", "auto"], "--address needs --backend ray"),
+    (["--backend", "slurm"], "--backend"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+])
+def test_bad_options_exit_2(tmp_path, capsys, argv, needle):
+    from runners.__main__ import main
+
+    config = _study(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["sweep", str(config), "--out", str(out), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and needle in err[0]
+    assert not out.exists()
+
+
+def test_emit_commands_lists_pending_runs_and_writes_nothing(tmp_path, capsys):
+    from runners.__main__ import main
+    from runners.run import build_parser, spec_from_args
+
+    config = _study(tmp_path, budget=3)
+    out = tmp_path / "out"
+    assert main(["sweep", str(config), "--preset", "smoke", "--out", str(out), "--emit-commands"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    study = load_study(config, preset="smoke")
+    wanted = {s.run_id for s in study.tuning_specs()}
+    assert len(lines) == len(wanted) == 6
+    got = {spec_from_args(build_parser().parse_args(shlex.split(line)[4:])).run_id for line in lines}
+    assert got == wanted
+    assert not out.exists()
