@@ -89,7 +89,14 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         self._select_fn = selection.resolve_rule(select)
         self.decay_on = selection.validate_decay_on(decay_on)
         self._direction = transforms.nesterov_direction if self.nesterov else transforms.heavy_ball_direction
-        self.nlwu_provenance: dict = {}
+        self.nlwu_provenance: dict = {
+            **maps.map_description(self.elementwise_map),
+            "momentum": momentum,
+            "nesterov": self.nesterov,
+            "momentum_semantics": "TF1 MomentumOptimizer (a <- mu*a + g_hat; w <- w - lr*a)",
+            "weight_decay_opt": weight_decay_opt,
+            "decay_scaling": decay_scaling if weight_decay_opt > 0 else None,
+        }
 
     def build(self, variables):
         """Momentum buffers (one per variable, if μ > 0) and the fixed map/decay masks of ``variables``."""
