@@ -40,6 +40,18 @@ def _plt():
     return plt
 
 
+def grid(n_panels: int, max_cols: int, panel_size: tuple[float, float], **kwargs):
+    """A figure with ``n_panels`` axes in rows of at most ``max_cols``; unused axes are hidden."""
+    plt = _plt()
+    ncols = min(n_panels, max_cols)
+    nrows = math.ceil(n_panels / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False,
+                             **kwargs)
+    for ax in list(axes.flat)[n_panels:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def save(fig, out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem.png`` and ``stem.pdf`` (atomically) and close the figure."""
     plt = _plt()
@@ -87,16 +99,13 @@ def _log_if_wide(ax, values: np.ndarray) -> None:
 
 def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path) -> list[Path]:
     """Mean +- std curves of every optimizer's chosen setting on one problem."""
-    plt = _plt()
     rows = main_rows(summary[summary["testproblem"] == testproblem])
     rows = rows[rows["n_seeds"] > 0]
     if rows.empty:
         return []
     has_acc = problem_has_accuracy(runs, testproblem)
     panels = [p for p in PANEL_CURVES if has_acc or "loss" in p[0]]
-    ncols = 3
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = grid(len(panels), 3, (4.2, 3.2))
     for row, style in _styles(rows):
         chosen = _setting_runs(runs, row)
         for ax, (curve, _title) in zip(axes.flat, panels):
@@ -131,8 +140,6 @@ def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str,
                     pad = 0.05 * (high - low or abs(high) or 1.0)
                     if ax.get_yscale() == "linear":
                         ax.set_ylim(low - pad, high + pad)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
                bbox_to_anchor=(0.5, 1.02))
@@ -151,9 +158,7 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
         return []
     tuning_metric, _ = metric_names(problem_has_accuracy(runs, testproblem))
     n = len(rows)
-    ncols = min(n, 3)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False, sharey=True)
+    fig, axes = grid(n, 3, (4.2, 3.3), sharey=True)
     cmap = plt.get_cmap("viridis")
     scatter = None
     all_values = []
@@ -184,8 +189,6 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
         high = np.percentile(finite, 90)
         if high > low:
             axes[0, 0].set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.85)
         bar.set_label("power (1.0 = no map)")
@@ -196,15 +199,12 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
 
 def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = 42) -> list[Path]:
     """Best tuning score per power value, one panel per problem, one line per optimizer."""
-    plt = _plt()
     main = main_rows(summary)
     main = main[(main["n_samples"] > 1) & main["power"].notna()]
     problems = sorted(main["testproblem"].unique())
     if not problems:
         return []
-    ncols = min(len(problems), 3)
-    nrows = math.ceil(len(problems) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = grid(len(problems), 3, (4.2, 3.2))
     for ax, problem in zip(axes.flat, problems):
         tuning_metric, _ = metric_names(problem_has_accuracy(runs, problem))
         higher_better = "acc" in tuning_metric
@@ -222,8 +222,6 @@ def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, 
         ax.set_ylabel(f"best final {tuning_metric.replace('_', ' ')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(problems):]:
-        ax.axis("off")
     fig.suptitle("Power sensitivity: best tuning score among the samples with each power", y=1.01)
     fig.tight_layout()
     return save(fig, out_dir, "power_sensitivity")
@@ -275,15 +273,12 @@ def w_vs_l2(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, problem: s
 
 def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Final test metric (mean +- std) of every main row, one panel per problem."""
-    plt = _plt()
     main = main_rows(summary)
     main = main[main["n_seeds"] > 0]
     problems = sorted(main["testproblem"].unique())
     if not problems:
         return []
-    ncols = min(len(problems), 4)
-    nrows = math.ceil(len(problems) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
+    fig, axes = grid(len(problems), 4, (3.4, 2.9))
     for ax, problem in zip(axes.flat, problems):
         rows = main[main["testproblem"] == problem]
         names = [short_name(o) + ("*" if s == "baselines" else "") for o, s in zip(rows["optimizer"], rows["source"])]
@@ -296,8 +291,6 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_ylim(low - 0.3 * (high - low), high + 0.2 * (high - low))
         ax.set_title(f"{problem}\n{rows['metric'].iloc[0].replace('_', ' ')}", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    for ax in list(axes.flat)[len(problems):]:
-        ax.axis("off")
     fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds; grey = baseline, * = BASELINES tree)",
                  fontsize=9)
     fig.tight_layout()

@@ -25,32 +25,6 @@ from .naming import format_value
 
 MODES = ("final", "best", "most")
 DEFAULT_SEARCHED = ("learning_rate", "power", "momentum")
-SUMMARY_COLUMNS = [
-    "testproblem",
-    "optimizer",
-    "learning_rate",
-    "power",
-    "momentum",
-    "weight_decay",
-    "weight_decay_opt",
-    "n_samples",
-    "n_seeds",
-    "metric",
-    "final_test_mean",
-    "final_test_std",
-    "final_test_median",
-    "final_test_min",
-    "final_test_max",
-    "tie",
-    "selection",
-    "tuning_metric",
-    "tuning_score",
-    "runner_up_score",
-    "seeds",
-    "setting",
-    "search",
-    "source",
-]
 
 
 def problem_has_accuracy(runs: pd.DataFrame, testproblem: str) -> bool:
@@ -198,7 +172,9 @@ def summarize(
             )
     table = pd.DataFrame(rows)
     if table.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        from .tables import CSV_COLUMNS
+
+        return pd.DataFrame(columns=CSV_COLUMNS)
     return table.reset_index(drop=True)
 
 
