@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .select import metric_names, problem_has_accuracy, search_runs
-from .tables import is_baseline, main_rows, short_name
+from .tables import canonical_rank, is_baseline, main_rows, short_name
 
 PANEL_CURVES = (
     ("test_losses", "test loss"),
@@ -281,14 +281,17 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     fig, axes = grid(len(problems), 4, (3.4, 2.9))
     for ax, problem in zip(axes.flat, problems):
         rows = main[main["testproblem"] == problem]
+        rows = rows.iloc[np.argsort([canonical_rank(o) for o in rows["optimizer"]], kind="stable")]
         names = [short_name(o) + ("*" if s == "baselines" else "") for o, s in zip(rows["optimizer"], rows["source"])]
-        colours = ["0.6" if is_baseline(r) else "C0" for _, r in rows.iterrows()]
-        ax.bar(range(len(rows)), rows["final_test_mean"], yerr=rows["final_test_std"], color=colours, capsize=3)
+        for x, (_, row) in enumerate(rows.iterrows()):
+            ax.errorbar([x], [row["final_test_mean"]], yerr=[row["final_test_std"]], fmt="o", capsize=4,
+                        color="0.45" if is_baseline(row) else "C0")
         ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=7)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
         low = np.nanmin(rows["final_test_mean"] - rows["final_test_std"])
         high = np.nanmax(rows["final_test_mean"] + rows["final_test_std"])
         if np.isfinite(low) and np.isfinite(high) and high > low:
-            ax.set_ylim(low - 0.3 * (high - low), high + 0.2 * (high - low))
+            ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
         ax.set_title(f"{problem}\n{rows['metric'].iloc[0].replace('_', ' ')}", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds; grey = baseline, * = BASELINES tree)",

@@ -65,6 +65,12 @@ SHORT_NAMES = {
 }
 
 
+def canonical_rank(optimizer: str) -> int:
+    """Position in the paper's order (GD, M, MN, GD-W, M-W, MN-W, then the baselines); unknown names last."""
+    names = list(SHORT_NAMES)
+    return names.index(optimizer) if optimizer in names else len(names)
+
+
 def short_name(optimizer: str) -> str:
     """Abbreviation used in the paper's tables (protocol §1), the name itself otherwise."""
     return SHORT_NAMES.get(optimizer, optimizer)
@@ -81,7 +87,8 @@ def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
         return summary
     ordered = summary.sort_values(["n_samples", "n_seeds"], ascending=False, kind="stable")
     main = ordered.drop_duplicates(["source", "testproblem", "optimizer"], keep="first")
-    return main.sort_values(["testproblem", "source", "optimizer"], kind="stable")
+    main = main.assign(_rank=[canonical_rank(o) for o in main["optimizer"]])
+    return main.sort_values(["testproblem", "source", "_rank", "optimizer"], kind="stable").drop(columns="_rank")
 
 
 def base_problem(testproblem: str) -> str:
@@ -156,9 +163,9 @@ def results_matrix(summary: pd.DataFrame) -> pd.DataFrame:
              zip(main["final_test_mean"], main["final_test_std"], main["n_seeds"])]
     frame = pd.DataFrame({"problem": main["testproblem"].to_numpy(), "metric": main["metric"].to_numpy(),
                           "optimizer": labels, "cell": cells})
-    canonical = list(SHORT_NAMES.values())
+    rank = {short_name(o): canonical_rank(o) for o in main["optimizer"]}
     order = sorted(dict.fromkeys(labels), key=lambda label: (label.endswith("(baseline tree)"),
-                   canonical.index(label.split(" ")[0]) if label.split(" ")[0] in canonical else len(canonical)))
+                                                           rank.get(label.split(" ")[0], len(rank))))
     matrix = frame.pivot_table(index=["problem", "metric"], columns="optimizer", values="cell", aggfunc="first")
     matrix = matrix.reindex(columns=[c for c in order if c in matrix.columns]).reset_index()
     matrix.columns.name = None
