@@ -204,11 +204,11 @@ def _is_stale(info: dict[str, Any], path: Path) -> bool:
     return not _holder_alive(info)
 
 
-def _mtime(path: Path) -> float:
+def _mtime(path: Path, default: float | None = None) -> float:
     try:
         return path.stat().st_mtime
     except FileNotFoundError:
-        return time.time()
+        return time.time() if default is None else default
 
 
 def live_lock(out: str | Path, run_id: str) -> dict[str, Any] | None:
@@ -383,6 +383,7 @@ class Executor:
         locks: dict[str, RunLock] = {}
         try:
             waiting: list[RunSpec] = []  # held by another live process
+            waiting_since: dict[str, float] = {}
             in_flight = 0
             while todo or waiting or in_flight:
                 # dispatch as many as the backend takes
@@ -393,6 +394,7 @@ class Executor:
                     lock = RunLock.acquire(out, spec.run_id, backend=self.backend)
                     if lock is None:
                         waiting.append(spec)
+                        waiting_since[spec.run_id] = time.time() - 1.0
                         continue
                     path = spec.existing_result(out)
                     if path is not None:  # finished by someone else meanwhile
@@ -428,14 +430,14 @@ class Executor:
                     if path is not None:
                         report.done[spec.run_id] = path
                         bar.update(1)
-                    elif live_lock(out, spec.run_id) is None and read_failure(out, spec.run_id) is None:
-                        todo.append(spec)
-                    elif live_lock(out, spec.run_id) is None:
-                        # the other sweep recorded a failure for it: report it, do not loop on it
-                        report.failed[spec.run_id] = read_failure(out, spec.run_id)["error"]
-                        bar.update(1)
-                    else:
+                    elif live_lock(out, spec.run_id) is not None:
                         still.append(spec)
+                    elif _mtime(failure_path(out, spec.run_id), default=0.0) >= waiting_since[spec.run_id]:
+                        # the other sweep failed it while we waited: report it, do not loop on it
+                        report.failed[spec.run_id] = (read_failure(out, spec.run_id) or {}).get("error", "?")
+                        bar.update(1)
+                    else:  # its holder died without a result: ours now
+                        todo.append(spec)
                 waiting = still
         except BaseException:
             self.close()  # in-flight runs must stop before their locks go
