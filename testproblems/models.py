@@ -300,6 +300,19 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
     return keras.Model(inp, out, name=name)
 
 
+class CarriedLSTM(layers.LSTM):
+    """Stateful LSTM that starts each call from a copy of its stored state.
+
+    Same results as ``LSTM(stateful=True)``; the copy keeps the torch backend's autograd valid when the new
+    state is written back into the state variables in place after the forward pass.
+    """
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        if initial_state is None and self.stateful and self.states is not None:
+            initial_state = [ops.copy(v.value) for v in self.states]
+        return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+
+
 def build_char_rnn(seeds, l2, batch_size, seq_len=50, vocab_size=83, hidden=128, name="char_rnn"):
     """DeepOBS tolstoi_char_rnn: embedding 128, two stateful LSTM(128) layers, dense logits over 83 chars.
 
@@ -315,7 +328,7 @@ def build_char_rnn(seeds, l2, batch_size, seq_len=50, vocab_size=83, hidden=128,
         return init.RandomUniform(-limit, limit, seed=seeds())
 
     def lstm():
-        return layers.LSTM(hidden, return_sequences=True, stateful=True, unit_forget_bias=True,
+        return CarriedLSTM(hidden, return_sequences=True, stateful=True, unit_forget_bias=True,
                            kernel_initializer=uni(lstm_limit), recurrent_initializer=uni(lstm_limit),
                            bias_initializer="zeros")
 

@@ -1,0 +1,249 @@
+"""Benchmark: training-step throughput of fmnist_2c2d and cifar10_3c3d against DeepOBS' own PyTorch nets.
+
+Measured in one run, rounds interleaved, each framework in its own long-lived worker process (so their
+thread pools never compete), batch 128 on the CPU:
+
+* ``full``: our complete problem step, ``testproblems.get(name).trainer(model, SGD).train_epoch(...)``:
+  input pipeline (NumPy reading of files in the DeepOBS formats, CIFAR augmentation and standardisation),
+  loss, L2 term (cifar10_3c3d), accuracy metric, SGD update (Keras 3, backend from ``--backend``);
+* ``plain``: the same Keras model stepped with ``train_on_batch`` on one fixed in-memory batch (no pipeline);
+* ``xla`` (with ``--xla``): ``plain`` with ``jit_compile=True``;
+* reference ``torch``: DeepOBS 1.1.2's ``net_mnist_2c2d`` / ``net_cifar10_3c3d``
+  (``deepobs/pytorch/testproblems/testproblems_modules.py``, loaded as a single file because importing
+  ``deepobs.pytorch`` pulls torchvision), stepped as DeepOBS' PyTorch runner does: zero_grad, forward,
+  cross-entropy, batch accuracy (``.item()``), L2 term for cifar10_3c3d (f * ||w||^2 / 2 over non-bias
+  parameters), backward, SGD step, ``loss.item()``, on in-memory tensors (no input pipeline at all).
+
+Prints ms/step (median over rounds) and the throughput ratio torch_ms / ours_ms (> 1: ours is faster);
+target >= 1.5 for ``full``. torch is not a project dependency: if missing, it is installed into the running
+interpreter's environment with ``pip install torch==2.13.0`` (a CPU wheel; pass ``--no-install`` to refuse).
+Usage: ``.venv/bin/python bench/bench_testproblems.py [--steps 29 --rounds 3 --xla --backend tensorflow]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BATCH = 128
+TORCH_VERSION = "2.13.0"
+PROBLEMS = ("fmnist_2c2d", "cifar10_3c3d")
+TORCH_NETS = {"fmnist_2c2d": ("net_mnist_2c2d", (1, 28, 28), 0.0), "cifar10_3c3d": ("net_cifar10_3c3d", (3, 32, 32),
+                                                                                      0.002)}
+
+
+# ------------------------------------------------------------------------------------------------- data
+def write_data(folder: Path, steps: int) -> None:
+    """Synthetic files in the DeepOBS formats sized so that one training epoch is exactly `steps` batches."""
+    from testproblems.data import synthetic
+
+    assert (steps + 1) % 5 == 0, "--steps + 1 must be a multiple of 5 (CIFAR-10 has 5 training files)"
+    n = (steps + 1) * BATCH  # the validation split takes n_test = BATCH training records
+    synthetic.write_prepared("fmnist", folder, n_train=n, n_test=BATCH, seed=0)
+    synthetic.write_prepared("cifar10", folder, n_train=n, n_test=BATCH, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------- workers
+def keras_worker(data_dir: str, steps: int, xla: bool) -> None:
+    import keras
+    import numpy as np
+
+    import testproblems
+
+    rng = np.random.default_rng(0)
+    state = {}
+    for name in PROBLEMS:
+        p = testproblems.get(name, data_dir=data_dir)
+        model = p.build_model()
+        tr = p.trainer(model, keras.optimizers.SGD(1e-3))
+        assert tr.steps_per_epoch == steps, (name, tr.steps_per_epoch)
+        tr.train_epoch(0)  # warm-up: tracing, data cache
+        shape = (BATCH, *model.inputs[0].shape[1:])
+        x = rng.normal(size=shape).astype(np.float32)
+        y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)]
+        plain = {}
+        for kind, jit in (("plain", False), ("xla", True)) if xla else (("plain", False),):
+            m = p.build_model()
+            m.compile(optimizer=keras.optimizers.SGD(1e-3), loss=p.loss(), metrics=p.metrics(), jit_compile=jit)
+            for _ in range(3):
+                m.train_on_batch(x, y)
+            plain[kind] = m
+        params = sum(math.prod(v.shape) for v in model.trainable_weights)
+        state[name] = (tr, plain, x, y, params)
+    print(json.dumps({"ready": True, "backend": keras.backend.backend(),
+                      "params": {k: v[4] for k, v in state.items()}}), flush=True)
+    epoch = 1
+    for line in sys.stdin:
+        kind, name = line.split()
+        tr, plain, x, y, _ = state[name]
+        t0 = time.perf_counter()
+        if kind == "full":
+            tr.train_epoch(epoch)
+            epoch += 1
+        else:
+            m = plain[kind]
+            for _ in range(steps):
+                m.train_on_batch(x, y)
+        print(json.dumps({"ms": (time.perf_counter() - t0) / steps * 1e3}), flush=True)
+
+
+def _load_deepobs_torch_modules():
+    """deepobs/pytorch/testproblems/testproblems_modules.py (+ its utils) without importing deepobs.pytorch."""
+    spec = importlib.util.find_spec("deepobs")
+    folder = Path(spec.submodule_search_locations[0]) / "pytorch" / "testproblems"
+    pkg = types.ModuleType("_deepobs_pt")
+    pkg.__path__ = [str(folder)]
+    sys.modules["_deepobs_pt"] = pkg
+    for mod in ("testproblems_utils", "testproblems_modules"):
+        s = importlib.util.spec_from_file_location(f"_deepobs_pt.{mod}", folder / f"{mod}.py")
+        m = importlib.util.module_from_spec(s)
+        sys.modules[s.name] = m
+        s.loader.exec_module(m)
+    return sys.modules["_deepobs_pt.testproblems_modules"]
+
+
+def torch_worker(steps: int) -> None:
+    import torch
+
+    mods = _load_deepobs_torch_modules()
+    torch.manual_seed(0)
+    state = {}
+    for name, (cls, shape, wd) in TORCH_NETS.items():
+        net = getattr(mods, cls)(num_outputs=10)
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+        x = torch.randn(BATCH, *shape)
+        y = torch.randint(0, 10, (BATCH,))
+        reg = [p for n, p in net.named_parameters() if "bias" not in n]
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step(net=net, opt=opt, x=x, y=y, reg=reg, wd=wd, loss_fn=loss_fn):
+            opt.zero_grad()
+            out = net(x)
+            loss = loss_fn(out, y)
+            _, pred = torch.max(out.data, 1)
+            _accuracy = (pred == y).sum().item() / BATCH
+            if wd:
+                loss = loss + sum(torch.norm(p) ** 2 for p in reg) * wd / 2
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        for _ in range(3):
+            step()
+        state[name] = (step, sum(p.numel() for p in net.parameters()))
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                      "params": {k: v[1] for k, v in state.items()}}), flush=True)
+    for line in sys.stdin:
+        _, name = line.split()
+        step = state[name][0]
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        print(json.dumps({"ms": (time.perf_counter() - t0) / steps * 1e3}), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- main
+def ensure_torch(install: bool) -> None:
+    if importlib.util.find_spec("torch") is not None:
+        return
+    if not install:
+        sys.exit("error: torch is not installed; rerun without --no-install or "
+                 f"`{sys.executable} -m pip install torch=={TORCH_VERSION}`")
+    print(f"installing torch=={TORCH_VERSION} (benchmark-only dependency) ...", flush=True)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"torch=={TORCH_VERSION}"])
+
+
+class Worker:
+    def __init__(self, args: list[str], env: dict):
+        self.proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=ROOT)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"benchmark worker {self.proc.args} died (exit {self.proc.wait()})")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, kind: str, name: str) -> float:
+        self.proc.stdin.write(f"{kind} {name}\n")
+        self.proc.stdin.flush()
+        return self._read()["ms"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=29, help="training steps per timed block (steps+1 divisible by 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
+    ap.add_argument("--xla", action="store_true", help="also time the plain Keras step with jit_compile=True")
+    ap.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+                    help="Keras backend of our side (default tensorflow)")
+    ap.add_argument("--no-install", action="store_true", help="do not pip-install torch when it is missing")
+    ap.add_argument("--worker", choices=("keras", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument("--data-dir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker == "keras":
+        keras_worker(args.data_dir, args.steps, args.xla)
+        return 0
+    if args.worker == "torch":
+        torch_worker(args.steps)
+        return 0
+    if (args.steps + 1) % 5:
+        ap.error("--steps + 1 must be a multiple of 5")
+    ensure_torch(not args.no_install)
+    kinds = ["full", "plain"] + (["xla"] if args.xla else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        write_data(Path(tmp), args.steps)
+        env = dict(os.environ, KERAS_BACKEND=args.backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        common = ["--steps", str(args.steps), "--data-dir", tmp]
+        ours = Worker(["--worker", "keras", *common] + (["--xla"] if args.xla else []), env)
+        ref = Worker(["--worker", "torch", *common], env)
+        print(f"keras backend {ours.info['backend']} | torch {ref.info['torch']} ({ref.info['threads']} threads) | "
+              f"batch {BATCH}, {args.steps} steps per block, {args.rounds} interleaved rounds, cpu count "
+              f"{os.cpu_count()}")
+        times = {(k, n): [] for n in PROBLEMS for k in [*kinds, "torch"]}
+        for r in range(args.rounds):
+            for name in PROBLEMS:
+                for kind in kinds:
+                    times[(kind, name)].append(ours.ask(kind, name))
+                times[("torch", name)].append(ref.ask("torch", name))
+            print(f"  round {r + 1}/{args.rounds} done", flush=True)
+        ours.close()
+        ref.close()
+    ok = True
+    print(f"\n{'problem':14} {'params ours/torch':>21} {'variant':>7} {'ms/step':>9} {'torch ms':>9} {'ratio':>6}")
+    for name in PROBLEMS:
+        t_ref = statistics.median(times[("torch", name)])
+        pc = f"{ours.info['params'][name]:,}/{ref.info['params'][name]:,}"
+        for kind in kinds:
+            t = statistics.median(times[(kind, name)])
+            ratio = t_ref / t
+            flag = "" if kind != "full" else ("  OK (>= 1.5)" if ratio >= 1.5 else "  BELOW TARGET 1.5")
+            ok &= kind != "full" or ratio >= 1.5
+            print(f"{name:14} {pc:>21} {kind:>7} {t:9.1f} {t_ref:9.1f} {ratio:6.2f}{flag}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
