@@ -68,12 +68,16 @@ def test_quadratic_exact_deepobs_arrays():
         assert len(x) == 896 and _rows(x) <= _rows(train_ref)  # a shuffled selection of the seed-42 draw
         assert len(_rows(x)) == 896
         assert not np.array_equal(x, train_ref[:896])
-    # deterministic in (seed, epoch); differs across epochs and seeds
+    # deterministic in (seed, epoch); 'deepobs' replays one order per seed (TF1 iterator re-init),
+    # 'corrected' reshuffles every epoch; both differ across seeds
     a = np.concatenate([x for x, _ in ds.batches("train", 3)])
-    np.testing.assert_array_equal(a, np.concatenate([x for x, _ in ds.batches("train", 3)]))
-    assert not np.array_equal(a, np.concatenate([x for x, _ in ds.batches("train", 4)]))
+    np.testing.assert_array_equal(a, np.concatenate([x for x, _ in ds.batches("train", 4)]))
     other = load_dataset("quadratic", None, batch_size=128, seed=43)
     assert not np.array_equal(a, np.concatenate([x for x, _ in other.batches("train", 3)]))
+    corr = load_dataset("quadratic", None, batch_size=128, seed=42, fidelity="corrected")
+    c = np.concatenate([x for x, _ in corr.batches("train", 3)])
+    np.testing.assert_array_equal(c, np.concatenate([x for x, _ in corr.batches("train", 3)]))
+    assert not np.array_equal(c, np.concatenate([x for x, _ in corr.batches("train", 4)]))
 
 
 @pytest.mark.parametrize("name", ["mnist", "fmnist"])
@@ -103,7 +107,7 @@ def test_idx_splits_and_decoding(data_dir, name):
 
 def test_cifar10_deepobs_validation_is_a_redrawn_training_file(data_dir, monkeypatch):
     # identify images exactly: no augmentation, no standardisation (both tested elsewhere)
-    monkeypatch.setattr(augment, "augment", lambda x, rng, flip: x)
+    monkeypatch.setattr(augment, "apply", lambda x, p: x)
     monkeypatch.setattr(augment, "per_image_standardization", lambda x: x)
     files = [_records(data_dir / "cifar-10" / f"data_batch_{i}.bin", 3073) for i in range(1, 6)]
     file_rows = [_rows(f[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32)) for f in files]
@@ -174,8 +178,8 @@ def test_svhn_hwc_records_redrawn_validation_and_no_flip(data_dir, monkeypatch):
     np.testing.assert_allclose(x, _std(allrec[:20, 1:].reshape(-1, 32, 32, 3)).reshape(x.shape), atol=2e-6)
     np.testing.assert_array_equal(y.argmax(1), allrec[:20, 0])
     seen_flip = []
-    real = augment.augment
-    monkeypatch.setattr(augment, "augment", lambda x, rng, flip: seen_flip.append(flip) or real(x, rng, flip=flip))
+    real = augment.apply
+    monkeypatch.setattr(augment, "apply", lambda x, p: seen_flip.append("flip" in p) or real(x, p))
     deep = load_dataset("svhn", data_dir, batch_size=20, seed=0)
     firsts = set()
     for epoch in range(6):
@@ -189,8 +193,8 @@ def test_svhn_hwc_records_redrawn_validation_and_no_flip(data_dir, monkeypatch):
 
 def test_augmentation_only_in_train_and_train_eval(data_dir, monkeypatch):
     calls = []
-    real = augment.augment
-    monkeypatch.setattr(augment, "augment", lambda x, rng, flip: calls.append(len(x)) or real(x, rng, flip=flip))
+    real = augment.apply
+    monkeypatch.setattr(augment, "apply", lambda x, p: calls.append(len(x)) or real(x, p))
     for name in ("cifar10", "cifar100", "svhn"):
         ds = load_dataset(name, data_dir, batch_size=20, seed=0)
         for phase in PHASES:
@@ -203,21 +207,29 @@ def test_augmentation_only_in_train_and_train_eval(data_dir, monkeypatch):
                 np.testing.assert_allclose(x.reshape(20, -1).std(1), 1, atol=1e-3)
 
 
-def test_train_eval_is_a_fresh_draw_of_the_train_pipeline(data_dir):
-    ds = load_dataset("cifar100", data_dir, batch_size=20, seed=0)
+def test_train_eval_is_a_pass_of_the_train_pipeline(data_dir):
+    # corrected: an independent pass (own shuffle and augmentation)
+    ds = load_dataset("cifar100", data_dir, batch_size=20, seed=0, fidelity="corrected")
     tr = list(ds.batches("train", 0))
     te = list(ds.batches("train_eval", 0))
     assert len(te) == 3 and len(tr) == 12
-    assert not np.array_equal(te[0][0], tr[0][0])  # separately shuffled and augmented
+    assert not np.array_equal(te[0][1], tr[0][1])  # separately shuffled
     np.testing.assert_array_equal(te[1][0], list(ds.batches("train_eval", 0))[1][0])
+    # deepobs: the first batches of the replayed train order, augmented with the replayed draws
+    deep = load_dataset("cifar100", data_dir, batch_size=20, seed=0)
+    tr, te = list(deep.batches("train", 0)), list(deep.batches("train_eval", 4))
+    for (xt, yt), (xe, ye) in zip(tr, te):
+        np.testing.assert_array_equal(ye, yt)
+        assert not np.array_equal(xe, xt)  # each pass deals the draws to nearby images in a new order
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "cifar100", "svhn", "tolstoi"])
-def test_deterministic_in_seed_and_epoch(data_dir, name):
+@pytest.mark.parametrize("fidelity", ["deepobs", "corrected"])
+def test_deterministic_in_seed_and_epoch(data_dir, name, fidelity):
     bs = 50 if name == "tolstoi" else 20
 
     def run(seed, epoch, phase="train"):
-        ds = load_dataset(name, data_dir, batch_size=bs, seed=seed)
+        ds = load_dataset(name, data_dir, batch_size=bs, seed=seed, fidelity=fidelity)
         return [np.array(x) for x, _ in ds.batches(phase, epoch)]
 
     a = run(5, 1)
@@ -226,6 +238,10 @@ def test_deterministic_in_seed_and_epoch(data_dir, name):
     if name == "tolstoi":  # never shuffled: the same every epoch and seed
         for u, v in zip(a, run(6, 2)):
             np.testing.assert_array_equal(u, v)
+    elif name == "mnist" and fidelity == "deepobs":  # nothing random but the replayed shuffle
+        for u, v in zip(a, run(5, 2)):
+            np.testing.assert_array_equal(u, v)
+        assert not np.array_equal(a[0], run(6, 1)[0])
     else:
         assert not np.array_equal(a[0], run(5, 2)[0])
         assert not np.array_equal(a[0], run(6, 1)[0])
@@ -363,9 +379,9 @@ def test_prefetch_stops_when_abandoned_and_passes_errors_on(data_dir, monkeypatc
         time.sleep(0.05)
     assert not alive()
 
-    def broken(x, rng, flip):
+    def broken(x, p):
         raise RuntimeError("augmentation failed")
 
-    monkeypatch.setattr(augment, "augment", broken)
+    monkeypatch.setattr(augment, "apply", broken)
     with pytest.raises(RuntimeError, match="augmentation failed"):
         list(ds.batches("train", 0))

@@ -1,6 +1,7 @@
 """NumPy versions of the DeepOBS image pipeline ops (data.md §8), vectorised over a batch.
 
-Each function mirrors the TF op DeepOBS used (`tf.image.*`), with one random draw per image.
+Each function mirrors the TF op DeepOBS used (`tf.image.*`), with one random draw per image; `draw` makes
+the random parameters and `apply` applies them, so a pipeline can key the draws by stream position.
 Images are float32 arrays (batch, 32, 32, 3) on the 0-255 scale.
 """
 
@@ -14,25 +15,32 @@ SATURATION_RANGE = (0.5, 1.5)
 CONTRAST_RANGE = (0.2, 1.8)
 
 
-def pad_and_random_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Zero-pad to 36x36, then crop 32x32 at a uniform offset 0..4 per axis (TF `random_crop`)."""
+def crop(x: np.ndarray, oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
+    """Zero-pad to 36x36, then cut the 32x32 window at offsets (oy[i], ox[i]) of image i."""
     b, h, w, c = x.shape
     padded = np.zeros((b, h + 2 * PAD, w + 2 * PAD, c), dtype=x.dtype)
     padded[:, PAD:PAD + h, PAD:PAD + w] = x
-    oy = rng.integers(0, 2 * PAD + 1, size=b)
-    ox = rng.integers(0, 2 * PAD + 1, size=b)
     out = np.empty_like(x)
     for i in range(b):  # one slice copy per image: much faster than fancy indexing
         out[i] = padded[i, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
     return out
 
 
-def random_flip_left_right(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mirror each image horizontally with probability 0.5 (TF: flip when uniform < 0.5)."""
-    mirror = rng.random(len(x)) < 0.5
+def flip_where(x: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """Mirror the images with mirror[i] True horizontally."""
     out = x.copy()
     out[mirror] = x[mirror, :, ::-1]
     return out
+
+
+def pad_and_random_crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Zero-pad to 36x36, then crop 32x32 at a uniform offset 0..4 per axis (TF `random_crop`)."""
+    return crop(x, rng.integers(0, 2 * PAD + 1, size=len(x)), rng.integers(0, 2 * PAD + 1, size=len(x)))
+
+
+def random_flip_left_right(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mirror each image horizontally with probability 0.5 (TF: flip when uniform < 0.5)."""
+    return flip_where(x, rng.random(len(x)) < 0.5)
 
 
 def adjust_brightness(x: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -80,17 +88,53 @@ def per_image_standardization(x: np.ndarray) -> np.ndarray:
     return (centered / adjusted[:, None]).reshape(x.shape)
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, *, flip: bool) -> np.ndarray:
-    """DeepOBS training augmentation, in DeepOBS' order: pad/crop, (flip), brightness, saturation, contrast.
+#: The random ops of DeepOBS' map function, each a key group of `draw`'s output: `tf.random_crop` draws both
+#: offsets with one op, the other ops one value per image each.
+OPS = (("oy", "ox"), ("flip",), ("brightness",), ("saturation",), ("contrast",))
 
-    Draws per batch, in this order: crop offsets (y then x), flips (if `flip`), brightness deltas,
-    saturation factors, contrast factors, so a batch is a pure function of the generator state.
-    """
-    b = len(x)
-    x = pad_and_random_crop(x, rng)
+
+def draw(rng: np.random.Generator, n: int, *, flip: bool) -> dict[str, np.ndarray]:
+    """The random parameters of `n` augmentations, in DeepOBS' op order: crop offsets (y, then x), flips
+    (if `flip`), brightness deltas, saturation factors, contrast factors. Index the arrays to pick images."""
+    p = {"oy": rng.integers(0, 2 * PAD + 1, size=n), "ox": rng.integers(0, 2 * PAD + 1, size=n)}
     if flip:
-        x = random_flip_left_right(x, rng)
-    x = adjust_brightness(x, rng.uniform(-MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA, size=b))
-    x = adjust_saturation(x, rng.uniform(*SATURATION_RANGE, size=b))
-    x = adjust_contrast(x, rng.uniform(*CONTRAST_RANGE, size=b))
-    return x
+        p["flip"] = rng.random(n) < 0.5
+    p["brightness"] = rng.uniform(-MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA, size=n)
+    p["saturation"] = rng.uniform(*SATURATION_RANGE, size=n)
+    p["contrast"] = rng.uniform(*CONTRAST_RANGE, size=n)
+    return p
+
+
+def apply(x: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    """DeepOBS training augmentation with parameters `p` (from `draw`, one entry per image), in DeepOBS'
+    order: pad/crop, (flip), brightness, saturation, contrast."""
+    x = crop(x, p["oy"], p["ox"])
+    if "flip" in p:
+        x = flip_where(x, p["flip"])
+    x = adjust_brightness(x, p["brightness"])
+    x = adjust_saturation(x, p["saturation"])
+    return adjust_contrast(x, p["contrast"])
+
+
+def augment(x: np.ndarray, rng: np.random.Generator, *, flip: bool) -> np.ndarray:
+    """Augment a batch with fresh draws from `rng` (`apply(x, draw(rng, len(x), flip=flip))`)."""
+    return apply(x, draw(rng, len(x), flip=flip))
+
+
+def scramble(p: dict[str, np.ndarray], rng: np.random.Generator, window: float) -> dict[str, np.ndarray]:
+    """Deal each op's draws to nearby positions: position i gets the draw of position j, with j a local
+    random rearrangement (sort of i + uniform(0, window)), independently per op of `OPS`.
+
+    Models TF's parallel map (`num_parallel_calls=8` in DeepOBS): every iterator init replays the same
+    sequence of draws per random op, but the threads take them in a nondeterministic order, so a draw
+    lands a few positions away from where it landed in the previous pass (README: verification).
+    """
+    n = len(p["oy"])
+    out = {}
+    for group in OPS:
+        if group[0] not in p:
+            continue
+        src = np.argsort(np.arange(n) + rng.uniform(0.0, window, n), kind="stable")
+        for k in group:
+            out[k] = p[k][src]
+    return out

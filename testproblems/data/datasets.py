@@ -2,7 +2,8 @@
 
 `load_dataset(name, data_dir, batch_size=..., seed=..., fidelity=...)` returns a `Dataset` whose
 `batches(phase, epoch)` yields NumPy (x, y) batches. Everything random (file order, shuffle,
-augmentation) is drawn from a generator keyed by (seed, epoch, phase), so a run is reproducible;
+augmentation) is drawn from generators keyed by (seed, epoch, phase) or, for what DeepOBS' TF1 graph
+replays at every iterator init, by the seed alone (see `Dataset.batches`), so a run is reproducible;
 decoded files are cached per process.
 """
 
@@ -21,6 +22,10 @@ from . import augment as aug
 from ._common import DATASETS, FIDELITIES, FOLDERS, PHASES, DataError, data_error, default_data_dir
 
 _PHASE_CODE = {"train": 1, "train_eval": 2, "valid": 3, "test": 4}
+_REPLAY_CODE = 5  # generator of the draws DeepOBS replays at every init (keyed by the seed only)
+#: Window (positions) within which TF's 8-thread parallel map deals the replayed augmentation draws to
+#: examples in a new order each pass; measured under tf.compat.v1 (README: median shift 3, 95% <= 9).
+AUG_SCRAMBLE_WINDOW = 10.0
 
 # Official record counts (data.md §1-§5); used only to flag non-standard files in provenance().
 OFFICIAL_COUNTS = {
@@ -286,8 +291,15 @@ class Dataset:
     """One data set at one batch size, seed and fidelity; serves NumPy batches per phase.
 
     Phases (testproblems.md §0.3): 'train' (shuffled, augmented), 'train_eval' (the first
-    `num_batches('train_eval')` batches of a fresh draw of the train pipeline), 'valid' and 'test'
+    `num_batches('train_eval')` batches of a pass of the train pipeline), 'valid' and 'test'
     (in order, not augmented). All batches are full (drop remainder).
+
+    fidelity 'deepobs' replays what DeepOBS' TF1 graph replays at every iterator init (verified under
+    tf.compat.v1, README): the `Dataset.shuffle` order is the same permutation every epoch (it depends
+    on the seed only) and train_eval is its first batches; the augmentation draws are the same sequence
+    every pass, dealt to nearby stream positions in a new order per pass (the parallel map's threads).
+    CIFAR-10/SVHN still draw a new file order per pass (`tf.random_shuffle` is stateful). 'corrected'
+    reshuffles and redraws the augmentation every epoch, and train_eval is an independent pass.
     """
 
     name: str
@@ -333,6 +345,31 @@ class Dataset:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         return np.random.default_rng([self.seed, int(epoch), _PHASE_CODE[phase]])
 
+    def _replay_rng(self) -> np.random.Generator:
+        """Generator of the draws DeepOBS' graph replays at every init (shuffle order, augmentation)."""
+        return np.random.default_rng([self.seed, 0, _REPLAY_CODE])
+
+    def _train_pass(self, n: int, count: int, rng: np.random.Generator, augment_flip: bool | None):
+        """Positions (into the n-record train stream) of the first `count` examples of one pass of the
+        train pipeline, and their augmentation parameters (None without augmentation).
+
+        The augmentation is drawn per stream position, before the shuffle, as DeepOBS maps before it
+        shuffles. 'deepobs': order and draws from the seed-only generator, the draws locally rearranged
+        per pass (`rng`); 'corrected': both fresh from `rng`, the (seed, epoch, phase) generator.
+        """
+        if self.fidelity == "deepobs":
+            fixed = self._replay_rng()
+            pos = fixed.permutation(n)[:count]
+            params = None
+            if augment_flip is not None:
+                params = aug.scramble(aug.draw(fixed, n, flip=augment_flip), rng, AUG_SCRAMBLE_WINDOW)
+        else:
+            pos = rng.permutation(n)[:count]
+            params = aug.draw(rng, n, flip=augment_flip) if augment_flip is not None else None
+        if params is not None:
+            params = {k: v[pos] for k, v in params.items()}
+        return pos, params
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.name!r}, data_dir={str(self.data_dir)!r}, "
                 f"batch_size={self.batch_size}, seed={self.seed}, fidelity={self.fidelity!r})")
@@ -360,16 +397,16 @@ class _ArrayDataset(Dataset):
             return min(s["train_eval"] // b, n_train)
         return s[phase] // b
 
-    def _finish(self, x: np.ndarray, labels: np.ndarray, rng, augment: bool):
+    def _finish(self, x: np.ndarray, labels: np.ndarray, params: dict | None):
         raise NotImplementedError
 
     def batches(self, phase: str, epoch: int = 0):
         self._check_phase(phase)
         nb = self.num_batches(phase)
         b = self.batch_size
+        params = None
         if phase == "test":
             x, labels = self._examples("test")
-            rng = None
             order = np.arange(nb * b)
         else:
             rng = self._rng(phase, epoch)
@@ -378,16 +415,18 @@ class _ArrayDataset(Dataset):
             if phase == "valid":
                 order = valid_idx[: nb * b]
             else:
-                order = train_idx[rng.permutation(len(train_idx))][: nb * b]
-        augment = phase in ("train", "train_eval")
-        it = self._iterate(x, labels, order, nb, rng, augment)
-        return _prefetch(it) if augment and self.augment_flip is not None else it
+                pos, params = self._train_pass(len(train_idx), nb * b, rng, self.augment_flip)
+                order = train_idx[pos]
+        it = self._iterate(x, labels, order, nb, params)
+        return _prefetch(it) if params is not None else it
 
-    def _iterate(self, x, labels, order, nb, rng, augment):
+    def _iterate(self, x, labels, order, nb, params):
         b = self.batch_size
         for k in range(nb):
-            idx = order[k * b:(k + 1) * b]
-            yield self._finish(x[idx], labels[idx] if labels is not None else None, rng, augment)
+            sl = slice(k * b, (k + 1) * b)
+            idx = order[sl]
+            p = None if params is None else {key: v[sl] for key, v in params.items()}
+            yield self._finish(x[idx], labels[idx] if labels is not None else None, p)
 
 
 class QuadraticDataset(_ArrayDataset):
@@ -406,7 +445,7 @@ class QuadraticDataset(_ArrayDataset):
         self._check_phase(phase)
         nb, b = self.num_batches(phase), self.batch_size
         if phase in ("train", "train_eval"):
-            order = self._rng(phase, epoch).permutation(QUADRATIC["size"])[: nb * b]
+            order, _ = self._train_pass(QUADRATIC["size"], nb * b, self._rng(phase, epoch), None)
             x = self._arrays["train"][order]
         else:
             x = self._arrays[phase][: nb * b]
@@ -442,7 +481,7 @@ class MnistDataset(_ArrayDataset):
     def _examples(self, phase):
         return self._train if phase == "train" else self._test
 
-    def _finish(self, x, labels, rng, augment):
+    def _finish(self, x, labels, params):
         return (x.astype(np.float32) / np.float32(255.0))[..., None], _one_hot(labels, 10, np.int32)
 
     def provenance(self):
@@ -492,10 +531,10 @@ class ImageDataset(_ArrayDataset):
         f = self._files
         return (f.x, f.y) if phase == "train" else (f.test_x, f.test_y)
 
-    def _finish(self, x, labels, rng, augment):
+    def _finish(self, x, labels, params):
         x = x.astype(np.float32)
-        if augment:
-            x = aug.augment(x, rng, flip=self.augment_flip)
+        if params is not None:
+            x = aug.apply(x, params)
         return aug.per_image_standardization(x), _one_hot(labels, self.num_classes, np.float32)
 
     def provenance(self):
