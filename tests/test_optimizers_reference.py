@@ -288,14 +288,25 @@ def test_wrapped_optimizer_inside_model_fit_matches_base():
 
 # ------------------------------------------------------------------ the same tests under jax
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="spawned from the tensorflow run")
-def test_reference_under_jax_backend():
-    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+def _run_under(backend, selection):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
-           "-k", "three_steps or power_one or adam or fit or backend_is", "-W", "ignore::DeprecationWarning"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+           "-k", selection, "-W", "ignore::DeprecationWarning"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="spawned from the tensorflow run")
+def test_reference_under_jax_backend():
+    _run_under("jax", "three_steps or power_one or adam or fit or backend_is")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="spawned from the tensorflow run")
+def test_reference_under_torch_backend():
+    pytest.importorskip("torch")
+    _run_under("torch", "(three_steps or power_one or adam or zero or backend_is) and not fit")
 
 
 def test_backend_is_the_requested_one():
