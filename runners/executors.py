@@ -20,6 +20,7 @@ instead. Each executor's ``run`` returns a ``Report``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -492,12 +493,16 @@ def _die_with_parent() -> None:
 
 
 class _Worker:
-    """One ``python -m runners.worker`` subprocess and the thread that reads its JSON-line answers."""
+    """One ``python -m runners.worker`` subprocess and the thread that reads its JSON-line answers.
+
+    ``pending`` holds the specs sent and not yet answered, in order (the worker answers in order); the first
+    one is the run in progress.
+    """
 
     def __init__(self, index: int, env: dict[str, str], results: queue.Queue, log_dir: Path):
         self.index = index
         self.results = results
-        self.current: RunSpec | None = None
+        self.pending: collections.deque[tuple[RunSpec, Path]] = collections.deque()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"worker-{os.getpid()}-{index}.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in close()
@@ -528,7 +533,7 @@ class _Worker:
         self.results.put((self, None))  # EOF: the worker exited
 
     def send(self, spec: RunSpec, out: Path) -> None:
-        self.current = spec
+        self.pending.append((spec, out))
         self.proc.stdin.write(json.dumps({"spec": spec.to_dict(), "out": str(Path(out).resolve())}) + "\n")
         self.proc.stdin.flush()
 
@@ -553,33 +558,34 @@ class LocalPool(Executor):
     """Long-lived ``runners.worker`` processes on this machine, one run at a time each.
 
     ``workers`` defaults to one per visible GPU (each pinned with CUDA_VISIBLE_DEVICES), else one per
-    core; each worker's TF/OpenMP threads default to cores // workers. A worker that dies mid-run is
-    replaced and its run retried up to ``max_retries`` times.
+    core; each worker's TF/OpenMP threads default to cores // workers. Each worker gets up to ``depth``
+    runs queued on its stdin, so it starts the next run without waiting for the driver. A worker that dies
+    is replaced: the run it was in is retried up to ``max_retries`` times, the runs queued behind it are
+    resent.
     """
 
     backend = "local"
 
     def __init__(self, workers: int | None = None, threads_per_worker: int | None = None, max_retries: int = 1,
-                 progress_runs: bool = False):
+                 depth: int = 2):
         self.gpus = visible_gpus()
         self.n = workers or (len(self.gpus) or available_cores())
         if self.n < 1:
             raise ValueError(f"--workers must be >= 1, got {self.n}")
         self.threads = threads_per_worker or max(1, available_cores() // self.n)
         self.max_retries = max_retries
+        self.depth = max(1, depth)
         self.workers: list[_Worker] = []
-        self.idle: list[_Worker] = []
         self.results: queue.Queue = queue.Queue()
         self.tries: dict[str, int] = {}
         self.out: Path | None = None
-        self.out_of: dict[str, Path] = {}
 
     def _env(self, index: int) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                    "XLA_FLAGS_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+                    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(self.threads)
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
@@ -593,14 +599,13 @@ class LocalPool(Executor):
     def start(self, out: Path) -> None:
         self.out = Path(out)
         for i in range(self.n):
-            self.idle.append(self._spawn(i))
+            self._spawn(i)
 
     def capacity(self) -> int:
-        return self.n
+        return self.n * self.depth
 
     def submit(self, spec: RunSpec, out: Path) -> None:
-        self.idle.pop().send(spec, out)
-        self.out_of[spec.run_id] = Path(out)
+        min(self.workers, key=lambda w: len(w.pending)).send(spec, out)
 
     def poll(self, timeout: float):
         finished = []
@@ -612,26 +617,25 @@ class LocalPool(Executor):
                 return finished
             if worker not in self.workers:
                 continue  # an answer or EOF of a worker closed earlier
-            spec = worker.current
             if msg is None:  # the worker died
                 self.workers.remove(worker)
                 code = worker.proc.wait()
                 worker.close()
                 replacement = self._spawn(worker.index)
-                if spec is None:
-                    self.idle.append(replacement)
-                    continue
-                tries = self.tries.get(spec.run_id, 0) + 1
-                self.tries[spec.run_id] = tries
-                if tries <= self.max_retries:
-                    replacement.send(spec, self.out_of[spec.run_id])  # same lock, same run: retry
-                    continue
-                self.idle.append(replacement)
-                error = f"worker process died (exit code {code}) during the run; log tail:\n{worker.log_tail()}"
-                finished.append((spec, None, error))
+                if worker.pending:
+                    (spec, out), queued = worker.pending[0], list(worker.pending)[1:]
+                    tries = self.tries.get(spec.run_id, 0) + 1
+                    self.tries[spec.run_id] = tries
+                    if tries <= self.max_retries:
+                        queued.insert(0, (spec, out))  # same lock, same run: retry
+                    else:
+                        error = (f"worker process died (exit code {code}) during the run; log tail:\n"
+                                 f"{worker.log_tail()}")
+                        finished.append((spec, None, error))
+                    for item in queued:
+                        replacement.send(*item)
             else:
-                worker.current = None
-                self.idle.append(worker)
+                spec, _ = worker.pending.popleft()
                 finished.append(_parse_answer(spec, msg))
             if finished and self.results.empty():
                 return finished
@@ -640,12 +644,11 @@ class LocalPool(Executor):
         for worker in self.workers:  # EOF first (all at once), so idle workers exit in parallel
             with contextlib.suppress(OSError, ValueError):
                 worker.proc.stdin.close()
-            if worker.current is not None:  # an aborted sweep: do not let the run finish
+            if worker.pending:  # an aborted sweep: do not let its runs finish
                 worker.proc.kill()
         for worker in self.workers:
             worker.close()
         self.workers.clear()
-        self.idle.clear()
 
 
 def _parse_answer(spec: RunSpec, msg: dict[str, Any]) -> tuple[RunSpec, Path | None, str | None]:

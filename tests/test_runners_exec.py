@@ -160,3 +160,27 @@ def test_failed_run_is_recorded_not_written(tmp_path):
     assert record["command"].startswith("python -m runners run --problem fmnist_2c2d")
     assert not list(out.glob("fmnist_2c2d/**/*.json"))
     assert not list((out / ".nlwu" / "locks").glob("*.lock"))
+
+
+def test_worker_killed_mid_run_is_replaced_and_the_run_retried(tmp_path):
+    """A worker that dies (SIGKILL) with a run in progress is replaced; the run is retried on the new
+    worker and written once."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    spec = _spec(num_epochs=2)
+    pool = LocalPool(workers=1, max_retries=1)
+    try:
+        pool._ensure_started(out)
+        pool.submit(spec, out)
+        first = pool.workers[0].proc
+        os.kill(first.pid, signal.SIGKILL)
+        finished, deadline = [], time.monotonic() + 240
+        while not finished and time.monotonic() < deadline:
+            finished = pool.poll(0.5)
+        assert [(s.run_id, err) for s, _, err in finished] == [(spec.run_id, None)]
+        assert pool.workers[0].proc.pid != first.pid and pool.tries[spec.run_id] == 1
+    finally:
+        pool.close()
+    assert len(list(out.rglob("random_seed__42__*.json"))) == 1
