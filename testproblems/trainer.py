@@ -61,6 +61,13 @@ def prefetch(iterator, depth: int = 2):
         thread.join()
 
 
+def _all_layers(model):
+    """Every layer below ``model`` (nested models included), depth first."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _all_layers(layer)
+
+
 class Trainer:
     """Runs training epochs and evaluation passes of ``problem`` with ``model`` and ``optimizer``."""
 
@@ -72,8 +79,7 @@ class Trainer:
         model.compile(optimizer=optimizer, loss=problem.loss(), metrics=problem.metrics(),
                       jit_compile=jit_compile)
         self._has_accuracy = problem.spec.has_accuracy
-        self._stateful_layers = [layer for layer in model._flatten_layers(include_self=False)
-                                 if getattr(layer, "stateful", False)]
+        self._stateful_layers = [layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
         # quadratic_deep's batches are tiny: a producer thread would cost more than it saves.
         if prefetch_batches is None:
             prefetch_batches = 0 if problem.spec.dataset == "quadratic" else 2
