@@ -106,3 +106,24 @@ def test_mixed_float16_fit_with_loss_scaling_stays_finite():
     assert np.isfinite(history.history["loss"]).all()
     assert all(np.isfinite(ops.convert_to_numpy(v)).all() for v in model.trainable_variables)
     assert int(ops.convert_to_numpy(inner.iterations)) > 0
+
+
+def test_map_is_exact_at_zero_when_compiled():
+    """Under XLA (tf.function(jit_compile=True) / jax.jit) log(0) = -inf must still give φ(0) = 0."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        compile_ = lambda f: tf.function(f, jit_compile=True)  # noqa: E731
+    elif backend == "jax":
+        import jax
+
+        compile_ = jax.jit
+    else:
+        pytest.skip(f"no XLA compile for {backend}")
+    g = np.array([0.0, -0.0, 1e-38, 1e-45, -2.5, 3.0] * 1000, "float32")
+    for p in (0.4, 0.6, 0.9):
+        out = ops.convert_to_numpy(compile_(maps.signed_power(p))(ops.convert_to_tensor(g)))
+        assert np.isfinite(out).all() and np.all(out[g == 0] == 0)
+        big = np.abs(g) > 1e-30
+        np.testing.assert_allclose(out[big], phi64(g[big], p), rtol=2e-6)

@@ -288,9 +288,9 @@ def test_wrapped_optimizer_inside_model_fit_matches_base():
 
 # ------------------------------------------------------------------ the same tests under jax
 
-def _run_under(backend, selection):
+def _run_under(backend, selection, files=(Path(__file__),)):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *map(str, files),
            "-k", selection, "-W", "ignore::DeprecationWarning"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -299,7 +299,9 @@ def _run_under(backend, selection):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="spawned from the tensorflow run")
 def test_reference_under_jax_backend():
-    _run_under("jax", "three_steps or power_one or adam or fit or backend_is")
+    maps_tests = Path(__file__).with_name("test_optimizers_maps.py")
+    _run_under("jax", "three_steps or power_one or adam or fit or backend_is or compiled or half_precision",
+               files=(Path(__file__), maps_tests))
 
 
 @pytest.mark.slow
