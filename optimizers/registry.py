@@ -115,13 +115,13 @@ def make(name: str, model: Any = None, **hyperparams: Any):
     entry = spec(name)
     values = resolve_hyperparams(name, hyperparams)
     optimizer = entry.factory(model, **values)
-    provenance = getattr(optimizer, "nlwu_provenance", None)
-    if provenance is None:
-        provenance = {}
+    ours = getattr(optimizer, "nlwu_provenance", None) is not None  # our classes know their map and rule
+    if not ours:
         try:
-            optimizer.nlwu_provenance = provenance
+            optimizer.nlwu_provenance = {"base_optimizer": type(optimizer).__name__}
         except AttributeError:  # pragma: no cover - exotic optimizer classes
-            pass
+            return optimizer
+    provenance = optimizer.nlwu_provenance  # re-read: Keras wraps assigned dicts in a tracked copy
     provenance.update(
         {
             "optimizer": name,
@@ -129,7 +129,8 @@ def make(name: str, model: Any = None, **hyperparams: Any):
             "hyperparams": {k: v for k, v in values.items() if k not in entry.options},
         }
     )
-    if model is not None and getattr(model, "trainable_variables", None) and not getattr(optimizer, "built", False):
+    built = getattr(optimizer, "built", False)
+    if ours and not built and model is not None and getattr(model, "trainable_variables", None):
         from .select import selection_record
 
         decay_on = values.get("decay_on", "selected") if values.get("weight_decay_opt", 0.0) > 0 else None
@@ -139,12 +140,13 @@ def make(name: str, model: Any = None, **hyperparams: Any):
 
 def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...] = ("learning_rate",),
              defaults: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None,
-             options: tuple[str, ...] = ("select",), description: str = "", replace: bool = False) -> OptimizerSpec:
+             options: tuple[str, ...] = (), description: str = "", replace: bool = False) -> OptimizerSpec:
     """Add ``name`` to the registry so runners and configs can sweep it like the built-ins.
 
     ``factory(model, **hyperparams, **options)`` returns a Keras optimizer, e.g.
     ``lambda model, learning_rate, power, select='rank>=2': nonlinear(keras.optimizers.Adam(learning_rate),
-    power=power, select=select)`` with ``hyperparams=('learning_rate', 'power')``.
+    power=power, select=select)`` with ``hyperparams=('learning_rate', 'power')`` and ``options=('select',)``
+    (``options``: keywords ``make`` accepts and passes on but never records in ``optimizer_hyperparams``).
     """
     if not isinstance(name, str) or not name or "__" in name or "/" in name:
         raise ValueError(f"optimizer name must be a non-empty folder name without '__' or '/', got {name!r}")

@@ -143,7 +143,7 @@ def test_register_nonlinear_adam_and_sweep_it():
     def factory(model, learning_rate, power, select=None):
         return optimizers.nonlinear(keras.optimizers.Adam(learning_rate), power=power, select=select or "rank>=2")
 
-    optimizers.register("PowKernelAdam", factory, hyperparams=("learning_rate", "power"))
+    optimizers.register("PowKernelAdam", factory, hyperparams=("learning_rate", "power"), options=("select",))
     try:
         assert "PowKernelAdam" in optimizers.names()
         with pytest.raises(ValueError, match="already registered"):
@@ -173,3 +173,16 @@ def test_get_config_roundtrip():
     wrapped = optimizers.nonlinear(keras.optimizers.Adam(0.01), power=0.7)
     clone = optimizers.NonlinearWrapper.from_config(wrapped.get_config())
     assert clone.power == 0.7 and isinstance(clone.inner_optimizer, keras.optimizers.Adam)
+
+
+def test_plain_keras_factory_gets_provenance_and_rejects_undeclared_options():
+    optimizers.register("PlainAdam", lambda model, learning_rate: keras.optimizers.Adam(learning_rate))
+    try:
+        opt = optimizers.make("PlainAdam", tiny_model(), learning_rate=0.01)
+        assert opt.nlwu_provenance["optimizer"] == "PlainAdam"
+        assert opt.nlwu_provenance["optimizer_hyperparams"] == {"learning_rate": 0.01}
+        assert "selected" not in opt.nlwu_provenance  # no map: no selection to record
+        with pytest.raises(ValueError, match="does not take 'select'"):
+            optimizers.make("PlainAdam", None, learning_rate=0.01, select="all")
+    finally:
+        optimizers.unregister("PlainAdam")
