@@ -9,6 +9,7 @@ f * sum(w**2) / 2 per regularised kernel, i.e. Keras ``L2(f / 2)``; f = 0 regist
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -52,6 +53,7 @@ def _lrelu(x):
 # quadratic_deep
 # ----------------------------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=2)
 def quadratic_hessian(dim: int = 100) -> np.ndarray:
     """The fixed Hessian Q = R^T D R of quadratic_deep (float64), built exactly as DeepOBS' TF version.
 
@@ -73,7 +75,9 @@ def quadratic_hessian(dim: int = 100) -> np.ndarray:
         m[1:, 1:] = rot
         rot = m - 2.0 * x @ (x.T @ m)
     rot = -rot
-    return rot.T @ np.diag(eig) @ rot
+    q = rot.T @ np.diag(eig) @ rot
+    q.flags.writeable = False  # cached: shared by every caller
+    return q
 
 
 class Theta(layers.Layer):
