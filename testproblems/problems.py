@@ -7,6 +7,7 @@ This module does not import Keras at import time; ``build_model`` / ``trainer`` 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import warnings
 from typing import Any
@@ -33,6 +34,14 @@ def default_data_dir() -> str:
     return os.environ.get("NLWU_DATA_DIR") or "data"
 
 
+def _integer(value, what: str, minimum: int) -> int:
+    """``value`` as a Python int >= minimum (NumPy integers accepted), else ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative"
+        raise ValueError(f"{what} must be {kind} integer, got {value!r}")
+    return int(value)
+
+
 class Problem:
     """A DeepOBS test problem bound to a batch size, L2 factor, seed, data directory and data fidelity.
 
@@ -48,10 +57,8 @@ class Problem:
             raise ValueError(f"unknown fidelity {fidelity!r} for {name}; use one of: {', '.join(FIDELITIES)}")
         if batch_size is None:
             batch_size = self.spec.batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        batch_size = _integer(batch_size, "batch_size", 1)
+        seed = _integer(seed, "seed", 0)
         if l2 is None:
             l2 = self.spec.l2
         try:
@@ -74,6 +81,11 @@ class Problem:
     def __repr__(self):
         return (f"Problem({self.name!r}, batch_size={self.batch_size}, l2={self.l2}, seed={self.seed}, "
                 f"fidelity={self.fidelity!r})")
+
+    @property
+    def num_epochs(self) -> int:
+        """DeepOBS' default number of epochs (the paper used the same)."""
+        return self.spec.num_epochs
 
     # -- data ---------------------------------------------------------------------------------------------
     def dataset(self):
