@@ -1,6 +1,6 @@
 """Training and evaluation through the trainer interface (tensorflow backend): quadratic_deep against the
 paper's epoch-0 values, a few steps of every problem on small synthetic files in the DeepOBS formats,
-determinism, L2 accounting, phase handling, the info CLI; slow: real Fashion-MNIST epoch-0 values."""
+determinism, L2 accounting, phase handling, the info CLI, epoch-0 values on the real Fashion-MNIST files."""
 
 import json
 import math
@@ -188,16 +188,21 @@ def fmnist_dir(tmp_path_factory):
     return d
 
 
-@pytest.mark.slow
-def test_fmnist_vae_epoch0_on_real_data_matches_the_paper(fmnist_dir):
-    """Paper files, fmnist_vae epoch 0 over seeds 42-45: valid 134.01-134.09, test 132.95-133.03."""
+def test_fmnist_vae_epoch0_valid_loss_on_real_data_matches_the_paper(fmnist_dir):
+    """Paper files, fmnist_vae epoch-0 valid loss over seeds 42-45: 134.01-134.09 (init barely matters)."""
     p = testproblems.get("fmnist_vae", data_dir=fmnist_dir)
     tr = p.trainer(p.build_model(), _sgd())
     assert tr.evaluate("valid")["loss"] == pytest.approx(134.05, abs=0.4)
-    assert tr.evaluate("test")["loss"] == pytest.approx(133.0, abs=0.4)
 
 
 @pytest.mark.slow
+def test_fmnist_vae_epoch0_test_loss_on_real_data_matches_the_paper(fmnist_dir):
+    """Paper files, fmnist_vae epoch-0 test loss over seeds 42-45: 132.95-133.03."""
+    p = testproblems.get("fmnist_vae", data_dir=fmnist_dir, seed=43)
+    tr = p.trainer(p.build_model(), _sgd())
+    assert tr.evaluate("test")["loss"] == pytest.approx(133.0, abs=0.4)
+
+
 def test_fmnist_2c2d_epoch0_on_real_data_within_the_papers_range(fmnist_dir):
     """Paper files, fmnist_2c2d epoch-0 valid loss over seeds: 2.28-2.42 (init dependent), accuracy ~ chance."""
     p = testproblems.get("fmnist_2c2d", data_dir=fmnist_dir)
