@@ -209,3 +209,35 @@ def test_fmnist_2c2d_epoch0_on_real_data_within_the_papers_range(fmnist_dir):
     tr = p.trainer(p.build_model(), _sgd())
     r = tr.evaluate("valid")
     assert 2.25 <= r["loss"] <= 2.45 and 0.02 <= r["accuracy"] <= 0.25
+
+
+def test_prefetch_keeps_order_propagates_errors_and_stops_when_abandoned():
+    import threading
+
+    assert list(trainer_mod.prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    it = trainer_mod.prefetch(failing())
+    assert next(it) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(it)
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    it = trainer_mod.prefetch(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # consumer gives up while the producer waits on a full queue
+    assert closed.wait(5)
+    assert not any(t.name == "nlwu-prefetch" and t.is_alive() for t in threading.enumerate())
