@@ -155,13 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_run(argv[1:], prog=f"{PROG} run")
     from runners.config import ConfigError
+    from runners.executors import BackendError
 
     try:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             return _sweep(args)
         return _status(args)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, BackendError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

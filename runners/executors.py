@@ -301,6 +301,10 @@ def run_command(spec: RunSpec, out: str | Path, python: str = "python") -> str:
 # ---------------------------------------------------------------------------------------------------------
 # The scheduling loop shared by all backends
 # ---------------------------------------------------------------------------------------------------------
+class BackendError(RuntimeError):
+    """The backend could not start (e.g. no Ray cluster at the address): one line, exit code 2."""
+
+
 @dataclasses.dataclass
 class Report:
     """What one ``Executor.run`` call did, per run id."""
@@ -377,6 +381,8 @@ class Executor:
                 report.done[run_id] = path
             else:
                 todo.append(spec)
+        if todo:
+            self._ensure_started(out)  # a backend that cannot start fails here, before any output
         bar = tqdm(
             total=len(unique), initial=len(report.done), desc=desc, unit="run", disable=not progress,
             dynamic_ncols=True, file=sys.stderr,
@@ -687,9 +693,11 @@ class RayExecutor(Executor):
     """One Ray task per run (``ray_run_one``) on a local or remote cluster.
 
     ``address`` None starts a local cluster (``ray.init(num_cpus=workers)``) unless Ray is already
-    initialised in this process; ``num_cpus``/``num_gpus`` are the resources per run, ``max_retries`` the
-    retries when a Ray worker dies. The results come back to the driver, which writes them into ``out``
-    (atomically), so the cluster needs no shared filesystem.
+    initialised in this process; with an address (``auto``, ``ray://head:10001``) this checkout's code is
+    shipped as the job's working_dir (the cluster's Python needs the same pinned packages, and data for the
+    problems that read files, under each run's ``data_dir``). ``num_cpus``/``num_gpus`` are the resources per
+    run, ``max_retries`` the retries when a Ray worker dies. The results come back to the driver, which
+    writes them into ``out`` (atomically), so the cluster needs no shared filesystem for results.
     """
 
     backend = "ray"
@@ -708,7 +716,6 @@ class RayExecutor(Executor):
 
     def start(self, out: Path) -> None:
         self._out = Path(out)
-        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
         import ray
 
         if not ray.is_initialized():
@@ -716,12 +723,22 @@ class RayExecutor(Executor):
             env_vars = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
             if self.address:
                 kwargs["address"] = self.address
-                kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT), "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"},
-                                         "excludes": [".venv", ".git", ".cache", "data", "reports", "*.json"]}
+                # ship this checkout's code (not results, data or the venv) to the cluster's workers
+                excludes = ["/.venv/", "/.git/", "/.cache/", "/data/", "/reports/", "/deepobs_results_medium_budget/"]
+                with contextlib.suppress(ValueError):
+                    excludes.append("/" + str(self._out.resolve().relative_to(REPO_ROOT)) + "/")
+                kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT), "excludes": excludes,
+                                         "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
             else:
                 kwargs["num_cpus"] = self.workers or available_cores()
                 kwargs["runtime_env"] = {"env_vars": env_vars}
-            ray.init(**kwargs)
+            if self.address:
+                _check_reachable(self.address)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: "
+                                   f"{_first_line(str(exc))} (start one with `ray start --head`)") from None
             self._owns_ray = True
         total = ray.cluster_resources()
         if self.num_gpus:
@@ -771,6 +788,20 @@ class RayExecutor(Executor):
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast (ray.init retries for minutes) when a ``host:port`` / ``ray://host:port`` address does not
+    accept connections; ``auto`` and other forms are left to Ray."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise BackendError(f"cannot connect to the Ray cluster at {address!r}: {exc} "
+                           "(start one with `ray start --head`, or pass --address auto)") from None
 
 
 def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:

@@ -145,7 +145,7 @@ def run_sweep(study: Study, out: str | Path, executor, *, progress: bool = True,
     out = Path(out)
     tuning = study.tuning_specs()
     print(f"sweep {study.name}{f' (preset {study.preset})' if study.preset else ''}: "
-          f"{len(study.entries)} searches, {len(tuning)} tuning runs -> {out}", file=log)
+          f"{len(study.entries)} searches, {len(tuning)} tuning runs -> {out}", flush=True)
     with executor:
         return _run_sweep(study, out, executor, tuning, progress, log)
 

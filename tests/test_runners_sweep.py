@@ -235,6 +235,7 @@ def test_bad_config_one_error_exit_2_nothing_written(tmp_path, capsys, case, com
     (["--address", "auto"], "--address needs --backend ray"),
     (["--backend", "slurm"], "--backend"),
     (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--backend", "ray", "--address", "127.0.0.1:1"], "cannot connect to the Ray cluster"),
 ])
 def test_bad_options_exit_2(tmp_path, capsys, argv, needle):
     from runners.__main__ import main
