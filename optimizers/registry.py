@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 DEFAULT_MOMENTUM = 0.9
@@ -157,8 +157,8 @@ def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...
     entry = OptimizerSpec(
         name=name,
         hyperparams=tuple(hyperparams),
-        defaults=MappingProxyType(dict(defaults or {})),
-        fixed=MappingProxyType(dict(fixed or {})),
+        defaults=dict(defaults or {}),
+        fixed=dict(fixed or {}),
         factory=factory,
         options=tuple(options),
         description=description,
@@ -175,23 +175,26 @@ def unregister(name: str) -> None:
 
 # ---------------------------------------------------------------- built-ins (protocol §1 and §6)
 
+def _build_kernel_map(nonlinear: bool, momentum_kind: str | None, decay_scaling: str | None, model,
+                      learning_rate, power=1.0, momentum=0.0, weight_decay_opt=0.0, select=None,
+                      decay_on="selected"):
+    """Factory of the built-ins (bound with functools.partial, so registry entries pickle)."""
+    from .kernel_map import KernelMapOptimizer
+
+    return KernelMapOptimizer(
+        learning_rate=learning_rate,
+        power=power if nonlinear else None,
+        momentum=momentum if momentum_kind else 0.0,
+        nesterov=momentum_kind == "nesterov",
+        weight_decay_opt=weight_decay_opt if decay_scaling else 0.0,
+        decay_scaling=decay_scaling or "scaled",
+        select=select,
+        decay_on=decay_on,
+    )
+
+
 def _kernel_map_factory(nonlinear: bool, momentum_kind: str | None, decay_scaling: str | None):
-    def factory(model, learning_rate, power=1.0, momentum=0.0, weight_decay_opt=0.0,
-                select=None, decay_on="selected"):
-        from .kernel_map import KernelMapOptimizer
-
-        return KernelMapOptimizer(
-            learning_rate=learning_rate,
-            power=power if nonlinear else None,
-            momentum=momentum if momentum_kind else 0.0,
-            nesterov=momentum_kind == "nesterov",
-            weight_decay_opt=weight_decay_opt if decay_scaling else 0.0,
-            decay_scaling=decay_scaling or "scaled",
-            select=select,
-            decay_on=decay_on,
-        )
-
-    return factory
+    return functools.partial(_build_kernel_map, nonlinear, momentum_kind, decay_scaling)
 
 
 _RULES = {

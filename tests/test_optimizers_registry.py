@@ -73,7 +73,10 @@ def rec_nag():
 
 
 def test_spec_and_defaults():
-    s = optimizers.spec("PowKernelMomentumOptimizerN")
+    import pickle
+
+    s = pickle.loads(pickle.dumps(optimizers.spec("PowKernelMomentumOptimizerN")))  # workers may ship specs
+    assert s.factory(None, learning_rate=0.1, power=0.5).nesterov is True
     assert s.hyperparams == ("learning_rate", "power")
     assert s.defaults["momentum"] == 0.9
     assert optimizers.spec("MomentumOptimizer").hyperparams == ("learning_rate", "momentum", "use_locking",
