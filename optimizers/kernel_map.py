@@ -140,7 +140,7 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
             )
             self.assign(variable, transforms.decay_then_descend(variable, direction, lr, d))
         else:
-            self.assign_sub(variable, ops.multiply(lr, direction))
+            self.assign_sub(variable, transforms.scale_by_learning_rate(direction, lr))
 
     def get_config(self):
         config = super().get_config()

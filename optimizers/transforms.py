@@ -39,11 +39,11 @@ def decay_factor(learning_rate, weight_decay_opt: float, momentum: float, scalin
     raise ValueError(f"decay scaling must be one of {DECAY_SCALINGS}, got {scaling!r}")
 
 
-def descend(w, direction, learning_rate):
-    """w ← w − η·direction."""
+def scale_by_learning_rate(direction, learning_rate):
+    """Step η·direction (subtracted from w: w ← w − η·direction)."""
     from keras import ops
 
-    return ops.subtract(w, ops.multiply(learning_rate, direction))
+    return ops.multiply(learning_rate, direction)
 
 
 def decay_then_descend(w, direction, learning_rate, d):
@@ -52,4 +52,4 @@ def decay_then_descend(w, direction, learning_rate, d):
     momentum buffer and never passes through φ."""
     from keras import ops
 
-    return ops.subtract(ops.subtract(w, ops.multiply(d, w)), ops.multiply(learning_rate, direction))
+    return ops.subtract(ops.subtract(w, ops.multiply(d, w)), scale_by_learning_rate(direction, learning_rate))
