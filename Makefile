@@ -15,7 +15,7 @@ CACHE ?= .cache
 CONFIG ?= configs/reproduce_default.yaml
 DATA_DIR ?= data
 
-.PHONY: setup test test-slow lint figures paper-figures bench-analysis data run reproduce clean
+.PHONY: setup test test-slow lint figures paper-figures bench-analysis bench-optimizers data run reproduce clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -82,6 +82,9 @@ paper-figures: $(STAMP) $(CACHE)/reference/.unpacked
 
 bench-analysis: $(STAMP) $(CACHE)/reference/.unpacked
 	$(PY) bench/bench_analysis.py
+
+bench-optimizers: $(STAMP)
+	$(PY) bench/bench_optimizers.py
 
 clean:
 	rm -rf $(CACHE) reports
