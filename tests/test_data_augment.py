@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf  # noqa: E402
 
 from testproblems.data import augment
-
-tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")

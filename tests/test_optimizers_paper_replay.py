@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import optimizers
-
-testproblems = pytest.importorskip("testproblems")
+import testproblems  # noqa: E402
 
 EPOCHS = 30
 MATCH, MISS = 0.002, 0.01  # RMS of log(ours / paper) over epochs 1..EPOCHS

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import optimizers
-
-testproblems = pytest.importorskip("testproblems")
+import testproblems  # noqa: E402
 
 PROBLEMS = ["quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc",
             "svhn_wrn164", "tolstoi_char_rnn"]
