@@ -82,3 +82,24 @@ def test_metadata_imports_without_tensorflow_or_keras():
             "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cli_dispatches_prepare_data_to_the_data_package(monkeypatch, tmp_path):
+    from testproblems import __main__ as cli
+    from testproblems.data import prepare
+
+    seen = {}
+
+    def fake_run(args):
+        seen["args"] = args
+        return 2
+
+    monkeypatch.setattr(prepare, "run", fake_run)
+    assert cli.main(["prepare-data", "--data-dir", str(tmp_path), "--only", "fmnist"]) == 2
+    assert seen["args"].data_dir == str(tmp_path) and seen["args"].only == ["fmnist"]
+
+
+def test_cli_rejects_unknown_commands_with_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "testproblems", "frobnicate"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
