@@ -101,12 +101,8 @@ def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     summary = analysis.summary
-    csv = summary_csv_frame(summary)
-    path = out / "summary.csv"
-    tmp = out / f".summary.csv.tmp{os.getpid()}"
-    csv.to_csv(tmp, index=False, float_format="%.17g")
-    tmp.replace(path)
-    written.append(path)
+    _write_text(out / "summary.csv", summary_csv_frame(summary).to_csv(index=False, float_format="%.17g"))
+    written.append(out / "summary.csv")
     shown, columns, headers = view(summary, SUMMARY_VIEW)
     summary_md = markdown_table(shown, columns, headers)
     _write_text(out / "summary.md", summary_md)
@@ -115,9 +111,7 @@ def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = 
     comparison_md = ""
     if not analysis.comparison.empty:
         path = out / "comparison.csv"
-        tmp = out / f".comparison.csv.tmp{os.getpid()}"
-        analysis.comparison.to_csv(tmp, index=False, float_format="%.17g")
-        tmp.replace(path)
+        _write_text(path, analysis.comparison.to_csv(index=False, float_format="%.17g"))
         shown, columns, headers = view(analysis.comparison, COMPARISON_VIEW)
         comparison_md = markdown_table(shown, columns, headers)
         _write_text(out / "comparison.md", comparison_md)
