@@ -37,7 +37,8 @@ for name in names:
     after = tr.evaluate("valid")
     print(json.dumps({"name": name, "backend": keras.backend.backend(),
                       "params": sum(math.prod(v.shape) for v in model.trainable_weights),
-                      "test0": test0, "logged": logged, "valid1": after, "steps": tr.steps_per_epoch}), flush=True)
+                      "test0": test0, "logged": logged, "valid1": after, "steps": tr.steps_per_epoch,
+                      "test_batches": tr.data.num_batches("test")}), flush=True)
 """
 
 FAST = ["quadratic_deep", "fmnist_2c2d", "cifar10_3c3d", "tolstoi_char_rnn"]
@@ -51,7 +52,7 @@ DETERMINISTIC = {"quadratic_deep", "fmnist_2c2d", "cifar10_3c3d", "tolstoi_char_
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tp_backends")
     for name, (n_train, n_test) in {"mnist": (40, 16), "fmnist": (40, 16), "cifar10": (40, 16),
-                                    "cifar100": (40, 16), "svhn": (40, 16), "tolstoi": (1600, 400)}.items():
+                                    "cifar100": (40, 16), "svhn": (40, 16), "tolstoi": (3200, 1000)}.items():
         synthetic.write_prepared(name, d / "data", n_train=n_train, n_test=n_test, seed=2)
     (d / "w").mkdir()
     (d / "script.py").write_text(SCRIPT)
@@ -76,12 +77,16 @@ def _check(workdir, backend, names):
         assert o["backend"] == backend
         assert o["params"] == r["params"]
         assert o["steps"] == r["steps"] >= 2 and len(o["logged"]) == o["steps"]
+        assert o["test_batches"] == r["test_batches"] >= 2  # several batches: tolstoi's state is carried
         assert all(v == v and abs(v) < 1e6 for v in o["logged"])  # finite
         assert o["valid1"]["loss"] == o["valid1"]["loss"]
         if name in DETERMINISTIC:
             assert o["test0"]["loss"] == pytest.approx(r["test0"]["loss"], rel=2e-4, abs=1e-4), name
             if r["test0"]["accuracy"] is not None:
-                assert o["test0"]["accuracy"] == pytest.approx(r["test0"]["accuracy"], abs=1e-6), name
+                # tolstoi's 83 logits are nearly equal at init: float rounding may flip an argmax near-tie,
+                # so allow 4 of its 800 test positions to differ
+                tol = 5e-3 if name == "tolstoi_char_rnn" else 1e-6
+                assert o["test0"]["accuracy"] == pytest.approx(r["test0"]["accuracy"], abs=tol), name
             # first training step starts from the same weights on the same batch (no dropout in these)
             if name in ("quadratic_deep", "fmnist_2c2d", "cifar10_3c3d"):
                 assert o["logged"][0] == pytest.approx(r["logged"][0], rel=2e-4, abs=1e-4), name
