@@ -83,9 +83,10 @@ def _check(workdir, backend, names):
         if name in DETERMINISTIC:
             assert o["test0"]["loss"] == pytest.approx(r["test0"]["loss"], rel=2e-4, abs=1e-4), name
             if r["test0"]["accuracy"] is not None:
-                # tolstoi's 83 logits are nearly equal at init: float rounding may flip an argmax near-tie,
-                # so allow 4 of its 800 test positions to differ
-                tol = 5e-3 if name == "tolstoi_char_rnn" else 1e-6
+                # logits at init can be nearly tied (tolstoi's 83 almost equal): float rounding may flip an
+                # argmax, so allow 1 prediction to differ (4 of tolstoi's 800 positions)
+                n_pred = r["test_batches"] * (4 * 50 if name == "tolstoi_char_rnn" else 8)
+                tol = (4 if name == "tolstoi_char_rnn" else 1) / n_pred + 1e-6
                 assert o["test0"]["accuracy"] == pytest.approx(r["test0"]["accuracy"], abs=tol), name
             # first training step starts from the same weights on the same batch (no dropout in these)
             if name in ("quadratic_deep", "fmnist_2c2d", "cifar10_3c3d"):
