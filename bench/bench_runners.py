@@ -112,11 +112,15 @@ def bench_pool(repeats: int) -> dict:
             specs = study.tuning_specs() + [s for c in selections(study, tmp / "cold1").values() if c
                                             for s in c.rerun_specs()]
             warm: dict[int, list[float]] = {1: [], 2: []}
+            idle: dict[int, list[float]] = {1: [], 2: []}
             for r in range(repeats):  # alternate 1 and 2 workers so both see the same machine load
                 for n in (1, 2):
+                    i0, c0 = cpu_idle()
                     t0 = time.perf_counter()
                     report = pools[n].run(specs, tmp / f"warm{n}-{r}", progress=False)
                     warm[n].append(time.perf_counter() - t0)
+                    i1, c1 = cpu_idle()
+                    idle[n].append((i1 - i0) / max(c1 - c0, 1e-9))
                     assert report.ok and len(report.ran) == len(specs)
         finally:
             for pool in pools.values():
@@ -124,13 +128,26 @@ def bench_pool(repeats: int) -> dict:
     for n in (1, 2):
         print(f"[pool] {n} worker(s): cold {cold[n]:.1f} s ({len(study.tuning_specs())} tuning runs, incl. worker "
               f"start-up); warm {len(specs)} runs: " + ", ".join(f"{t:.2f}" for t in warm[n]) + " s", flush=True)
+    spare = statistics.median(idle[1])
+    print(f"[pool] idle share of the machine's CPU while 1 worker ran: {spare:.0%} (median; a free second core "
+          f"is ~50%), while 2 workers ran: {statistics.median(idle[2]):.0%}", flush=True)
+    if spare < 0.4:
+        print("[pool] NOTE: other processes held the second core during the 1-worker passes, so a second "
+              "worker had no free core to use: the efficiency below measures the machine's load, not the pool")
     best = {n: min(warm[n]) for n in (1, 2)}
     med = {n: statistics.median(warm[n]) for n in (1, 2)}
     eff = {"warm_best": best[1] / (2 * best[2]), "warm_median": med[1] / (2 * med[2]), "cold": cold[1] / (2 * cold[2])}
     print(f"[pool] parallel efficiency 2 vs 1 worker: warm {eff['warm_best']:.2f} (best of {repeats}), "
           f"{eff['warm_median']:.2f} (median); cold {eff['cold']:.2f} (target >= 0.9)")
-    return {"pool_runs": len(specs), "pool_cold": cold, "pool_warm": warm, "pool_eff_warm": eff["warm_best"],
+    return {"pool_idle_share_1worker": spare, "pool_runs": len(specs), "pool_cold": cold, "pool_warm": warm, "pool_eff_warm": eff["warm_best"],
             "pool_eff_warm_median": eff["warm_median"], "pool_eff_cold": eff["cold"]}
+
+
+def cpu_idle() -> tuple[float, float]:
+    """(idle, total) CPU time of the whole machine so far, from /proc/stat (all cores, in ticks)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return values[3] + values[4], sum(values)
 
 
 # -- 3. one run vs DeepOBS TF1 -----------------------------------------------------------------------------
