@@ -720,7 +720,10 @@ class RayExecutor(Executor):
 
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            env_vars = {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+            threads = str(max(1, int(self.num_cpus)))  # a task's TF/OpenMP threads = the CPUs it reserved
+            common = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_NUM_INTRAOP_THREADS": threads,
+                      "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
+            env_vars = {"PYTHONPATH": str(REPO_ROOT), **common}
             if self.address:
                 kwargs["address"] = self.address
                 # ship this checkout's code (not results, data or the venv) to the cluster's workers
@@ -728,7 +731,7 @@ class RayExecutor(Executor):
                 with contextlib.suppress(ValueError):
                     excludes.append("/" + str(self._out.resolve().relative_to(REPO_ROOT)) + "/")
                 kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT), "excludes": excludes,
-                                         "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
+                                         "env_vars": common}
             else:
                 kwargs["num_cpus"] = self.workers or available_cores()
                 kwargs["runtime_env"] = {"env_vars": env_vars}
