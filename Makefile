@@ -15,7 +15,7 @@ CACHE ?= .cache
 CONFIG ?= configs/reproduce_default.yaml
 DATA_DIR ?= data
 
-.PHONY: setup test test-slow lint figures paper-figures bench-analysis bench-optimizers data run reproduce clean
+.PHONY: setup test test-slow lint figures paper-figures bench-analysis bench-optimizers bench-runners data run reproduce clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -85,6 +85,10 @@ bench-analysis: $(STAMP) $(CACHE)/reference/.unpacked
 
 bench-optimizers: $(STAMP)
 	$(PY) bench/bench_optimizers.py
+
+# default study wall time (BENCH_ARGS="--study-fraction 0.2" to time a share), pool efficiency, one run vs DeepOBS TF1
+bench-runners: $(STAMP)
+	$(PY) bench/bench_runners.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(CACHE) reports
