@@ -139,10 +139,11 @@ def format_summary(table) -> str:
     return tabulate(table[cols], headers="keys", showindex=False, floatfmt=".6g")
 
 
-def run_sweep(study: Study, out: str | Path, executor, *, progress: bool = True, log=sys.stderr) -> int:
+def run_sweep(study: Study, out: str | Path, executor, *, progress: bool = True, log=None) -> int:
     """Tuning runs -> selection -> reruns -> summary. Returns 0, or 1 if some run failed (the others are
     complete; failures are recorded under ``<out>/.nlwu/failed`` and listed by ``python -m runners status``)."""
     out = Path(out)
+    log = log or sys.stderr
     tuning = study.tuning_specs()
     print(f"sweep {study.name}{f' (preset {study.preset})' if study.preset else ''}: "
           f"{len(study.entries)} searches, {len(tuning)} tuning runs -> {out}", flush=True)

@@ -262,3 +262,22 @@ def test_emit_commands_lists_pending_runs_and_writes_nothing(tmp_path, capsys):
     got = {spec_from_args(build_parser().parse_args(shlex.split(line)[4:])).run_id for line in lines}
     assert got == wanted
     assert not out.exists()
+
+
+def test_failed_runs_exit_1_and_show_in_status(tmp_path, capsys):
+    """Runs that raise (here: no data) make the sweep finish with exit code 1 and no result file; `status`
+    lists them as failed with their error, and nothing else in the tree changes."""
+    from runners.__main__ import main
+
+    config = tmp_path / "nodata.yaml"
+    config.write_text(f"defaults:\n  budget: 2\n  num_epochs: 1\n  data_dir: {tmp_path / 'no-data'}\n"
+                      "problems:\n  fmnist_2c2d:\n    optimizers: [PowKernelGradientDescentOptimizer]\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(config), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "2 run(s) failed" in captured.err and "not selected" in captured.err
+    assert not _results(out) and len(list((out / ".nlwu" / "failed").glob("*.json"))) == 2
+    assert main(["status", str(config), "--out", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "total: 0 done, 0 running, 2 failed, 9 missing" in status
+    assert status.count("failed   tuning") == 2 and "prepare-data" in status
