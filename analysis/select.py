@@ -235,7 +235,8 @@ def select_best(
     """The chosen setting of the main search of one (testproblem, optimizer), for rerunning it.
 
     Returns ``{'optimizer_hyperparams', 'weight_decay', 'num_epochs', 'batch_size', 'setting', 'score',
-    'tie', 'n_samples'}`` (hyperparameters as stored in the JSON), or None when there is no tuning run.
+    'tie', 'n_samples'}`` (hyperparameters and ``weight_decay`` as the tuning run stored them), or None when
+    there is no tuning run.
     The main search is the largest one (ties: the first in key order).
     """
     pair = runs[(runs["testproblem"] == testproblem) & (runs["optimizer"] == optimizer)]
@@ -246,10 +247,11 @@ def select_best(
     if table.empty:
         return None
     main = table.sort_values("n_samples", ascending=False, kind="stable").iloc[0]
-    weight_decay = main["weight_decay"]
+    tuning_run = pair[(pair["seed"] == tuning_seed) & pair["setting_key"].map(lambda k: k == main["setting_key"])]
     return {
         "optimizer_hyperparams": dict(main["optimizer_hyperparams"]),
-        "weight_decay": None if weight_decay is None or math.isnan(weight_decay) else float(weight_decay),
+        # as the tuning run stored it (null stays None), so a rerun lands in the same setting folder
+        "weight_decay": tuning_run["weight_decay_stored"].iloc[0],
         "num_epochs": int(main["num_epochs"]),
         "batch_size": int(main["batch_size"]),
         "setting": main["setting"],

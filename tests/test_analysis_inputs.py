@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import load_runs, summarize
+from analysis import load_runs, select_best, summarize
 from analysis.naming import setting_folder_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,3 +253,17 @@ def test_help():
     result = subprocess.run([sys.executable, "-m", "analysis", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "--baselines" in result.stdout and "--mode" in result.stdout
 
+
+
+def test_select_best_returns_the_stored_setting(tmp_path):
+    root = tmp_path / "tree"
+    for lr, final in ((0.1, 2.0), (0.2, 1.0)):
+        write_run(root, "quadratic_deep", "PowKernelGradientDescentOptimizer", {"learning_rate": lr, "power": 0.5},
+                  42, "2024-01-01-00-00-00", [3.0, final], [3.0, final], accuracy=False)
+    runs = load_runs([root], progress=False)
+    chosen = select_best(runs, "quadratic_deep", "PowKernelGradientDescentOptimizer")
+    assert chosen["optimizer_hyperparams"] == {"learning_rate": 0.2, "power": 0.5}
+    assert chosen["weight_decay"] is None  # stored null: a rerun must land in the same folder (no __weight_decay__)
+    assert setting_folder_name(chosen["num_epochs"], chosen["batch_size"], chosen["optimizer_hyperparams"],
+                               chosen["weight_decay"]) == chosen["setting"]
+    assert select_best(runs, "quadratic_deep", "Unknown") is None
