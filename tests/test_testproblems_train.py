@@ -241,3 +241,13 @@ def test_prefetch_keeps_order_propagates_errors_and_stops_when_abandoned():
     it.close()  # consumer gives up while the producer waits on a full queue
     assert closed.wait(5)
     assert not any(t.name == "nlwu-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_fidelity_reaches_the_data_and_the_provenance(data_dir):
+    keras.backend.clear_session()
+    p = testproblems.get("cifar10_3c3d_nodecay", data_dir=data_dir, batch_size=8, fidelity="corrected")
+    tr = p.trainer(p.build_model(), _sgd())
+    assert tr.data.fidelity == "corrected"
+    prov = p.provenance()
+    assert prov["fidelity"] == "corrected" and prov["data"]["fidelity"] == "corrected"
+    assert prov["l2"] == 0.0 and prov["seed"] == 42 and prov["batch_size"] == 8
