@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from runners.run import write_atomic
 from runners.spec import RunSpec
 
 STATE = ".nlwu"
@@ -60,37 +61,6 @@ def lock_path(out: str | Path, run_id: str) -> Path:
 
 def failure_path(out: str | Path, run_id: str) -> Path:
     return state_dir(out) / "failed" / f"{run_id}.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,7 +204,7 @@ def record_failure(out: str | Path, spec: RunSpec, error: str, backend: str) -> 
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": run_command(spec, out),
     }
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -817,7 +787,7 @@ def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
         target = out / rel
         if parse_result_file_name(target.name) is not None:
             result = target
-        atomic_write_bytes(target, data)
+        write_atomic(target, data)
     if result is None:
         raise RuntimeError(f"the Ray task for {spec.label()} returned no result file")
     return result

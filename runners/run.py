@@ -122,15 +122,15 @@ def deepobs_output(
 # ---------------------------------------------------------------------------------------------------------
 # side effects: atomic writes, provenance, Keras state
 # ---------------------------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder (name starts with '.', ends in '.tmp',
-    so no reader ever globs it as a result) and ``os.replace``."""
+def write_atomic(path: Path, content: str | bytes) -> Path:
+    """Write ``content`` to ``path`` via a temp file in the same folder (name starts with '.', ends in '.tmp',
+    so no reader ever globs it as a result), fsync and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
