@@ -9,63 +9,16 @@ traces (tf.function) or jit-compiles (jax) once per input shape and reuses.
 from __future__ import annotations
 
 import math
-import queue
-import threading
 
 import numpy as np
+
+from testproblems.data.datasets import prefetch
 
 PHASES = ("train_eval", "valid", "test")
 # Evaluation passes whose whole input has at most this many values run as one call (quadratic_deep's
 # 896 x 100): the mean over equal-size batches of batch means equals the mean over their union, and one
 # call instead of 7 saves most of the per-call overhead of a tiny problem.
 _MERGE_EVAL_MAX_VALUES = 1 << 18
-
-
-def prefetch(iterator, depth: int = 2):
-    """Yield the items of ``iterator`` (same order) while a background thread computes the next ``depth``.
-
-    The NumPy input pipeline (augmentation, standardisation) then overlaps with the compiled step, which
-    releases the GIL. Exceptions in the producer are re-raised here; abandoning the generator stops it.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in iterator:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as exc:  # handed to the consumer
-            put((done, exc))
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name="nlwu-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if item is done:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _all_layers(model):

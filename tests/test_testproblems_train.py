@@ -240,7 +240,7 @@ def test_prefetch_keeps_order_propagates_errors_and_stops_when_abandoned():
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()  # consumer gives up while the producer waits on a full queue
     assert closed.wait(5)
-    assert not any(t.name == "nlwu-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert not any(t.name == "nlwu-data-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
 def test_fidelity_reaches_the_data_and_the_provenance(data_dir):

@@ -242,19 +242,22 @@ def quadratic_arrays() -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------- datasets
-def _prefetch(it: Iterator, depth: int = 3) -> Iterator:
-    """Run `it` in a background thread, `depth` items ahead (NumPy releases the GIL, so augmentation
-    overlaps with the training step). Order and values are unchanged; errors re-raise in the consumer."""
+def prefetch(iterator: Iterator, depth: int = 3, name: str = "nlwu-data-prefetch") -> Iterator:
+    """Yield the items of ``iterator`` (same order) while a background thread computes the next ``depth``.
+
+    NumPy releases the GIL, so augmentation overlaps with the (compiled) training step. Exceptions in the
+    producer are re-raised in the consumer; abandoning the generator stops the thread and closes ``iterator``.
+    """
     import queue
 
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
-    def put(item) -> bool:
+    def put(entry) -> bool:
         while not stop.is_set():
             try:
-                q.put(item, timeout=0.1)
+                q.put(entry, timeout=0.1)
                 return True
             except queue.Full:
                 continue
@@ -262,25 +265,30 @@ def _prefetch(it: Iterator, depth: int = 3) -> Iterator:
 
     def produce():
         try:
-            for item in it:
-                if not put(item):
+            for item in iterator:
+                if not put((item, None)):
                     return
-            put(done)
-        except BaseException as e:  # handed to the consumer
-            put(e)
+            put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            put((done, exc))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
-    t = threading.Thread(target=produce, daemon=True, name="nlwu-data-prefetch")
-    t.start()
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
     try:
         while True:
-            item = q.get()
+            item, exc = q.get()
             if item is done:
+                if exc is not None:
+                    raise exc
                 return
-            if isinstance(item, BaseException):
-                raise item
             yield item
     finally:
         stop.set()
+        thread.join()
 
 
 def _one_hot(labels: np.ndarray, k: int, dtype) -> np.ndarray:
@@ -418,7 +426,7 @@ class _ArrayDataset(Dataset):
                 pos, params = self._train_pass(len(train_idx), nb * b, rng, self.augment_flip)
                 order = train_idx[pos]
         it = self._iterate(x, labels, order, nb, params)
-        return _prefetch(it) if params is not None else it
+        return prefetch(it) if params is not None else it
 
     def _iterate(self, x, labels, order, nb, params):
         b = self.batch_size
