@@ -15,7 +15,8 @@ CACHE ?= .cache
 CONFIG ?= configs/reproduce_default.yaml
 DATA_DIR ?= data
 
-.PHONY: setup test test-slow lint figures paper-figures bench-analysis bench-optimizers bench-runners data run reproduce clean
+.PHONY: setup test test-slow lint figures paper-figures bench bench-analysis bench-optimizers bench-testproblems \
+	bench-data bench-runners data run reproduce clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -85,6 +86,16 @@ bench-analysis: $(STAMP) $(CACHE)/reference/.unpacked
 
 bench-optimizers: $(STAMP)
 	$(PY) bench/bench_optimizers.py
+
+# step throughput of fmnist_2c2d and cifar10_3c3d vs DeepOBS' PyTorch nets (installs the CPU torch wheel on demand)
+bench-testproblems: $(STAMP)
+	$(PY) bench/bench_testproblems.py $(BENCH_ARGS)
+
+# our NumPy CIFAR-10 input pipeline vs DeepOBS' tf.data pipeline on the same (synthetic) files
+bench-data: $(STAMP)
+	$(PY) bench/bench_data.py $(BENCH_ARGS)
+
+bench: bench-analysis bench-optimizers bench-testproblems bench-data bench-runners
 
 # default study wall time (BENCH_ARGS="--study-fraction 0.2" to time a share), pool efficiency, one run vs DeepOBS TF1
 bench-runners: $(STAMP)
