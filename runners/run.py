@@ -217,17 +217,25 @@ def _bar(spec: RunSpec, num_epochs: int, enabled: bool):
                 unit="epoch", disable=not enabled, leave=False, dynamic_ncols=True)
 
 
+def check_names(testproblem: str, optimizer: str) -> None:
+    """RunError (one line listing what is known) for an unregistered problem or optimizer."""
+    import optimizers
+    import testproblems
+
+    try:
+        testproblems.spec(testproblem)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if optimizer not in optimizers.names():
+        raise RunError(f"unknown optimizer {optimizer!r}; known: {', '.join(optimizers.names())}")
+
+
 def build(spec: RunSpec):
     """(problem, model, optimizer, trainer) for ``spec``; bad names/values raise RunError with one line."""
     import optimizers
     import testproblems
 
-    try:
-        testproblems.spec(spec.testproblem)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-    if spec.optimizer not in optimizers.names():
-        raise RunError(f"unknown optimizer {spec.optimizer!r}; known: {', '.join(optimizers.names())}")
+    check_names(spec.testproblem, spec.optimizer)
     try:
         problem = testproblems.get(
             spec.testproblem, data_dir=spec.data_dir, batch_size=spec.batch_size, l2=spec.weight_decay,
@@ -391,14 +399,8 @@ def build_parser(prog: str = "python -m runners run", parser_class=argparse.Argu
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     import optimizers
-    import testproblems
 
-    try:
-        testproblems.spec(args.problem)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-    if args.optimizer not in optimizers.names():
-        raise RunError(f"unknown optimizer {args.optimizer!r}; known: {', '.join(optimizers.names())}")
+    check_names(args.problem, args.optimizer)
     for name in ("epochs", "batch_size", "train_log_interval"):
         value = getattr(args, name)
         if value is not None and value < 1:
