@@ -46,23 +46,28 @@ def _fixed_key(setting_key: tuple, searched: Sequence[str]) -> tuple:
     return (testproblem, optimizer, epochs, batch, l2, fixed)
 
 
+def _filter_token(value) -> str:
+    """Folder token of a filter value; strings from the command line count as numbers where they parse."""
+    if isinstance(value, str):
+        try:
+            return format_value(float(value))
+        except ValueError:
+            return value
+    return format_value(value)
+
+
 def _apply_filter(runs: pd.DataFrame, where: Mapping[str, object] | None) -> pd.DataFrame:
-    """Keep runs whose hyperparameters match ``where`` at folder-token precision (``{'power': 0.5}``)."""
+    """Keep runs whose hyperparameters (or L2 factor, ``weight_decay``) match ``where`` at folder-token
+    precision (``{'power': 0.5}`` or ``{'learning_rate': '2.4400607091e-02'}``)."""
     if not where:
         return runs
     keep = np.ones(len(runs), dtype=bool)
     for name, wanted in where.items():
-        token = format_value(wanted) if not isinstance(wanted, str) else wanted
-        tokens = [dict(key).get(name) for key in runs["hp_key"]]
         if name == "weight_decay":
             tokens = [key[4] for key in runs["setting_key"]]
-        if isinstance(wanted, str):
-            # strings from the command line: compare as floats where both parse, else as text
-            try:
-                token = format_value(float(wanted))
-            except ValueError:
-                token = wanted
-        keep &= np.array([t == token for t in tokens])
+        else:
+            tokens = [dict(key).get(name) for key in runs["hp_key"]]
+        keep &= np.array([t == _filter_token(wanted) for t in tokens], dtype=bool)
     return runs[keep]
 
 

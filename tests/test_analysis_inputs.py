@@ -179,6 +179,8 @@ def test_searches_split_by_non_searched_hyperparameters_and_modes(tmp_path):
     assert most.learning_rate == 0.1 and most.n_seeds == 4
     filtered = summarize(runs, where={"learning_rate": "0.2"})
     assert list(filtered.learning_rate) == [0.2]
+    assert len(summarize(runs, where={"weight_decay": "0"})) == 2  # the L2 factor, null and 0.0 alike here
+    assert summarize(runs, where={"weight_decay": 0.002}).empty
     searched_decay = summarize(runs, searched=("learning_rate", "power", "weight_decay_opt"))
     assert len(searched_decay) == 1 and searched_decay.iloc[0].weight_decay_opt == 0.001
     with pytest.raises(ValueError, match="unknown selection mode"):
