@@ -148,33 +148,55 @@ def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str,
     return save(fig, out_dir, f"learning_curves_{testproblem}")
 
 
+def _visible_range(values: np.ndarray, higher_better: bool) -> tuple[float, float] | None:
+    """y-range that shows the informative part of a search: from the best score to four times its distance
+    to the median (runs that diverged or never learned lie far beyond and are drawn clipped at the edge)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    best = finite.max() if higher_better else finite.min()
+    median = float(np.median(finite))
+    span = 4 * abs(median - best) or abs(best) * 0.1 or 1.0
+    low, high = (best - span, best) if higher_better else (best, best + span)
+    low, high = max(low, finite.min()), min(high, finite.max())
+    pad = 0.05 * (high - low or 1.0)
+    return low - pad, high + pad
+
+
 def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path,
                    tuning_seed: int = 42) -> list[Path]:
-    """Final validation metric of every tuning run vs its learning rate, coloured by power."""
+    """Final validation metric of every tuning run vs its learning rate, coloured by power; runs beyond the
+    shown range (diverged, not learning) are drawn as triangles on the axis edge."""
     plt = _plt()
     rows = main_rows(summary[summary["testproblem"] == testproblem])
     rows = rows[rows["n_samples"] > 1]
     if rows.empty:
         return []
     tuning_metric, _ = metric_names(problem_has_accuracy(runs, testproblem))
-    n = len(rows)
-    fig, axes = grid(n, 3, (4.2, 3.3), sharey=True)
+    higher_better = "acc" in tuning_metric
+    searches = [(row, search_runs(runs, row, tuning_seed)) for _, row in rows.iterrows()]
+    values_all = np.concatenate([s[f"final_{tuning_metric}"].to_numpy(dtype=float) for _, s in searches])
+    shown = _visible_range(values_all, higher_better)
+    fig, axes = grid(len(searches), 3, (4.2, 3.3), sharey=True, layout="constrained")
     cmap = plt.get_cmap("viridis")
     scatter = None
-    all_values = []
-    for ax, (_, row) in zip(axes.flat, rows.iterrows()):
-        search = search_runs(runs, row, tuning_seed)
+    for ax, (row, search) in zip(axes.flat, searches):
         lr = np.array([hp.get("learning_rate", np.nan) for hp in search["optimizer_hyperparams"]], dtype=float)
-        power = np.array([hp.get("power", np.nan) if hp.get("power") is not None else np.nan
+        power = np.array([hp.get("power") if hp.get("power") is not None else np.nan
                           for hp in search["optimizer_hyperparams"]], dtype=float)
         values = search[f"final_{tuning_metric}"].to_numpy(dtype=float)
-        all_values.append(values)
-        colour_values = np.where(np.isfinite(power), power, 1.0)
-        scatter = ax.scatter(lr, values, c=colour_values, cmap=cmap, vmin=0.35, vmax=1.0, s=22,
+        colour = np.where(np.isfinite(power), power, 1.0)
+        inside = np.isfinite(values)
+        if shown is not None:
+            inside &= (values >= shown[0]) & (values <= shown[1])
+            edge = shown[0] if higher_better else shown[1]
+            ax.scatter(lr[~inside], np.full((~inside).sum(), edge), c=colour[~inside], cmap=cmap, vmin=0.35,
+                       vmax=1.0, s=26, marker="v" if higher_better else "^", edgecolors="k", linewidths=0.3,
+                       clip_on=False)
+        scatter = ax.scatter(lr[inside], values[inside], c=colour[inside], cmap=cmap, vmin=0.35, vmax=1.0, s=22,
                              edgecolors="k", linewidths=0.3)
-        best_lr = row["learning_rate"]
-        ax.scatter([best_lr], [row["tuning_score"]], marker="*", s=160, facecolors="none", edgecolors="red",
-                   linewidths=1.2, label="chosen")
+        ax.scatter([row["learning_rate"]], [row["tuning_score"]], marker="*", s=160, facecolors="none",
+                   edgecolors="red", linewidths=1.2, label="chosen")
         ax.set_xscale("log")
         ax.set_title(f"{short_name(row['optimizer'])} ({row['source']})" if row["source"] == "baselines"
                      else short_name(row["optimizer"]))
@@ -182,18 +204,13 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"final {tuning_metric.replace('_', ' ')} (tuning seed)")
-    values = np.concatenate(all_values) if all_values else np.array([])
-    finite = values[np.isfinite(values)]
-    if finite.size and "loss" in tuning_metric:
-        low = finite.min()
-        high = np.percentile(finite, 90)
-        if high > low:
-            axes[0, 0].set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))
+    if shown is not None:
+        axes[0, 0].set_ylim(*shown)
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.85)
         bar.set_label("power (1.0 = no map)")
-    fig.suptitle(f"{testproblem}: learning-rate sensitivity (values beyond the top of the axis diverged or"
-                 " did not learn)", fontsize=9)
+    fig.suptitle(f"{testproblem}: learning-rate sensitivity (triangles on the edge: beyond the axis, e.g."
+                 " diverged)", fontsize=9)
     return save(fig, out_dir, f"lr_sensitivity_{testproblem}")
 
 
