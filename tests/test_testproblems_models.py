@@ -295,3 +295,32 @@ def test_model_is_deterministic_in_seed():
     # distinct layers get distinct seeds (an int-seeded initialiser reused would repeat values)
     k = _kernels(a)
     assert not np.array_equal(k[3].numpy()[:256, :256], k[4].numpy()[:256, :256])
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (3, 4, 13)])
+def test_batched_matmul_dense_equals_keras_dense_values_and_gradients(shape):
+    # models.Dense runs 2-D inputs through BatchMatMul under TensorFlow (a faster CPU gradient); it must be
+    # keras' Dense in every observable way: weights, outputs, gradients, isinstance (the kernel mask).
+    rng = np.random.default_rng(0)
+    ours = models.Dense(5, activation="relu")
+    ref = keras.layers.Dense(5, activation="relu")
+    ours.build(shape)
+    ref.build(shape)
+    ref.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in ref.weights])
+    ours.set_weights(ref.get_weights())
+    assert isinstance(ours, keras.layers.Dense) and [w.path.split("/")[-1] for w in ours.weights] == ["kernel", "bias"]
+    x = rng.normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
+                               rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        grads = []
+        for layer in (ours, ref):
+            xt = tf.constant(x)
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                loss = tf.reduce_sum(tf.square(layer(xt)))
+            grads.append([g.numpy() for g in tape.gradient(loss, [xt, *layer.trainable_weights])])
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
