@@ -7,6 +7,8 @@ thread pools never compete), batch 128 on the CPU:
   input pipeline (NumPy reading of files in the DeepOBS formats, CIFAR augmentation and standardisation),
   loss, L2 term (cifar10_3c3d), accuracy metric, SGD update (Keras 3, backend from ``--backend``);
 * ``plain``: the same Keras model stepped with ``train_on_batch`` on one fixed in-memory batch (no pipeline);
+* ``stock``: ``plain`` for a ``keras.Sequential`` of stock ``keras.layers`` with the same configuration (the
+  issue's reference point; ours differs only in ``testproblems.models.Dense``, a faster kernel call);
 * ``xla`` (with ``--xla``): ``plain`` with ``jit_compile=True``;
 * reference ``torch``: DeepOBS 1.1.2's ``net_mnist_2c2d`` / ``net_cifar10_3c3d``
   (``deepobs/pytorch/testproblems/testproblems_modules.py``, loaded as a single file because importing
@@ -75,6 +77,57 @@ def _limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def stock_sequential(model):
+    """A ``keras.Sequential`` of stock ``keras.layers`` with the configuration of ``model``'s layers."""
+    import keras
+
+    layers = []
+    for layer in model.layers[1:]:  # [0] is the InputLayer
+        cls = next(c for c in type(layer).__mro__ if c.__module__.startswith("keras"))
+        layers.append(cls.from_config(layer.get_config()))
+    return keras.Sequential([keras.Input(model.inputs[0].shape[1:]), *layers])
+
+
+def train_step_flops(model, batch: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one training step of a Conv2D/Dense/pooling network.
+
+    Forward, plus two products of the same size per layer backwards (input and kernel gradient), except
+    the first layer, whose input needs no gradient. Pooling, activations, bias and update are left out.
+    """
+    import keras
+
+    total, first = 0, True
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            _, oh, ow, _ = layer.output.shape
+            fwd = 2 * oh * ow * kh * kw * cin * cout
+        elif isinstance(layer, keras.layers.Dense):
+            fwd = 2 * math.prod(layer.kernel.shape)
+        else:
+            continue
+        total += fwd * (2 if first else 3)
+        first = False
+    return total * batch
+
+
+def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
+    """Best-of-3 GFLOP/s of an n x n x n float32 ``keras.ops.matmul``: this machine's attainable peak."""
+    import keras
+    import numpy as np
+
+    a = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(n, n)).astype(np.float32))
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, a))
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            r = keras.ops.matmul(a, a)
+        keras.ops.convert_to_numpy(r)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return 2 * n**3 / best / 1e9
+
+
 def keras_worker(data_dir: str, steps: int, xla: bool, threads: int) -> None:
     _limit_threads(threads)
     import keras
@@ -94,20 +147,28 @@ def keras_worker(data_dir: str, steps: int, xla: bool, threads: int) -> None:
         x = rng.normal(size=shape).astype(np.float32)
         y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)]
         plain = {}
-        for kind, jit in (("plain", False), ("xla", True)) if xla else (("plain", False),):
-            m = p.build_model()
+        for kind, jit in (("plain", False), ("stock", False)) + ((("xla", True),) if xla else ()):
+            m = stock_sequential(model) if kind == "stock" else p.build_model()
+            if kind == "stock":
+                assert all(type(la).__module__.startswith("keras") for la in m.layers), m.layers
+                assert sum(math.prod(v.shape) for v in m.trainable_weights) == sum(
+                    math.prod(v.shape) for v in model.trainable_weights)
             m.compile(optimizer=keras.optimizers.SGD(1e-3), loss=p.loss(), metrics=p.metrics(), jit_compile=jit)
             for _ in range(3):
                 m.train_on_batch(x, y)
             plain[kind] = m
         params = sum(math.prod(v.shape) for v in model.trainable_weights)
-        state[name] = (tr, plain, x, y, params)
+        state[name] = (tr, plain, x, y, params, train_step_flops(model, BATCH))
     print(json.dumps({"ready": True, "backend": keras.backend.backend(),
-                      "params": {k: v[4] for k, v in state.items()}}), flush=True)
+                      "params": {k: v[4] for k, v in state.items()},
+                      "flops": {k: v[5] for k, v in state.items()}}), flush=True)
     epoch = 1
     for line in sys.stdin:
         kind, name = line.split()
-        tr, plain, x, y, _ = state[name]
+        if kind == "peak":
+            print(json.dumps({"ms": matmul_gflops()}), flush=True)
+            continue
+        tr, plain, x, y, _, _ = state[name]
         t0 = time.perf_counter()
         if kind == "full":
             tr.train_epoch(epoch)
@@ -234,7 +295,7 @@ def main() -> int:
     if (args.steps + 1) % 5:
         ap.error("--steps + 1 must be a multiple of 5")
     ensure_torch(not args.no_install)
-    kinds = ["full", "plain"] + (["xla"] if args.xla else [])
+    kinds = ["full", "plain", "stock"] + (["xla"] if args.xla else [])
     with tempfile.TemporaryDirectory() as tmp:
         write_data(Path(tmp), args.steps)
         env = dict(os.environ, KERAS_BACKEND=args.backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
@@ -251,6 +312,7 @@ def main() -> int:
                     times[(kind, name)].append(ours.ask(kind, name))
                 times[("torch", name)].append(ref.ask("torch", name))
             print(f"  round {r + 1}/{args.rounds} done", flush=True)
+        peak = ours.ask("peak", "-")
         ours.close()
         ref.close()
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other processes on the machine inflate both sides,"
@@ -270,6 +332,17 @@ def main() -> int:
             print(f"{name:14} {pc:>21} {kind:>7} {t:9.1f} {t_ref:9.1f} {ratio:6.2f} "
                   f"{b_ref / min(times[(kind, name)]):13.2f}{flag}")
     print("ratio = torch ms / ours ms of the medians over rounds (> 1: ours is faster); best-of: of the minima")
+    print(f"\nroofline: this machine's float32 matmul peak (2048^3, keras.ops.matmul, best of 3) {peak:.0f} GFLOP/s")
+    print(f"{'problem':14} {'GFLOP/step':>10} {'ours GFLOP/s':>13} {'torch GFLOP/s':>14} {'1.5x needs ms':>14}"
+          f" {'= GFLOP/s':>10}")
+    for name in PROBLEMS:
+        gf = ours.info["flops"][name] / 1e9
+        t, t_ref = statistics.median(times[("full", name)]), statistics.median(times[("torch", name)])
+        need = t_ref / 1.5
+        print(f"{name:14} {gf:10.2f} {gf / t * 1e3:8.0f} ({gf / t * 1e3 / peak:3.0%}) {gf / t_ref * 1e3:8.0f} "
+              f"({gf / t_ref * 1e3 / peak:3.0%}) {need:14.1f} {gf / need * 1e3:5.0f} ({gf / need * 1e3 / peak:3.0%})")
+    print("GFLOP/step counts the convolutions and matrix products only (forward + input and kernel gradients);"
+          " percentages are of the matmul peak")
     return 0 if ok else 1
 
 
