@@ -66,6 +66,23 @@ class Dense(layers.Dense):
         return x
 
 
+@keras.saving.register_keras_serializable(package="nlwu")
+class Conv2D(layers.Conv2D):
+    """``keras.layers.Conv2D`` (same weights, same products) with a faster CPU call for one input channel.
+
+    Under TensorFlow a convolution of a one-channel input (fmnist_2c2d's first layer) runs as a depthwise
+    convolution with ``filters`` as the channel multiplier: the same kernel layout ``(kh, kw, 1, filters)``
+    and bit-identical outputs and gradients, but TF's depthwise kernels take ~1 ms less per fmnist_2c2d step
+    (forward + kernel gradient) than its Conv2D ones for this shape.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if keras.backend.backend() != "tensorflow" or kernel.shape[-2] != 1 or self.groups != 1:
+            return super().convolution_op(inputs, kernel)
+        return ops.depthwise_conv(inputs, kernel, strides=tuple(self.strides), padding=self.padding,
+                                  dilation_rate=self.dilation_rate, data_format=self.data_format)
+
+
 def _lrelu(x):
     """DeepOBS' leaky ReLU: max(x, 0.3 x)."""
     return ops.maximum(x, LRELU_ALPHA * x)
@@ -215,10 +232,10 @@ def build_2c2d(seeds, l2, batch_size, num_outputs=10, name="2c2d"):
 
     bias = init.Constant(0.05)
     inp = keras.Input((28, 28, 1), name="x")
-    h = layers.Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=kern(),
+    h = Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=kern(),
                       bias_initializer=bias)(inp)
     h = layers.MaxPooling2D(2, 2, padding="same")(h)
-    h = layers.Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=kern(),
+    h = Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=kern(),
                       bias_initializer=bias)(h)
     h = layers.MaxPooling2D(2, 2, padding="same")(h)
     h = layers.Flatten()(h)
@@ -235,7 +252,7 @@ def build_3c3d(seeds, l2, batch_size, num_outputs=10, name="3c3d"):
     reg = _l2(l2)
 
     def conv(f, k, padding):
-        return layers.Conv2D(f, k, padding=padding, activation="relu", kernel_initializer=_glorot_normal(seeds),
+        return Conv2D(f, k, padding=padding, activation="relu", kernel_initializer=_glorot_normal(seeds),
                              bias_initializer="zeros", kernel_regularizer=reg)
 
     def dense(units, act=None):
@@ -265,7 +282,7 @@ def build_allcnnc(seeds, l2, batch_size, num_outputs=100, name="allcnnc"):
     reg = _l2(l2)
 
     def conv(f, k, s=1, padding="same"):
-        return layers.Conv2D(f, k, strides=s, padding=padding, activation="relu",
+        return Conv2D(f, k, strides=s, padding=padding, activation="relu",
                              kernel_initializer=_glorot_normal(seeds), bias_initializer=init.Constant(0.1),
                              kernel_regularizer=reg)
 
@@ -296,7 +313,7 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
     reg = _l2(l2)
 
     def conv(f, k, s):
-        return layers.Conv2D(f, k, strides=s, padding="same", use_bias=False,
+        return Conv2D(f, k, strides=s, padding="same", use_bias=False,
                              kernel_initializer=_glorot_uniform(seeds), kernel_regularizer=reg)
 
     def bn_relu(x):

@@ -324,3 +324,31 @@ def test_batched_matmul_dense_equals_keras_dense_values_and_gradients(shape):
             grads.append([g.numpy() for g in tape.gradient(loss, [xt, *layer.trainable_weights])])
         for a, b in zip(*grads):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels,strides", [(1, 1), (1, 2), (3, 1)])
+def test_one_channel_conv_as_depthwise_equals_keras_conv2d(channels, strides):
+    # models.Conv2D runs one-input-channel convolutions as depthwise ones under TensorFlow (faster on CPU);
+    # outputs and gradients must equal keras' Conv2D with the same weights.
+    rng = np.random.default_rng(1)
+    shape = (2, 9, 9, channels)
+    kw = dict(filters=4, kernel_size=3, strides=strides, padding="same", activation="relu")
+    ours, ref = models.Conv2D(**kw), keras.layers.Conv2D(**kw)
+    ours.build(shape)
+    ref.build(shape)
+    ref.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in ref.weights])
+    ours.set_weights(ref.get_weights())
+    assert isinstance(ours, keras.layers.Conv2D) and ours.kernel.shape == (3, 3, channels, 4)
+    x = rng.normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
+                               rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        grads = []
+        for layer in (ours, ref):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(layer(tf.constant(x))))
+            grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_weights)])
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
