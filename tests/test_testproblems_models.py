@@ -297,18 +297,16 @@ def test_model_is_deterministic_in_seed():
     assert not np.array_equal(k[3].numpy()[:256, :256], k[4].numpy()[:256, :256])
 
 
-@pytest.mark.parametrize("shape", [(7, 13), (3, 4, 13)])
-def test_batched_matmul_dense_equals_keras_dense_values_and_gradients(shape):
-    # models.Dense runs 2-D inputs through BatchMatMul under TensorFlow (a faster CPU gradient); it must be
-    # keras' Dense in every observable way: weights, outputs, gradients, isinstance (the kernel mask).
-    rng = np.random.default_rng(0)
-    ours = models.Dense(5, activation="relu")
-    ref = keras.layers.Dense(5, activation="relu")
+def _assert_behaves_like(ours, ref, shape, seed=0):
+    """``ours`` (a models.* kernel-call variant) equals Keras' ``ref`` given the same weights: weight names,
+    outputs, and under TensorFlow the gradients with respect to input and weights."""
+    rng = np.random.default_rng(seed)
     ours.build(shape)
     ref.build(shape)
     ref.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in ref.weights])
     ours.set_weights(ref.get_weights())
-    assert isinstance(ours, keras.layers.Dense) and [w.path.split("/")[-1] for w in ours.weights] == ["kernel", "bias"]
+    assert isinstance(ours, type(ref))  # the optimizers' kernel mask and the layer checks see Keras' class
+    assert [w.path.split("/")[-1] for w in ours.weights] == [w.path.split("/")[-1] for w in ref.weights]
     x = rng.normal(size=shape).astype(np.float32)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
                                rtol=1e-5, atol=1e-5)
@@ -326,29 +324,14 @@ def test_batched_matmul_dense_equals_keras_dense_values_and_gradients(shape):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(7, 13), (3, 4, 13)])
+def test_batched_matmul_dense_equals_keras_dense(shape):
+    # models.Dense runs 2-D inputs through BatchMatMul under TensorFlow (a faster CPU gradient)
+    _assert_behaves_like(models.Dense(5, activation="relu"), keras.layers.Dense(5, activation="relu"), shape)
+
+
 @pytest.mark.parametrize("channels,strides", [(1, 1), (1, 2), (3, 1)])
 def test_one_channel_conv_as_depthwise_equals_keras_conv2d(channels, strides):
-    # models.Conv2D runs one-input-channel convolutions as depthwise ones under TensorFlow (faster on CPU);
-    # outputs and gradients must equal keras' Conv2D with the same weights.
-    rng = np.random.default_rng(1)
-    shape = (2, 9, 9, channels)
+    # models.Conv2D runs one-input-channel convolutions as depthwise ones under TensorFlow (faster on CPU)
     kw = dict(filters=4, kernel_size=3, strides=strides, padding="same", activation="relu")
-    ours, ref = models.Conv2D(**kw), keras.layers.Conv2D(**kw)
-    ours.build(shape)
-    ref.build(shape)
-    ref.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in ref.weights])
-    ours.set_weights(ref.get_weights())
-    assert isinstance(ours, keras.layers.Conv2D) and ours.kernel.shape == (3, 3, channels, 4)
-    x = rng.normal(size=shape).astype(np.float32)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
-                               rtol=1e-5, atol=1e-5)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        grads = []
-        for layer in (ours, ref):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.square(layer(tf.constant(x))))
-            grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_weights)])
-        for a, b in zip(*grads):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    _assert_behaves_like(models.Conv2D(**kw), keras.layers.Conv2D(**kw), (2, 9, 9, channels), seed=1)
