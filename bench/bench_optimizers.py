@@ -2,7 +2,8 @@
 
 One interleaved run (order reshuffled every round) of ``train_on_batch`` steps, exactly as the trainer runs
 them (problem loss and metrics, ``jit_compile='auto'``: Keras turns XLA off on a CPU-only TensorFlow
-machine, so there it is a graph step too; ``--modes`` adds the explicit graph step and ``xla``), batch 128 of random data. Printed per pair: median step times and the ratio
+machine, so there it is a graph step too; ``--modes`` adds the explicit graph step and ``xla``), batch 128
+of random data. Printed per pair: median step times and the ratio
 PowKernel* / linear twin (target <= 1.10 on CPU, <= 1.02 on GPU with the jax backend), and our linear twins
 against Keras' own SGD. Where the time goes:
 the optimizer update alone (``apply`` compiled the same way) and the map φ alone over the 3.4M selected

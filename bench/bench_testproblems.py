@@ -8,7 +8,7 @@ thread pools never compete), batch 128 on the CPU:
   loss, L2 term (cifar10_3c3d), accuracy metric, SGD update (Keras 3, backend from ``--backend``);
 * ``plain``: the same Keras model stepped with ``train_on_batch`` on one fixed in-memory batch (no pipeline);
 * ``stock``: ``plain`` for a ``keras.Sequential`` of stock ``keras.layers`` with the same configuration (the
-  issue's reference point; ours differs only in ``testproblems.models.Dense``, a faster kernel call);
+  issue's reference point; ours differs only in ``testproblems.models.Dense``/``Conv2D``, faster kernel calls);
 * ``xla`` (with ``--xla``): ``plain`` with ``jit_compile=True``;
 * reference ``torch``: DeepOBS 1.1.2's ``net_mnist_2c2d`` / ``net_cifar10_3c3d``
   (``deepobs/pytorch/testproblems/testproblems_modules.py``, loaded as a single file because importing
@@ -146,18 +146,17 @@ def keras_worker(data_dir: str, steps: int, xla: bool, threads: int) -> None:
         shape = (BATCH, *model.inputs[0].shape[1:])
         x = rng.normal(size=shape).astype(np.float32)
         y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, BATCH)]
+        params = sum(math.prod(v.shape) for v in model.trainable_weights)
         plain = {}
         for kind, jit in (("plain", False), ("stock", False)) + ((("xla", True),) if xla else ()):
             m = stock_sequential(model) if kind == "stock" else p.build_model()
             if kind == "stock":
                 assert all(type(la).__module__.startswith("keras") for la in m.layers), m.layers
-                assert sum(math.prod(v.shape) for v in m.trainable_weights) == sum(
-                    math.prod(v.shape) for v in model.trainable_weights)
+                assert sum(math.prod(v.shape) for v in m.trainable_weights) == params
             m.compile(optimizer=keras.optimizers.SGD(1e-3), loss=p.loss(), metrics=p.metrics(), jit_compile=jit)
             for _ in range(3):
                 m.train_on_batch(x, y)
             plain[kind] = m
-        params = sum(math.prod(v.shape) for v in model.trainable_weights)
         state[name] = (tr, plain, x, y, params, train_step_flops(model, BATCH))
     print(json.dumps({"ready": True, "backend": keras.backend.backend(),
                       "params": {k: v[4] for k, v in state.items()},
@@ -166,7 +165,7 @@ def keras_worker(data_dir: str, steps: int, xla: bool, threads: int) -> None:
     for line in sys.stdin:
         kind, name = line.split()
         if kind == "peak":
-            print(json.dumps({"ms": matmul_gflops()}), flush=True)
+            print(json.dumps({"gflops": matmul_gflops()}), flush=True)
             continue
         tr, plain, x, y, _, _ = state[name]
         t0 = time.perf_counter()
@@ -263,10 +262,10 @@ class Worker:
             if line.startswith("{"):
                 return json.loads(line)
 
-    def ask(self, kind: str, name: str) -> float:
+    def ask(self, kind: str, name: str, key: str = "ms") -> float:
         self.proc.stdin.write(f"{kind} {name}\n")
         self.proc.stdin.flush()
-        return self._read()["ms"]
+        return self._read()[key]
 
     def close(self):
         self.proc.stdin.close()
@@ -312,7 +311,7 @@ def main() -> int:
                     times[(kind, name)].append(ours.ask(kind, name))
                 times[("torch", name)].append(ref.ask("torch", name))
             print(f"  round {r + 1}/{args.rounds} done", flush=True)
-        peak = ours.ask("peak", "-")
+        peak = ours.ask("peak", "-", key="gflops")
         ours.close()
         ref.close()
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other processes on the machine inflate both sides,"

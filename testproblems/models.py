@@ -177,7 +177,7 @@ def build_vae(seeds, l2, batch_size, n_latent=8, name="vae"):
 
     def dense(units, act=None, name=None):
         return Dense(units, activation=act, kernel_initializer=_glorot_uniform(seeds),
-                            bias_initializer="zeros", name=name)
+                     bias_initializer="zeros", name=name)
 
     inp = keras.Input((28, 28, 1), name="x")
     h = layers.Reshape((28, 28, 1))(inp)
@@ -233,10 +233,10 @@ def build_2c2d(seeds, l2, batch_size, num_outputs=10, name="2c2d"):
     bias = init.Constant(0.05)
     inp = keras.Input((28, 28, 1), name="x")
     h = Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=kern(),
-                      bias_initializer=bias)(inp)
+               bias_initializer=bias)(inp)
     h = layers.MaxPooling2D(2, 2, padding="same")(h)
     h = Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=kern(),
-                      bias_initializer=bias)(h)
+               bias_initializer=bias)(h)
     h = layers.MaxPooling2D(2, 2, padding="same")(h)
     h = layers.Flatten()(h)
     h = Dense(1024, activation="relu", kernel_initializer=kern(), bias_initializer=bias)(h)
@@ -253,11 +253,11 @@ def build_3c3d(seeds, l2, batch_size, num_outputs=10, name="3c3d"):
 
     def conv(f, k, padding):
         return Conv2D(f, k, padding=padding, activation="relu", kernel_initializer=_glorot_normal(seeds),
-                             bias_initializer="zeros", kernel_regularizer=reg)
+                      bias_initializer="zeros", kernel_regularizer=reg)
 
     def dense(units, act=None):
         return Dense(units, activation=act, kernel_initializer=_glorot_uniform(seeds),
-                            bias_initializer="zeros", kernel_regularizer=reg)
+                     bias_initializer="zeros", kernel_regularizer=reg)
 
     inp = keras.Input((32, 32, 3), name="x")
     h = conv(64, 5, "valid")(inp)
@@ -283,8 +283,8 @@ def build_allcnnc(seeds, l2, batch_size, num_outputs=100, name="allcnnc"):
 
     def conv(f, k, s=1, padding="same"):
         return Conv2D(f, k, strides=s, padding=padding, activation="relu",
-                             kernel_initializer=_glorot_normal(seeds), bias_initializer=init.Constant(0.1),
-                             kernel_regularizer=reg)
+                      kernel_initializer=_glorot_normal(seeds), bias_initializer=init.Constant(0.1),
+                      kernel_regularizer=reg)
 
     inp = keras.Input((32, 32, 3), name="x")
     h = layers.Dropout(0.2, seed=seeds())(inp)
@@ -314,7 +314,7 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
 
     def conv(f, k, s):
         return Conv2D(f, k, strides=s, padding="same", use_bias=False,
-                             kernel_initializer=_glorot_uniform(seeds), kernel_regularizer=reg)
+                      kernel_initializer=_glorot_uniform(seeds), kernel_regularizer=reg)
 
     def bn_relu(x):
         x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
@@ -339,7 +339,7 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
     x = bn_relu(x)
     x = layers.GlobalAveragePooling2D()(x)
     out = Dense(num_outputs, kernel_initializer=_glorot_uniform(seeds), bias_initializer="zeros",
-                       kernel_regularizer=reg)(x)
+                kernel_regularizer=reg)(x)
     return keras.Model(inp, out, name=name)
 
 
@@ -384,7 +384,7 @@ def build_char_rnn(seeds, l2, batch_size, seq_len=50, vocab_size=83, hidden=128,
     h = lstm()(h)
     h = layers.Dropout(0.2, seed=seeds())(h)
     out = Dense(vocab_size, kernel_initializer=_glorot_uniform(seeds),
-                       bias_initializer=uni(math.sqrt(6.0 / (2 * vocab_size))))(h)
+                bias_initializer=uni(math.sqrt(6.0 / (2 * vocab_size))))(h)
     return keras.Model(inp, out, name=name)
 
 
