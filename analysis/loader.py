@@ -27,16 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .naming import format_value, parse_result_file_name
+from deepobs_tree import CURVES, format_value, parse_result_file_name, write_atomic
 
-CURVES = (
-    "train_losses",
-    "valid_losses",
-    "test_losses",
-    "train_accuracies",
-    "valid_accuracies",
-    "test_accuracies",
-)
 CACHE_VERSION = 4
 
 
@@ -280,11 +272,7 @@ def load_runs(
         rows, skipped = _parse_all(files, progress)
         if cache:
             try:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_path.with_suffix(f".tmp{os.getpid()}")
-                with open(tmp, "wb") as handle:
-                    pickle.dump((rows, skipped), handle, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, cache_path)
+                write_atomic(cache_path, pickle.dumps((rows, skipped), protocol=pickle.HIGHEST_PROTOCOL))
             except OSError:
                 pass
     report.skipped = list(skipped)

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from deepobs_tree import format_value
+
 from .loader import registry_has_accuracy
-from .naming import format_value
 
 MODES = ("final", "best", "most")
 DEFAULT_SEARCHED = ("learning_rate", "power", "momentum")
@@ -240,8 +241,9 @@ def select_best(
     """The chosen setting of the main search of one (testproblem, optimizer), for rerunning it.
 
     Returns ``{'optimizer_hyperparams', 'weight_decay', 'num_epochs', 'batch_size', 'setting', 'score',
-    'tie', 'n_samples'}`` (hyperparameters and ``weight_decay`` as the tuning run stored them), or None when
-    there is no tuning run.
+    'tie', 'n_samples', 'runs'}`` (hyperparameters and ``weight_decay`` as the tuning run stored them; ``runs``:
+    the winning tuning run(s) as ``{'path', 'relpath'}`` so a caller needs no folder-name matching), or None
+    when there is no tuning run.
     The main search is the largest one (ties: the first in key order).
     """
     pair = runs[(runs["testproblem"] == testproblem) & (runs["optimizer"] == optimizer)]
@@ -263,6 +265,7 @@ def select_best(
         "score": float(main["tuning_score"]),
         "tie": bool(main["tie"]),
         "n_samples": int(main["n_samples"]),
+        "runs": [{"path": p, "relpath": r} for p, r in zip(tuning_run["path"], tuning_run["relpath"])],
     }
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 from .registry import (
     BUILTIN,
     DEFAULT_MOMENTUM,
+    OPTIONS,
     OptimizerSpec,
+    decoupled_variant,
     linear_twin,
     make,
     names,
@@ -25,7 +27,7 @@ from .registry import (
     spec,
     unregister,
 )
-from .select import DEFAULT_RULE, RULES, resolve_rule, selection_record
+from .selection import DEFAULT_RULE, RULES, resolve_rule, selection_record
 
 _LAZY = {
     "KernelMapOptimizer": ("kernel_map", "KernelMapOptimizer"),
@@ -36,7 +38,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "BUILTIN", "linear_twin", "DEFAULT_MOMENTUM", "DEFAULT_RULE", "RULES", "OptimizerSpec", "make", "names",
+    "BUILTIN", "OPTIONS", "decoupled_variant", "linear_twin", "DEFAULT_MOMENTUM", "DEFAULT_RULE", "RULES", "OptimizerSpec", "make", "names",
     "recorded_hyperparams", "register", "resolve_hyperparams", "resolve_rule", "selection_record", "spec",
     "unregister", *_LAZY,
 ]

@@ -18,8 +18,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from . import maps, transforms
-from . import select as selection
+from . import maps, selection, transforms
 
 
 def dense(gradient):

@@ -131,7 +131,7 @@ def make(name: str, model: Any = None, **hyperparams: Any):
     )
     built = getattr(optimizer, "built", False)
     if ours and not built and model is not None and getattr(model, "trainable_variables", None):
-        from .select import selection_record
+        from .selection import selection_record
 
         decay_on = values.get("decay_on", "selected") if values.get("weight_decay_opt", 0.0) > 0 else None
         provenance.update(selection_record(model.trainable_variables, values.get("select"), decay_on))
@@ -204,6 +204,10 @@ _RULES = {
 }
 
 
+#: base optimizer -> its decoupled-decay ("W") variant, filled by ``_register_builtins``
+_DECOUPLED: dict[str, str] = {}
+
+
 def _register_builtins() -> None:
     pending = []  # PowKernel entries, registered after the baselines
     decays = {None: ("", ()), "scaled": ("W_scaled", ("weight_decay_opt",)),
@@ -217,6 +221,11 @@ def _register_builtins() -> None:
             # PowKernel family: ĝ = φ_p(g) on selected tensors; momentum is provenance-only (default 0.9).
             pk_name = "PowKernel" + ("GradientDescentOptimizer" if kind == "GradientDescent" else "MomentumOptimizer")
             pk_name += ("N" if kind == "Nesterov" else "") + suffix
+            base = {"GradientDescent": "GradientDescentOptimizer", "Momentum": "MomentumOptimizer",
+                    "Nesterov": "NAGOptimizer"}[kind]
+            if suffix:
+                _DECOUPLED[pk_name.removesuffix(suffix)] = pk_name
+                _DECOUPLED[base] = base + suffix
             pk_defaults = {**defaults, **({"momentum": DEFAULT_MOMENTUM} if momentum_kind else {})}
             pending.append(dict(
                 name=pk_name, factory=_kernel_map_factory(True, momentum_kind, decay),
@@ -225,8 +234,7 @@ def _register_builtins() -> None:
                 description=f"ĝ = sign(g)·|g|^p on selected tensors; {rule}; {d_text}",
             ))
             # Baselines (DeepOBS / Crowded Valley names): ĝ = g; momentum recorded and searched.
-            base = {"GradientDescent": "GradientDescentOptimizer", "Momentum": "MomentumOptimizer",
-                    "Nesterov": "NAGOptimizer"}[kind] + suffix
+            base += suffix
             fixed = {} if momentum_kind is None else {"use_locking": False,
                                                       "use_nesterov": momentum_kind == "nesterov"}
             recorded = ("learning_rate",) + (("momentum",) if momentum_kind else ())
@@ -255,3 +263,14 @@ def linear_twin(name: str) -> str:
     twin = name[len("PowKernel"):]
     twin = twin.replace("MomentumOptimizerN", "NAGOptimizer") if "MomentumOptimizerN" in twin else twin
     return spec(twin).name
+
+
+def decoupled_variant(name: str) -> str:
+    """The decoupled-decay ("W") optimizer for ``name`` (``MomentumOptimizer`` -> ``MomentumOptimizerW_momscaled``;
+    a W variant is its own); ValueError when there is none."""
+    spec(name)
+    if name in _DECOUPLED.values():
+        return name
+    if name not in _DECOUPLED:
+        raise ValueError(f"optimizer {name!r} has no decoupled-decay variant")
+    return _DECOUPLED[name]

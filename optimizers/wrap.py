@@ -12,8 +12,7 @@ from typing import Any
 
 import keras
 
-from . import maps
-from . import select as selection
+from . import maps, selection
 from .kernel_map import dense
 
 

@@ -101,7 +101,9 @@ def _load(args):
 
 
 def _sweep(args) -> int:
-    from runners import executors
+    from runners.commandline import run_command
+    from runners.ledger import pending
+    from runners.pool import make_executor
     from runners.sweep import run_sweep, study_specs
 
     if args.address and args.backend != "ray":
@@ -116,12 +118,12 @@ def _sweep(args) -> int:
     study, out = _load(args)
     if args.emit_commands:
         tuning, reruns, unselected = study_specs(study, out)
-        todo = executors.pending(tuning, out)
+        todo = pending(tuning, out)
         phase = "tuning"
         if not todo:
-            todo, phase = executors.pending(reruns, out), "rerun"
+            todo, phase = pending(reruns, out), "rerun"
         for spec in todo:
-            print(executors.run_command(spec, out))
+            print(run_command(spec, out))
         note = f"# {len(todo)} pending {phase} run(s)"
         if phase == "tuning" and todo:
             note += "; run them, then emit again for the reruns"
@@ -129,13 +131,9 @@ def _sweep(args) -> int:
             note += f"; {unselected} search(es) cannot be selected yet"
         print(note, file=sys.stderr)
         return 0
-    if args.backend == "local":
-        executor = executors.LocalPool(workers=args.workers, threads_per_worker=args.threads_per_worker,
-                                       max_retries=1 if args.max_retries is None else args.max_retries)
-    else:
-        executor = executors.RayExecutor(address=args.address, workers=args.workers, num_cpus=args.cpus_per_run,
-                                         num_gpus=args.gpus_per_run,
-                                         max_retries=3 if args.max_retries is None else args.max_retries)
+    executor = make_executor(args.backend, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             address=args.address, num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
+                             max_retries=args.max_retries)
     return run_sweep(study, out, executor, progress=not args.no_progress)
 
 
@@ -151,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if argv and argv[0] == "run":
-        from runners.run import main_run
+        from runners.commandline import main_run
 
         return main_run(argv[1:], prog=f"{PROG} run")
     from runners.config import ConfigError
-    from runners.executors import BackendError
+    from runners.pool import BackendError
 
     try:
         args = build_parser().parse_args(argv)

@@ -78,12 +78,11 @@ AXIS_KEYS = ("regularization", "num_epochs", "batch_size", "weight_decay", "fide
 TOP_KEYS = ("name", "description", "defaults", "presets", "default_preset", "problems")
 PROBLEM_KEYS = ("optimizers", *SETTING_KEYS)
 PRESET_KEYS = (*SETTING_KEYS, "problems", "optimizers")
-OPTION_KEYS = ("select", "decay_on")
 REGULARIZATIONS = ("l2", "decoupled")
 
 
 @dataclasses.dataclass(frozen=True)
-class Entry:
+class Search:
     """One search: a (problem, optimizer) pair with every setting resolved."""
 
     problem: str
@@ -137,13 +136,13 @@ class Study:
     path: Path
     name: str
     preset: str | None
-    entries: tuple[Entry, ...]
+    entries: tuple[Search, ...]
 
     def tuning_specs(self) -> list[RunSpec]:
         """Every (problem, optimizer, sample) with the tuning seed, in file order."""
         return [spec for entry in self.entries for spec in entry.tuning_specs()]
 
-    def find(self, problem: str, optimizer: str, chosen: Mapping[str, Any] | None = None) -> Entry:
+    def find(self, problem: str, optimizer: str, chosen: Mapping[str, Any] | None = None) -> Search:
         hits = [e for e in self.entries if e.problem == problem and e.optimizer == optimizer]
         if len(hits) > 1 and chosen is not None:
             hp = dict(chosen.get("optimizer_hyperparams") or {})
@@ -268,7 +267,9 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
             if isinstance(v, list) and not v:
                 ctx.fail(f"{k}.{name}", "an empty list (sweep axis) selects nothing")
     elif key == "options":
-        _check_keys(ctx, k, value, OPTION_KEYS)
+        import optimizers
+
+        _check_keys(ctx, k, value, optimizers.OPTIONS)
         for name, v in value.items():
             if not isinstance(v, str):
                 ctx.fail(f"{k}.{name}", f"expected a string, got {v!r}")
@@ -300,13 +301,13 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
 
 
-def _decoupled_name(ctx: _Ctx, key: str, optimizer: str, known: list[str]) -> str:
-    if "W_" in optimizer:
-        return optimizer
-    candidate = optimizer + ("W_scaled" if "GradientDescent" in optimizer else "W_momscaled")
-    if candidate not in known:
-        ctx.fail(key, f"optimizer {optimizer!r} has no decoupled-decay variant ({candidate} is not registered)")
-    return candidate
+def _decoupled_name(ctx: _Ctx, key: str, optimizer: str) -> str:
+    import optimizers
+
+    try:
+        return optimizers.decoupled_variant(optimizer)
+    except ValueError as exc:
+        ctx.fail(key, str(exc))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
             if x not in known:
                 ctx.fail(f"presets.{preset}.{k}", f"unknown name {x!r}; known: {', '.join(known)}")
 
-    entries: list[Entry] = []
+    entries: list[Search] = []
     for problem, pdata in problems.items():
         pwhere = f"problems.{problem}"
         if problem not in known_problems:
@@ -429,7 +430,7 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
                 ctx.fail(f"{where}.regularization", f"problem {problem!r} has no _nodecay variant "
                          f"(decoupled decay needs one; the L2 problems are cifar10_3c3d, cifar100_allcnnc, "
                          f"svhn_wrn164)")
-            opt = _decoupled_name(ctx, where, optimizer, known_optimizers)
+            opt = _decoupled_name(ctx, where, optimizer)
             fixed_values.setdefault("weight_decay_opt", testproblems.spec(base).l2)
         elif "W_" in optimizer:
             ctx.fail(f"{where}.regularization", f"{optimizer} decays weights itself: use regularization: "
@@ -444,7 +445,7 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
         if not searched:
             ctx.fail(f"{where}.search_space", f"empty search space for {opt}: none of its hyperparameters "
                      f"({', '.join(ospec.hyperparams)}) is searched")
-        entry = Entry(
+        entry = Search(
             problem=prob, optimizer=opt, regularization=reg, budget=settings["budget"],
             tuning_seed=settings["tuning_seed"], rerun_seeds=tuple(settings["rerun_seeds"]),
             num_epochs=values["num_epochs"], batch_size=values["batch_size"],

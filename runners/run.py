@@ -13,27 +13,30 @@ trainer object, so they are tested without TensorFlow; only ``execute`` touches 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
-import os
 import platform
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis.naming import result_file_name
+from deepobs_tree import (
+    ACCURACY_KEYS,
+    CURVE_KEYS,
+    deepobs_output,
+    dump_deepobs_json,
+    provenance_file_name,
+    result_file_name,
+    write_atomic,
+)
 from runners.spec import RunSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CURVE_KEYS = ("train_losses", "valid_losses", "test_losses")
-ACCURACY_KEYS = ("train_accuracies", "valid_accuracies", "test_accuracies")
-PHASES = ("train_eval", "valid", "test")  # DeepOBS evaluate_all order: TRAIN, VALID, TEST
-PROVENANCE_SUFFIX = ".provenance.yaml"  # never ends in .json: DeepOBS' reader takes every *.json
+#: the evaluations after each epoch, in DeepOBS' evaluate_all order (TRAIN, VALID, TEST); not the data
+#: package's ``PHASES``, which are the splits a dataset provides
+EVAL_PHASES = ("train_eval", "valid", "test")
 
 
 class RunError(ValueError):
@@ -61,7 +64,7 @@ def train_curves(
     diverged_epoch = None
     for n in range(num_epochs + 1):
         last = {}
-        for phase, loss_key, acc_key in zip(PHASES, CURVE_KEYS, ACCURACY_KEYS):
+        for phase, loss_key, acc_key in zip(EVAL_PHASES, CURVE_KEYS, ACCURACY_KEYS):
             result = trainer.evaluate(phase)
             curves[loss_key].append(float(result["loss"]))
             acc = result.get("accuracy")
@@ -85,69 +88,9 @@ def train_curves(
     return curves
 
 
-def deepobs_output(
-    *,
-    testproblem: str,
-    batch_size: int,
-    num_epochs: int,
-    random_seed: int,
-    weight_decay: float | None,
-    optimizer_name: str,
-    optimizer_hyperparams: dict,
-    curves: dict[str, Any],
-    has_accuracy: bool,
-    training_params: dict | None = None,
-) -> dict[str, Any]:
-    """The DeepOBS 1.2 result dict, keys in file order (deepobs-format §2.1). Accuracy keys only when the
-    problem has an accuracy (§2.4: DeepOBS drops them for problems that report 0.0 accuracies)."""
-    output: dict[str, Any] = {
-        "testproblem": testproblem,
-        "batch_size": int(batch_size),
-        "num_epochs": int(num_epochs),
-        "random_seed": int(random_seed),
-        "weight_decay": weight_decay,
-        "optimizer_name": optimizer_name,
-        "optimizer_hyperparams": dict(optimizer_hyperparams),
-        "training_params": dict(training_params or {}),
-    }
-    for key in CURVE_KEYS:
-        output[key] = list(curves[key])
-    if has_accuracy:
-        for key in ACCURACY_KEYS:
-            output[key] = list(curves[key])
-    output["minibatch_train_losses"] = list(curves["minibatch_train_losses"])
-    return output
-
-
 # ---------------------------------------------------------------------------------------------------------
-# side effects: atomic writes, provenance, Keras state
+# side effects: provenance, Keras state
 # ---------------------------------------------------------------------------------------------------------
-def write_atomic(path: Path, content: str | bytes) -> Path:
-    """Write ``content`` to ``path`` via a temp file in the same folder (name starts with '.', ends in '.tmp',
-    so no reader ever globs it as a result), fsync and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def dump_deepobs_json(output: dict) -> str:
-    """``json.dump(output, f, indent=4)`` as DeepOBS' ``write_output`` (no trailing newline; NaN literals)."""
-    import json
-
-    return json.dumps(output, indent=4)
-
-
 _GIT: dict[str, Any] = {}
 
 
@@ -317,128 +260,6 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     existing = spec.existing_result(out)
     if existing is not None:
         return existing
-    write_atomic(folder / (name[: -len(".json")] + PROVENANCE_SUFFIX),
-                 yaml.safe_dump(_plain(provenance), sort_keys=False))
+    write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
     write_atomic(path, dump_deepobs_json(output))
     return path
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI: python -m runners run ...
-# ---------------------------------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    """Command-line value: numbers as floats (DeepOBS' declared type; keeps folder tokens like '1.e+00'),
-    true/false as bools, none/null as None, anything else as a string."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    if not math.isfinite(value):
-        raise RunError(f"value {text!r} is not finite")
-    return value
-
-
-def parse_hp(items: Sequence[str]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise RunError(f"--hp {item!r}: expected name=value, e.g. --hp learning_rate=0.01")
-        if name.strip() in result:
-            raise RunError(f"--hp {name.strip()!r} given twice")
-        result[name.strip()] = parse_value(value)
-    return result
-
-
-def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dict]:
-    """(hyperparams, options): names the optimizer records or declares go to hyperparams, the rest
-    (select rule, decay_on, ...) to options; both are passed to ``optimizers.make``."""
-    import optimizers
-
-    ospec = optimizers.spec(optimizer)
-    declared = set(ospec.hyperparams) | set(getattr(ospec, "defaults", {}) or {})
-    option_names = {"select", "decay_on"}
-    hp = {k: v for k, v in values.items() if k in declared and k not in option_names}
-    opts = {k: v for k, v in values.items() if k not in hp}
-    return hp, opts
-
-
-class _ArgError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise _ArgError(message)
-
-
-def build_parser(prog: str = "python -m runners run", parser_class=argparse.ArgumentParser):
-    p = parser_class(prog=prog, description="Train one test problem with one optimizer and write "
-                                "its DeepOBS result file.")
-    p.add_argument("--problem", required=True, help="test problem name (python -m testproblems info)")
-    p.add_argument("--optimizer", required=True, help="optimizer name (folder name, e.g. PowKernelMomentumOptimizer)")
-    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                   help="optimizer hyperparameter or option (repeatable), e.g. --hp learning_rate=0.01 --hp power=0.5")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the problem's)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the problem's)")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 factor in the loss (default: the problem's; recorded as passed)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $NLWU_DATA_DIR or ./data)")
-    p.add_argument("--out", default="results", help="results root (default ./results)")
-    p.add_argument("--fidelity", default="deepobs", help="data/model fidelity (default deepobs)")
-    p.add_argument("--train-log-interval", type=int, default=10, help="minibatch-loss logging interval (10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    import optimizers
-
-    check_names(args.problem, args.optimizer)
-    for name in ("epochs", "batch_size", "train_log_interval"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise RunError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.weight_decay is not None and (not math.isfinite(args.weight_decay) or args.weight_decay < 0):
-        raise RunError(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
-    if args.data_dir is not None and Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
-        raise RunError(f"--data-dir {args.data_dir}: is a file, expected the data folder")
-    hp, opts = split_hyperparams(args.optimizer, parse_hp(args.hp))
-    if "learning_rate" not in hp:
-        raise RunError("missing --hp learning_rate=VALUE (every optimizer needs a learning rate)")
-    try:
-        optimizers.resolve_hyperparams(args.optimizer, {**hp, **opts})
-    except ValueError as exc:
-        raise RunError(f"--hp: {exc}") from None
-    try:
-        return RunSpec(args.problem, args.optimizer, hp, seed=args.seed, num_epochs=args.epochs,
-                       batch_size=args.batch_size, weight_decay=args.weight_decay, data_dir=args.data_dir,
-                       fidelity=args.fidelity, train_log_interval=args.train_log_interval, options=opts)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-
-
-def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners run") -> int:
-    """``run`` subcommand: 0 on success (prints the result path), 2 with one error line on bad input."""
-    parser = build_parser(prog, parser_class=_Parser)
-    try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-        spec = spec_from_args(args)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        existed = spec.existing_result(args.out)
-        path = execute(spec, args.out, progress=not args.no_progress)
-    except (_ArgError, RunError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    print(("exists: " if existed else "") + str(path))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main_run())

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.naming import parse_result_file_name, setting_folder_name
+from deepobs_tree import parse_result_file_name, setting_folder_name
 
 #: fields that define a run (hashed into run_id); data_dir is deliberately absent.
 ID_FIELDS = (

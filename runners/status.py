@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runners.config import Study
-from runners.executors import live_lock, read_failure
+from runners.ledger import live_lock, read_failure
 from runners.spec import RunSpec
-from runners.sweep import entry_label, load_results, select
+from runners.sweep import choose, load_results, search_label
 
 STATES = ("done", "running", "failed", "missing")
 
@@ -47,11 +47,11 @@ def study_status(study: Study, out: str | Path) -> tuple[list[dict], list[RunSta
     rows, states = [], []
     for entry in study.entries:
         tuning = [run_state(s, out, "tuning") for s in entry.tuning_specs()]
-        choice = select(entry, runs, out) if out.is_dir() else None
+        choice = choose(entry, runs, out) if out.is_dir() else None
         reruns = [run_state(s, out, "rerun") for s in choice.rerun_specs()] if choice else []
         states += tuning + reruns
         expected_reruns = len([s for s in entry.rerun_seeds if s != entry.tuning_seed])
-        row = {"search": entry_label(entry), "tuning": f"{_count(tuning, 'done')}/{len(tuning)}"}
+        row = {"search": search_label(entry), "tuning": f"{_count(tuning, 'done')}/{len(tuning)}"}
         row["reruns"] = (f"{_count(reruns, 'done')}/{len(reruns)}" if choice
                          else f"0/{expected_reruns} (after tuning)")
         for state in ("running", "failed"):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runners.config import Entry, Study
+from runners.config import Search, Study
 from runners.spec import RunSpec
 
 SUMMARY_COLUMNS = ("testproblem", "optimizer", "learning_rate", "power", "momentum", "weight_decay_opt",
@@ -34,7 +34,7 @@ class SweepError(RuntimeError):
 class Choice:
     """A search's selected setting: the tuning spec that won and the ``select_best`` result."""
 
-    entry: Entry
+    entry: Search
     spec: RunSpec
     chosen: dict[str, Any]
 
@@ -42,7 +42,7 @@ class Choice:
         return [self.spec.replace(seed=seed) for seed in self.entry.rerun_seeds if seed != self.spec.seed]
 
 
-def entry_label(entry: Entry) -> str:
+def search_label(entry: Search) -> str:
     return f"{entry.problem}/{entry.optimizer}"
 
 
@@ -66,7 +66,7 @@ def _relpaths(specs: Sequence[RunSpec], out: Path) -> dict[str, RunSpec]:
     return found
 
 
-def select(entry: Entry, runs, out: str | Path) -> Choice | None:
+def choose(entry: Search, runs, out: str | Path) -> Choice | None:
     """Select the best setting of one search (None until every tuning run has a result).
 
     ``analysis.select_best`` sees only this search's tuning runs, so other runs in the same tree (other
@@ -84,9 +84,9 @@ def select(entry: Entry, runs, out: str | Path) -> Choice | None:
                          searched=entry.searched)
     if chosen is None:
         return None
-    winners = [spec for rel, spec in by_rel.items() if Path(rel).parent.name == chosen["setting"]]
+    winners = [by_rel[run["relpath"]] for run in chosen["runs"]]
     if len(winners) != 1:
-        raise SweepError(f"{entry_label(entry)}: the chosen setting {chosen['setting']} matches {len(winners)} "
+        raise SweepError(f"{search_label(entry)}: the chosen setting {chosen['setting']} matches {len(winners)} "
                          "tuning runs of this search (expected 1)")
     return Choice(entry=entry, spec=winners[0], chosen=chosen)
 
@@ -95,7 +95,7 @@ def selections(study: Study, out: str | Path, runs=None) -> dict[int, Choice | N
     """entry index -> Choice (None where the search's tuning runs are not all there)."""
     if runs is None:
         runs = load_results(out)
-    return {i: select(entry, runs, out) for i, entry in enumerate(study.entries)}
+    return {i: choose(entry, runs, out) for i, entry in enumerate(study.entries)}
 
 
 def study_specs(study: Study, out: str | Path, runs=None) -> tuple[list[RunSpec], list[RunSpec], int]:
@@ -106,8 +106,9 @@ def study_specs(study: Study, out: str | Path, runs=None) -> tuple[list[RunSpec]
     return tuning, reruns, sum(choice is None for choice in choices.values())
 
 
-def summary_table(study: Study, out: str | Path):
-    """``analysis.summarize`` of the study's runs only (one row per search)."""
+def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | None] | None = None):
+    """``analysis.summarize`` of the study's runs only (one row per search); ``choices`` (from
+    ``selections``) saves selecting each search again."""
     import pandas as pd
 
     from analysis import summarize
@@ -118,7 +119,7 @@ def summary_table(study: Study, out: str | Path):
         return pd.DataFrame()
     tables = []
     for i, entry in enumerate(study.entries):
-        choice = select(entry, runs, out)
+        choice = choose(entry, runs, out) if choices is None else choices[i]
         specs = entry.tuning_specs() + (choice.rerun_specs() if choice else [])
         rel = _relpaths(specs, out)
         mine = runs[runs["relpath"].isin(list(rel))]
@@ -161,17 +162,17 @@ def _run_sweep(study, out, executor, tuning, progress, log) -> int:
     for i, entry in enumerate(study.entries):
         choice = choices[i]
         if choice is None:
-            print(f"  {entry_label(entry)}: not selected (tuning runs missing or failed)", file=log)
+            print(f"  {search_label(entry)}: not selected (tuning runs missing or failed)", file=log)
             continue
         tie = " (tie: first in folder order)" if choice.chosen.get("tie") else ""
-        print(f"  {entry_label(entry)}: chose {choice.chosen['setting']} "
+        print(f"  {search_label(entry)}: chose {choice.chosen['setting']} "
               f"(score {choice.chosen['score']:.6g}){tie}", file=log)
         reruns += choice.rerun_specs()
     if reruns:
         report = executor.run(reruns, out, desc="reruns", progress=progress)
         failed.update(report.failed)
 
-    print(format_summary(summary_table(study, out)))
+    print(format_summary(summary_table(study, out, choices)))
     if failed:
         print(f"{len(failed)} run(s) failed; details in {out / '.nlwu' / 'failed'} "
               f"(python -m runners status {study.path} --out {out})", file=log)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from analysis import load_runs, select_best, summarize
-from analysis.naming import setting_folder_name
+from deepobs_tree import setting_folder_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from analysis import load_runs, summarize
-from analysis.naming import float2str
+from deepobs_tree import float2str
 
 P = "PowKernel"
 GD, M, MN = f"{P}GradientDescentOptimizer", f"{P}MomentumOptimizer", f"{P}MomentumOptimizerN"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.naming import setting_folder_name
+from deepobs_tree import setting_folder_name
 from runners.config import DEFAULTS, ConfigError, load_study
 from runners.sampler import paper_samples
 

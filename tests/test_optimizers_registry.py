@@ -12,7 +12,7 @@ import pytest
 from keras import layers, ops
 
 import optimizers
-from analysis.naming import setting_folder_name
+from deepobs_tree import setting_folder_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import runners.run as run_mod
-from analysis.naming import parse_result_file_name
-from runners.run import PROVENANCE_SUFFIX, execute, main_run
+from deepobs_tree import PROVENANCE_SUFFIX, parse_result_file_name
+from runners.commandline import main_run
+from runners.run import execute
 from runners.spec import RunSpec
 
 DEEPOBS = Path(sys.prefix) / "lib" / "python3.11" / "site-packages" / "deepobs"

@@ -7,17 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from analysis.naming import parse_result_file_name
-from runners.run import (
+from deepobs_tree import (
     PROVENANCE_SUFFIX,
-    RunError,
     deepobs_output,
     dump_deepobs_json,
-    parse_hp,
-    parse_value,
-    train_curves,
+    parse_result_file_name,
     write_atomic,
 )
+from runners.commandline import parse_hp, parse_value
+from runners.run import RunError, train_curves
 from runners.spec import RunSpec
 
 

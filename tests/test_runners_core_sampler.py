@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.naming import float2str, setting_folder_name
+from deepobs_tree import float2str, setting_folder_name
 from runners.sampler import (
     CROWDED_VALLEY_SPACE,
     PAPER_SPACE,

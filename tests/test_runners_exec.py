@@ -17,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from runners import executors
-from runners.executors import (
-    LocalPool,
-    RunLock,
-    clean_partials,
-    live_lock,
-    lock_path,
-    read_failure,
-    run_command,
-)
+from runners import ledger
+from runners.commandline import run_command
+from runners.ledger import RunLock, clean_partials, live_lock, lock_path, read_failure
+from runners.pool import LocalPool
 from runners.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +74,7 @@ def test_live_and_foreign_locks_are_respected(tmp_path):
     path.parent.mkdir(parents=True)
     parent = os.getppid()
     path.write_text(json.dumps({"host": socket.gethostname(), "pid": parent,
-                                "started": executors._proc_start_time(parent)}))
+                                "started": ledger._proc_start_time(parent)}))
     assert RunLock.acquire(tmp_path, "r2") is None
     path.write_text(json.dumps({"host": "another-host", "pid": _dead_pid(), "started": None}))
     assert RunLock.acquire(tmp_path, "r2") is None  # cannot check another host's pid: treated as live
@@ -118,7 +112,7 @@ def test_only_one_of_many_breakers_wins_a_stale_lock(tmp_path):
 # -- commands, partial files -------------------------------------------------------------------------------
 def test_emitted_command_reproduces_the_spec(tmp_path):
     """`python -m runners run ...` as emitted parses back to the very same run (same run id)."""
-    from runners.run import build_parser, spec_from_args
+    from runners.commandline import build_parser, spec_from_args
 
     spec = _spec(options={"select": "rank>=2"}, weight_decay=0.002, batch_size=64, train_log_interval=5)
     command = run_command(spec, tmp_path / "out dir")

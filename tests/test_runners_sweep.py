@@ -121,7 +121,7 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout
 
-    from runners.executors import RayExecutor
+    from runners.ray_executor import RayExecutor
     from runners.sweep import run_sweep
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -250,7 +250,7 @@ def test_bad_options_exit_2(tmp_path, capsys, argv, needle):
 
 def test_emit_commands_lists_pending_runs_and_writes_nothing(tmp_path, capsys):
     from runners.__main__ import main
-    from runners.run import build_parser, spec_from_args
+    from runners.commandline import build_parser, spec_from_args
 
     config = _study(tmp_path, budget=3)
     out = tmp_path / "out"

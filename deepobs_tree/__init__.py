@@ -1,0 +1,39 @@
+"""The DeepOBS 1.2 results format, the one thing writer (``runners``) and reader (``analysis``) share.
+
+A leaf package (imports nothing of this project): folder and file names (``naming``), the result keys and
+the result dict (``result``), and the one atomic file writer every package uses (``atomic``).
+Named ``deepobs_tree`` because ``deepobs`` is the installed wheel and ``results`` the default output folder.
+"""
+
+from .atomic import AtomicFile, write_atomic
+from .naming import (
+    PROVENANCE_SUFFIX,
+    RESULT_FILE_RE,
+    float2str,
+    format_value,
+    parse_result_file_name,
+    parse_setting_folder,
+    provenance_file_name,
+    result_file_name,
+    setting_folder_name,
+)
+from .result import ACCURACY_KEYS, CURVE_KEYS, CURVES, deepobs_output, dump_deepobs_json
+
+__all__ = [
+    "ACCURACY_KEYS",
+    "AtomicFile",
+    "CURVES",
+    "CURVE_KEYS",
+    "PROVENANCE_SUFFIX",
+    "RESULT_FILE_RE",
+    "deepobs_output",
+    "dump_deepobs_json",
+    "float2str",
+    "format_value",
+    "parse_result_file_name",
+    "parse_setting_folder",
+    "provenance_file_name",
+    "result_file_name",
+    "setting_folder_name",
+    "write_atomic",
+]
