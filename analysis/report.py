@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -181,7 +180,3 @@ def parse_seeds(text: str) -> list[int]:
         else:
             seeds.append(int(part))
     return seeds
-
-
-def fmt_float(value: float) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -279,10 +278,3 @@ def search_runs(runs: pd.DataFrame, summary_row: Mapping, tuning_seed: int = 42,
     wanted = _fixed_key(summary_row["setting_key"], searched)
     mask = [_fixed_key(k, searched) == wanted for k in tuning["setting_key"]]
     return tuning[mask]
-
-
-def to_jsonable(value):
-    """Summary cell -> something json/csv friendly."""
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return value

@@ -98,11 +98,6 @@ class Problem:
         return self._dataset
 
     # -- model, loss, metrics -----------------------------------------------------------------------------
-    @property
-    def stateful(self) -> bool:
-        """Whether the model carries state across batches (tolstoi's LSTM), reset at every phase start."""
-        return self.spec.base_name == "tolstoi_char_rnn"
-
     def build_model(self):
         """A fresh keras.Model, initialised deterministically from the seed; needs no data files."""
         import keras
