@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import write_atomic
+from deepobs_tree import parse_result_file_name, write_atomic
 from runners.pool import REPO_ROOT, BackendError, Executor, _first_line, _parse_answer, available_cores
 from runners.spec import RunSpec
 
@@ -156,8 +156,6 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
     """Write a Ray task's files into ``out`` (side files first, the result JSON last, each atomically) and
     return the result JSON's path."""
-    from analysis.naming import parse_result_file_name
-
     result = None
     for rel, data in sorted(files.items(), key=lambda kv: parse_result_file_name(Path(kv[0]).name) is not None):
         target = out / rel

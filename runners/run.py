@@ -7,8 +7,9 @@ twice), aborts a diverged run as DeepOBS does (§2.5) and writes the JSON atomic
 ``<out>/<testproblem>/<optimizer>/<setting folder>/random_seed__<seed>__<start time>.json``, with a small
 ``...provenance.yaml`` beside it. A run whose seed already has a file there is not repeated.
 
-The training loop (``train_curves``) and the output assembly (``deepobs_output``) are pure functions of a
-trainer object, so they are tested without TensorFlow; only ``execute`` touches Keras, the disk and the clock.
+The training loop (``train_curves``) and the output assembly (``deepobs_tree.deepobs_output``) are pure, so they
+are tested without TensorFlow; only ``execute`` touches Keras, the disk and the clock. The command line of a
+run (both directions) is ``runners.commandline``.
 """
 
 from __future__ import annotations
