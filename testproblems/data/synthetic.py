@@ -35,7 +35,7 @@ def cifar_records(labels, images_hwc: np.ndarray, *, coarse=None) -> bytes:
     return np.concatenate(cols, axis=1).tobytes()
 
 
-def svhn_records(labels, images_hwc: np.ndarray) -> bytes:
+def svhn_bytes(labels, images_hwc: np.ndarray) -> bytes:
     """svhn-prep records: 1 label byte (0-9), then the image in (row, col, channel) order."""
     n = len(labels)
     return np.concatenate([np.asarray(labels, np.uint8)[:, None], images_hwc.reshape(n, 3072)], axis=1).tobytes()
@@ -44,6 +44,15 @@ def svhn_records(labels, images_hwc: np.ndarray) -> bytes:
 def _images(rng, n, shape):
     return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
 
+
+
+def _write_batches(folder: Path, rng, records, sizes: dict[int, int], n_test: int) -> None:
+    """10-class 32x32x3 files ``data_batch_<i>.bin`` (``sizes``: i -> records) and ``test_batch.bin``; the
+    draws happen in file order, so the bytes stay what they were when each file was written inline."""
+    for i, n in sizes.items():
+        atomic_write_bytes(folder / f"data_batch_{i}.bin", records(rng.integers(0, 10, n), _images(rng, n, (32, 32, 3))))
+    atomic_write_bytes(folder / "test_batch.bin",
+                       records(rng.integers(0, 10, n_test), _images(rng, n_test, (32, 32, 3))))
 
 def write_prepared(name: str, data_dir, *, n_train: int | None = None, n_test: int | None = None,
                    seed: int = 0) -> Path:
@@ -65,11 +74,7 @@ def write_prepared(name: str, data_dir, *, n_train: int | None = None, n_test: i
     elif name == "cifar10":
         n_train, n_test = n_train or 300, n_test or 60
         per = n_train // 5
-        for i in range(1, 6):
-            atomic_write_bytes(folder / f"data_batch_{i}.bin",
-                               cifar_records(rng.integers(0, 10, per), _images(rng, per, (32, 32, 3))))
-        atomic_write_bytes(folder / "test_batch.bin",
-                           cifar_records(rng.integers(0, 10, n_test), _images(rng, n_test, (32, 32, 3))))
+        _write_batches(folder, rng, cifar_records, {i: per for i in range(1, 6)}, n_test)
     elif name == "cifar100":
         n_train, n_test = n_train or 300, n_test or 60
         for fname, n in (("train.bin", n_train), ("test.bin", n_test)):
@@ -78,11 +83,7 @@ def write_prepared(name: str, data_dir, *, n_train: int | None = None, n_test: i
     elif name == "svhn":
         n_train, n_test = n_train or 168, n_test or 60
         sizes = [64, 64, n_train - 128] if n_train > 128 else [n_train]
-        for i, n in enumerate(sizes):
-            atomic_write_bytes(folder / f"data_batch_{i}.bin",
-                               svhn_records(rng.integers(0, 10, n), _images(rng, n, (32, 32, 3))))
-        atomic_write_bytes(folder / "test_batch.bin",
-                           svhn_records(rng.integers(0, 10, n_test), _images(rng, n_test, (32, 32, 3))))
+        _write_batches(folder, rng, svhn_bytes, dict(enumerate(sizes)), n_test)
     elif name == "tolstoi":
         n_train, n_test = n_train or 20000, n_test or 4000
         for fname, n in (("train.npy", n_train), ("test.npy", n_test)):
