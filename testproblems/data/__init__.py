@@ -5,7 +5,8 @@ files; `testproblems.data.synthetic` writes small files in the same formats for 
 """
 
 from ._common import DATASETS, FIDELITIES, FOLDERS, PHASES, DataError, default_data_dir, fix_command
-from .datasets import Dataset, clear_cache, load_dataset
+from .datasets import Dataset, load_dataset
+from .readers import clear_cache
 
 __all__ = ["DATASETS", "FIDELITIES", "FOLDERS", "PHASES", "DataError", "Dataset", "clear_cache",
            "default_data_dir", "fix_command", "load_dataset"]

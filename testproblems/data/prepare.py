@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ._common import DATASETS, FOLDERS, AtomicFile, atomic_write_bytes, default_data_dir
-from .datasets import clear_cache
+from .readers import clear_cache
 
 MARKER = ".nlwu-prepared.json"
 DOWNLOADS = ".downloads"
