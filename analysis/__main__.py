@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     problem = out_problem(args.out)
     if problem:
         parser.error(problem)
+    for root in [*args.results, *args.baselines]:  # all of them before any parsing (and cache writing)
+        if not Path(root).is_dir():
+            what = "is not a folder" if Path(root).exists() else "does not exist"
+            print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
+            return 2
     searched = tuple(s.strip() for s in args.searched.split(",") if s.strip())
     try:
         analysis = analyse(args.results, args.baselines, tuning_seed=args.tuning_seed, rerun_seeds=rerun_seeds,

@@ -307,7 +307,7 @@ def _cache_save(path: Path, signature: str, rows: list[dict], skipped: list[tupl
     lengths = np.full((len(rows), len(CURVES)), -1, dtype=np.int64)
     parts, plain = [], []
     for i, row in enumerate(rows):
-        plain.append({k: v for k, v in row.items() if k not in CURVES})
+        plain.append({k: None if k in CURVES else v for k, v in row.items()})  # keeps the column order
         for j, name in enumerate(CURVES):
             curve = row.get(name)
             if curve is not None:
