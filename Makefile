@@ -40,11 +40,14 @@ test-slow: $(STAMP)
 SOURCE ?=
 ONLY ?=
 data: $(STAMP)
-	$(PY) -m testproblems prepare-data --data-dir "$(DATA_DIR)" $(if $(strip $(SOURCE)),--source "$(SOURCE)") \
-		$(foreach o,$(ONLY),--only $(o))
+	read -ra only <<< "$$NLWU_ARG_ONLY"; args=(); for o in "$${only[@]}"; do args+=(--only "$$o"); done; \
+	if [ -n "$$NLWU_ARG_SOURCE" ]; then args+=(--source "$$NLWU_ARG_SOURCE"); fi; \
+	$(PY) -m testproblems prepare-data --data-dir "$$NLWU_ARG_DATA_DIR" "$${args[@]}"
 
 figures: $(STAMP)
-	$(PY) -m analysis $(RESULTS) --out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
+	read -ra results <<< "$$NLWU_ARG_RESULTS"; read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
+	if [ $${#baselines[@]} -gt 0 ]; then args=(--baselines "$${baselines[@]}"); fi; \
+	$(PY) -m analysis "$${results[@]}" --out "$$NLWU_ARG_OUT" "$${args[@]}"
 
 # The study of $(CONFIG) (default: quadratic_deep at the paper's medium budget, 6 optimizers, 354 runs) into
 # $(RESULTS), resumable, then `make figures` on it. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
@@ -53,9 +56,10 @@ WORKERS ?=
 BACKEND ?= local
 ADDRESS ?=
 reproduce: $(STAMP)
-	$(PY) -m runners sweep $(CONFIG) --out $(RESULTS) --backend $(BACKEND) $(if $(strip $(PRESET)),--preset $(PRESET)) \
-		$(if $(strip $(WORKERS)),--workers $(WORKERS)) $(if $(strip $(ADDRESS)),--address $(ADDRESS))
-	$(MAKE) --no-print-directory figures RESULTS=$(RESULTS) OUT=$(OUT)
+	args=(); for v in PRESET WORKERS ADDRESS; do value="NLWU_ARG_$$v"; \
+		if [ -n "$${!value}" ]; then args+=("--$${v,,}" "$${!value}"); fi; done; \
+	$(PY) -m runners sweep "$$NLWU_ARG_CONFIG" --out "$$NLWU_ARG_RESULTS" --backend "$$NLWU_ARG_BACKEND" "$${args[@]}"
+	$(MAKE) --no-print-directory figures
 
 # One training run: make run PROBLEM=quadratic_deep OPTIMIZER=PowKernelGradientDescentOptimizer \
 #   HP="learning_rate=0.01 power=0.5" [SEED=42] [EPOCHS=N] [OUT=results] (OUT here defaults to results/).
@@ -64,24 +68,40 @@ OPTIMIZER ?=
 HP ?=
 SEED ?= 42
 EPOCHS ?=
-RUN_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),results)
+export NLWU_OUT_GIVEN := $(filter command line environment,$(origin OUT))
+export NLWU_DATA_DIR_GIVEN := $(filter command line environment,$(origin DATA_DIR))
 run: $(STAMP)
-	$(PY) -m runners run --problem "$(PROBLEM)" --optimizer "$(OPTIMIZER)" $(foreach h,$(HP),--hp "$(h)") \
-		--seed $(SEED) $(if $(strip $(EPOCHS)),--epochs $(EPOCHS)) --out "$(RUN_OUT)" \
-		$(if $(filter command line environment,$(origin DATA_DIR)),--data-dir "$(DATA_DIR)")
+	read -ra hps <<< "$$NLWU_ARG_HP"; args=(); for h in "$${hps[@]}"; do args+=(--hp "$$h"); done; \
+	if [ -n "$$NLWU_ARG_EPOCHS" ]; then args+=(--epochs "$$NLWU_ARG_EPOCHS"); fi; \
+	if [ -n "$$NLWU_DATA_DIR_GIVEN" ]; then args+=(--data-dir "$$NLWU_ARG_DATA_DIR"); fi; \
+	if [ -n "$$NLWU_OUT_GIVEN" ]; then out="$$NLWU_ARG_OUT"; else out=results; fi; \
+	$(PY) -m runners run --problem "$$NLWU_ARG_PROBLEM" --optimizer "$$NLWU_ARG_OPTIMIZER" "$${args[@]}" \
+		--seed "$$NLWU_ARG_SEED" --out "$$out"
+
+# User values reach the commands only through the environment (NLWU_ARG_<NAME>, the unexpanded text as given)
+# and "$$VAR" in the recipes: make never expands them (no $(shell ...) even under make -n), the shell never
+# parses them (no ; ` " breaking out), OUT="my reports" stays one argument, and the lists (RESULTS, BASELINES,
+# HP, ONLY, BENCH_ARGS) split on whitespace with `read -ra` (no globbing, no evaluation). `unexport` keeps make
+# from expanding the originals to pass them on. Checked by tests/test_makefile_quoting.py.
+USER_VARS := RESULTS OUT BASELINES REFERENCE CACHE CONFIG DATA_DIR SOURCE ONLY PRESET WORKERS BACKEND ADDRESS \
+	PROBLEM OPTIMIZER HP SEED EPOCHS BENCH_ARGS
+$(foreach v,$(USER_VARS),$(eval export NLWU_ARG_$(v) := $$(value $(v))))
+unexport $(USER_VARS)
 
 # Unpack the paper's released results once into $(CACHE)/reference, then analyse them.
-$(CACHE)/reference/.unpacked:
-	mkdir -p $(CACHE)/reference
-	tar -xJf $(REFERENCE)/paper_results_medium_budget.tar.xz -C $(CACHE)/reference
-	tar -xJf $(REFERENCE)/paper_results_removed_l2.tar.xz -C $(CACHE)/reference
-	touch $@
+$(value CACHE)/reference/.unpacked:
+	mkdir -p "$$NLWU_ARG_CACHE/reference"
+	tar -xJf "$$NLWU_ARG_REFERENCE/paper_results_medium_budget.tar.xz" -C "$$NLWU_ARG_CACHE/reference"
+	tar -xJf "$$NLWU_ARG_REFERENCE/paper_results_removed_l2.tar.xz" -C "$$NLWU_ARG_CACHE/reference"
+	touch "$$NLWU_ARG_CACHE/reference/.unpacked"
 
-paper-figures: $(STAMP) $(CACHE)/reference/.unpacked
-	$(PY) -m analysis $(CACHE)/reference/paper_results_medium_budget $(CACHE)/reference/paper_results_removed_l2 \
-		--out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
+paper-figures: $(STAMP) $(value CACHE)/reference/.unpacked
+	read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
+	if [ $${#baselines[@]} -gt 0 ]; then args=(--baselines "$${baselines[@]}"); fi; \
+	$(PY) -m analysis "$$NLWU_ARG_CACHE/reference/paper_results_medium_budget" \
+		"$$NLWU_ARG_CACHE/reference/paper_results_removed_l2" --out "$$NLWU_ARG_OUT" "$${args[@]}"
 
-bench-analysis: $(STAMP) $(CACHE)/reference/.unpacked
+bench-analysis: $(STAMP) $(value CACHE)/reference/.unpacked
 	$(PY) bench/bench_analysis.py
 
 bench-optimizers: $(STAMP)
@@ -89,17 +109,17 @@ bench-optimizers: $(STAMP)
 
 # step throughput of fmnist_2c2d and cifar10_3c3d vs DeepOBS' PyTorch nets (installs the CPU torch wheel on demand)
 bench-testproblems: $(STAMP)
-	$(PY) bench/bench_testproblems.py $(BENCH_ARGS)
+	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_testproblems.py "$${args[@]}"
 
 # our NumPy CIFAR-10 input pipeline vs DeepOBS' tf.data pipeline on the same (synthetic) files
 bench-data: $(STAMP)
-	$(PY) bench/bench_data.py $(BENCH_ARGS)
+	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_data.py "$${args[@]}"
 
 bench: bench-analysis bench-optimizers bench-testproblems bench-data bench-runners
 
 # default study wall time (BENCH_ARGS="--study-fraction 0.2" to time a share), pool efficiency, one run vs DeepOBS TF1
 bench-runners: $(STAMP)
-	$(PY) bench/bench_runners.py $(BENCH_ARGS)
+	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_runners.py "$${args[@]}"
 
 clean:
-	rm -rf $(CACHE) reports
+	rm -rf "$$NLWU_ARG_CACHE" reports

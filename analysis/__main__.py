@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from .loader import AnalysisError
 from .select import DEFAULT_SEARCHED, MODES
@@ -38,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def out_problem(out: str) -> str | None:
+    """Why the report cannot be written under ``out`` (checked before any work), or None."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out '{out}' is a file, not a folder: pass a folder for the report"
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            return f"--out '{out}': '{existing}' is a dangling symlink"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"--out '{out}': '{existing}' is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out '{out}': folder '{existing}' is not writable"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,7 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rerun_seeds = parse_seeds(args.rerun_seeds)
     except ValueError:
-        parser.error(f"bad --rerun-seeds '{args.rerun_seeds}': write e.g. 43-51 or 43,44,45")
+        parser.error(f"bad --rerun-seeds '{args.rerun_seeds}': write an increasing range or a list, e.g. 43-51 or "
+                     "43,44,45")
+    problem = out_problem(args.out)
+    if problem:
+        parser.error(problem)
+    for root in [*args.results, *args.baselines]:  # all of them before any parsing (and cache writing)
+        if not Path(root).is_dir():
+            what = "is not a folder" if Path(root).exists() else "does not exist"
+            print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
+            return 2
     searched = tuple(s.strip() for s in args.searched.split(",") if s.strip())
     try:
         analysis = analyse(args.results, args.baselines, tuning_seed=args.tuning_seed, rerun_seeds=rerun_seeds,

@@ -67,6 +67,16 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
     return written
 
 
+def _as_float(value) -> float:
+    """A hyperparameter value as a float for plotting; NaN for anything non-numeric (a string, a list, None)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
 def _stack(curves: Sequence[np.ndarray]) -> np.ndarray:
     """Stack curves of possibly different lengths (Q6), padding with NaN."""
     length = max(len(c) for c in curves)
@@ -181,9 +191,8 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
     cmap = plt.get_cmap("viridis")
     scatter = None
     for ax, (row, search) in zip(axes.flat, searches):
-        lr = np.array([hp.get("learning_rate", np.nan) for hp in search["optimizer_hyperparams"]], dtype=float)
-        power = np.array([hp.get("power") if hp.get("power") is not None else np.nan
-                          for hp in search["optimizer_hyperparams"]], dtype=float)
+        lr = np.array([_as_float(hp.get("learning_rate")) for hp in search["optimizer_hyperparams"]], dtype=float)
+        power = np.array([_as_float(hp.get("power")) for hp in search["optimizer_hyperparams"]], dtype=float)
         values = search[f"final_{tuning_metric}"].to_numpy(dtype=float)
         colour = np.where(np.isfinite(power), power, 1.0)
         inside = np.isfinite(values)
@@ -195,7 +204,7 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
                        clip_on=False)
         scatter = ax.scatter(lr[inside], values[inside], c=colour[inside], cmap=cmap, vmin=0.35, vmax=1.0, s=22,
                              edgecolors="k", linewidths=0.3)
-        ax.scatter([row["learning_rate"]], [row["tuning_score"]], marker="*", s=160, facecolors="none",
+        ax.scatter([_as_float(row["learning_rate"])], [row["tuning_score"]], marker="*", s=160, facecolors="none",
                    edgecolors="red", linewidths=1.2, label="chosen")
         ax.set_xscale("log")
         ax.set_title(f"{short_name(row['optimizer'])} ({row['source']})" if row["source"] == "baselines"
@@ -228,10 +237,10 @@ def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, 
         for row, style in _styles(main[main["testproblem"] == problem]):
             search = search_runs(runs, row, tuning_seed)
             frame = pd.DataFrame({
-                "power": [round(float(hp["power"]), 6) for hp in search["optimizer_hyperparams"]],
+                "power": [round(_as_float(hp.get("power")), 6) for hp in search["optimizer_hyperparams"]],
                 "score": search[f"final_{tuning_metric}"].to_numpy(dtype=float),
             })
-            frame = frame[np.isfinite(frame["score"])]
+            frame = frame[np.isfinite(frame["score"]) & np.isfinite(frame["power"])]
             best = frame.groupby("power")["score"].max() if higher_better else frame.groupby("power")["score"].min()
             ax.plot(best.index, best.values, marker="o", ms=4, **style)
         ax.set_title(problem)

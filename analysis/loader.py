@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import os
-import pickle
+import stat
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import CURVES, format_value, parse_result_file_name, write_atomic
+from deepobs_tree import CURVES, AtomicFile, format_value, parse_result_file_name
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
+INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
 
 
 class AnalysisError(ValueError):
@@ -82,21 +83,46 @@ def normalise_l2(testproblem: str, stored) -> float:
     return float(stored)
 
 
-def find_result_files(root: Path) -> list[Path]:
+def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
     """Every ``random_seed__<seed>__<timestamp>.json`` at least three folders below ``root``, sorted.
 
     The three folders right above a file are ``<testproblem>/<optimizer>/<setting>``; anything above them
     (e.g. Crowded Valley's ``results/large_budget/none/``) is tolerated. All other files are ignored.
+    Symlinked folders are followed, except one that leads back to a folder it is inside of (a loop); a
+    folder that cannot be listed, a loop and a dangling link named like a result file are appended to
+    ``problems`` as ``(path, reason)`` (each one warned about and counted by ``load_runs``).
     """
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        depth = len(Path(dirpath).relative_to(root).parts)
-        if depth < 3:
-            continue
-        for name in sorted(filenames):
-            if parse_result_file_name(name):
-                found.append(Path(dirpath) / name)
+    problems = [] if problems is None else problems
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int, ancestors: frozenset[str]) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as err:
+            problems.append((str(folder), f"unreadable folder ({err.strerror or type(err).__name__})"))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links
+                is_link = entry.is_symlink()
+            except OSError as err:
+                problems.append((str(path), f"cannot stat ({err.strerror or type(err).__name__})"))
+                continue
+            if is_dir:
+                real = os.path.realpath(path)
+                if real in ancestors:
+                    problems.append((str(path), f"symlink loop (leads back to {real}), not followed"))
+                    continue
+                walk(path, depth + 1, ancestors | {real})
+            elif depth >= 3 and parse_result_file_name(entry.name):
+                if is_link and not path.exists():
+                    problems.append((str(path), f"dangling symlink (to {os.readlink(path)})"))
+                    continue
+                found.append(path)
+
+    walk(Path(root), 0, frozenset({os.path.realpath(root)}))
     return found
 
 
@@ -128,12 +154,33 @@ def _hp_token(value) -> str:
     return format_value(value)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(value) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return f"{type(value).__name__} {text[:40]}" + ("..." if len(text) > 40 else "")
+
+
+def _check_int_range(name: str, value) -> None:
+    if _is_int(value) and not -INT_LIMIT <= value < INT_LIMIT:
+        raise MalformedResult(f"{name} is an integer of {value.bit_length()} bits (outside int64)")
+
+
 def parse_run_file(path: Path, root: Path) -> dict:
     """One result file -> one row (raises ValueError/UnicodeDecodeError for unreadable content)."""
     raw = path.read_bytes()
     text = raw.decode("utf-8")
     text, minibatch_len, diverged = _strip_minibatch(text)
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except RecursionError as err:
+        raise MalformedResult("JSON nested too deeply") from err
     if not isinstance(data, dict):
         raise MalformedResult("top level is not a JSON object")
     seed_from_name, timestamp = parse_result_file_name(path.name)
@@ -152,15 +199,38 @@ def parse_run_file(path: Path, root: Path) -> dict:
         stored_l2 = data["weight_decay"]
     else:
         stored_l2 = data.get("l2_reg")
+    if stored_l2 is not None and not _is_number(stored_l2):
+        raise MalformedResult(f"weight_decay/l2_reg is {_describe(stored_l2)}, not a number or null")
+    for name, value in hyperparams.items():
+        _check_int_range(f"optimizer_hyperparams.{name}", value)
     curves = {}
     for name in CURVES:
         values = data.get(name)
         if isinstance(values, list):
+            if not all(v is None or _is_number(v) for v in values):
+                raise MalformedResult(f"{name} is not a flat list of numbers")
             try:
                 curves[name] = np.asarray([math.nan if v is None else v for v in values], dtype=float)
-            except (TypeError, ValueError) as err:
-                raise MalformedResult(f"{name} is not a list of numbers") from err
+            except (TypeError, ValueError, OverflowError) as err:
+                raise MalformedResult(f"{name} is not a list of numbers in float range") from err
     seed = data.get("random_seed", seed_from_name)
+    if seed is None:
+        seed = seed_from_name
+    if not _is_int(seed):
+        raise MalformedResult(f"random_seed is {_describe(seed)}, not an integer")
+    _check_int_range("random_seed", seed)
+    for key in ("batch_size", "num_epochs"):
+        value = data.get(key)
+        if value is not None and not _is_int(value):
+            raise MalformedResult(f"{key} is {_describe(value)}, not an integer")
+        _check_int_range(key, value)
+    for key in ("testproblem", "optimizer_name", "optimizer"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise MalformedResult(f"{key} is {_describe(value)}, not a string")
+    training_params = data.get("training_params")
+    if training_params is not None and not isinstance(training_params, dict):
+        raise MalformedResult(f"training_params is {_describe(training_params)}, not an object")
     row = {
         "root": str(root),
         "path": str(path),
@@ -168,7 +238,7 @@ def parse_run_file(path: Path, root: Path) -> dict:
         "testproblem": testproblem,
         "optimizer": optimizer_dir.name,
         "setting_folder": setting_dir.name,
-        "seed": int(seed if seed is not None else seed_from_name),
+        "seed": int(seed),
         "timestamp": timestamp,
         "sha1": hashlib.sha1(raw).hexdigest(),
         "json_testproblem": data.get("testproblem"),
@@ -177,7 +247,7 @@ def parse_run_file(path: Path, root: Path) -> dict:
         "num_epochs": data.get("num_epochs"),
         "weight_decay_stored": stored_l2,
         "optimizer_hyperparams": dict(hyperparams),
-        "training_params": data.get("training_params"),
+        "training_params": training_params,
         "n_evals": max((len(c) for c in curves.values()), default=0),
         "minibatch_len": minibatch_len,
         "diverged": bool(diverged),
@@ -205,15 +275,68 @@ def setting_key(row: pd.Series | dict) -> tuple:
 
 
 def _file_signature(files: Sequence[Path]) -> str:
+    """Hash of every file's path, size, mtime and mode (a file gone since it was listed counts as changed)."""
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            info = path.stat()
+            digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\0{stat.S_IMODE(info.st_mode)}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
     return digest.hexdigest()
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("NLWU_CACHE", ".cache")) / "analysis"
+
+
+# The parsed-table cache: one NumPy .npz per signature, read with allow_pickle=False, so a planted or
+# corrupted file can at worst be rejected (and rebuilt), never execute code. It holds the rows as JSON
+# (``meta``, UTF-8 bytes) and every curve concatenated into one float64 array (``values``) with per-row,
+# per-curve offsets and lengths (-1: the file had no such curve).
+
+def _cache_save(path: Path, signature: str, rows: list[dict], skipped: list[tuple[str, str]]) -> None:
+    lengths = np.full((len(rows), len(CURVES)), -1, dtype=np.int64)
+    parts, plain = [], []
+    for i, row in enumerate(rows):
+        plain.append({k: None if k in CURVES else v for k, v in row.items()})  # keeps the column order
+        for j, name in enumerate(CURVES):
+            curve = row.get(name)
+            if curve is not None:
+                lengths[i, j] = len(curve)
+                parts.append(np.asarray(curve, dtype=np.float64))
+    values = np.concatenate(parts) if parts else np.zeros(0)
+    meta = json.dumps({"signature": signature, "version": CACHE_VERSION, "rows": plain, "skipped": skipped})
+    with AtomicFile(path) as handle:
+        np.savez(handle, meta=np.frombuffer(meta.encode(), dtype=np.uint8), values=values, lengths=lengths)
+
+
+def _cache_load(path: Path, signature: str) -> tuple[list[dict], list[tuple[str, str]]] | None:
+    """The cached rows, or None for a missing, foreign or damaged file (never unpickles anything)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode())
+            values, lengths = archive["values"], archive["lengths"]
+        if meta.get("signature") != signature or meta.get("version") != CACHE_VERSION:
+            return None
+        rows = meta["rows"]
+        if values.dtype != np.float64 or lengths.shape != (len(rows), len(CURVES)):
+            return None
+        start = 0
+        for i, row in enumerate(rows):
+            row["hp_key"] = tuple((str(k), str(v)) for k, v in row["hp_key"])
+            for j, name in enumerate(CURVES):
+                n = int(lengths[i, j])
+                if n < 0:
+                    row[name] = None
+                    continue
+                if start + n > values.size:
+                    return None
+                row[name] = values[start : start + n].copy()
+                start += n
+        return rows, [(str(p), str(r)) for p, r in meta["skipped"]]
+    except Exception:  # noqa: BLE001 - any damage (bad zip, bad JSON, wrong keys): rebuild, never trust
+        return None
 
 
 def _parse_all(files: list[tuple[Path, Path]], progress: bool) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -224,7 +347,7 @@ def _parse_all(files: list[tuple[Path, Path]], progress: bool) -> tuple[list[dic
     for path, root in bar:
         try:
             rows.append(parse_run_file(path, root))
-        except (json.JSONDecodeError, MalformedResult, UnicodeDecodeError, OSError) as err:
+        except (ValueError, TypeError, RecursionError, OverflowError, OSError) as err:  # one bad file: skip it
             reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
             skipped.append((str(path), reason))
     return rows, skipped
@@ -251,33 +374,34 @@ def load_runs(
             raise AnalysisError(f"results path '{root}' does not exist: pass the root of a DeepOBS results tree")
         if not root.is_dir():
             raise AnalysisError(f"results path '{root}' is not a folder: pass the root of a DeepOBS results tree")
-    files = [(path, root) for root in roots for path in find_result_files(root)]
+    walk_problems: list[tuple[str, str]] = []
+    files = [(path, root) for root in roots for path in find_result_files(root, walk_problems)]
+    if warn:
+        for path, reason in walk_problems:
+            print(f"warning: skipped {path}: {reason}", file=sys.stderr)
     if not files:
         names = ", ".join(f"'{r}'" for r in roots)
+        unread = f" ({len(walk_problems)} folders or links skipped, see warnings)" if walk_problems else ""
         raise AnalysisError(
             f"no DeepOBS result files (<problem>/<optimizer>/<setting>/random_seed__<seed>__<time>.json) "
-            f"under {names}: check the RESULTS path"
+            f"under {names}{unread}: check the RESULTS path"
         )
     report = LoadReport(roots=[str(r) for r in roots], n_files=len(files))
     signature = _file_signature([p for p, _ in files]) + "|" + "|".join(str(r.resolve()) for r in roots)
-    cache_path = _cache_dir() / (hashlib.sha1(signature.encode()).hexdigest() + ".pkl")
-    rows = skipped = None
-    if cache and cache_path.exists():
-        try:
-            with open(cache_path, "rb") as handle:
-                rows, skipped = pickle.load(handle)
-        except Exception:  # a broken cache is rebuilt, never trusted
-            rows = skipped = None
-    if rows is None:
+    cache_path = _cache_dir() / (hashlib.sha1(signature.encode()).hexdigest() + ".npz")
+    loaded = _cache_load(cache_path, signature) if cache and cache_path.is_file() else None
+    if loaded is not None:
+        rows, skipped = loaded
+    else:
         rows, skipped = _parse_all(files, progress)
         if cache:
             try:
-                write_atomic(cache_path, pickle.dumps((rows, skipped), protocol=pickle.HIGHEST_PROTOCOL))
+                _cache_save(cache_path, signature, rows, skipped)
             except OSError:
                 pass
-    report.skipped = list(skipped)
+    report.skipped = list(walk_problems) + list(skipped)
     if warn:
-        for path, reason in report.skipped:
+        for path, reason in skipped:
             print(f"warning: skipped unreadable result file {path} ({reason})", file=sys.stderr)
     if not rows:
         raise AnalysisError(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,9 +97,45 @@ def _write_text(path: Path, text: str) -> None:
 
 def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
                  tuning_seed: int = 42) -> list[Path]:
-    """Write every output file under ``out``; returns the paths written."""
+    """Write every output file under ``out``, completely or not at all; returns the paths written.
+
+    Everything is built in a hidden temporary folder next to ``out`` and then moved into place (one rename
+    where ``out`` does not exist yet; otherwise file by file, ``report.md`` last). On any error the
+    temporary folder and every parent folder this call created are removed and ``out`` is left as it was.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        staged = _write_outputs(analysis, stage, figures=figures, tuning_seed=tuning_seed)
+        relative = [p.relative_to(stage) for p in staged]
+        if not out.exists():
+            os.chmod(stage, 0o777 & ~_umask())
+            stage.rename(out)
+        else:
+            if not out.is_dir():
+                raise NotADirectoryError(20, "Not a directory", str(out))
+            for rel in sorted(relative, key=lambda r: r == Path("report.md")):
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(stage / rel, out / rel)
+    except BaseException:
+        if created:
+            shutil.rmtree(created[-1], ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / rel for rel in relative]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int) -> list[Path]:
+    """Every output file, written into the (empty, staging) folder ``out``."""
     written = []
     summary = analysis.summary
     _write_text(out / "summary.csv", summary_csv_frame(summary).to_csv(index=False, float_format="%.17g"))
@@ -132,7 +170,7 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
             f"- {', '.join(report.roots)}: {report.n_files} result files, "
             f"{report.n_duplicates} byte-identical copies counted once, "
             f"{report.n_superseded} older files of a repeated run superseded, "
-            f"{len(report.skipped)} unreadable files skipped"
+            f"{len(report.skipped)} unreadable files or folders skipped"
         )
         for path, reason in report.skipped:
             lines.append(f"  - skipped `{path}`: {reason}")
@@ -168,7 +206,7 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``'43-51'`` or ``'43,44,45'`` -> list of ints."""
+    """``'43-51'`` or ``'43,44,45'`` -> list of ints (ValueError for a reversed range or an empty list)."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -176,7 +214,12 @@ def parse_seeds(text: str) -> list[int]:
             continue
         if "-" in part[1:]:
             low, high = part.split("-", 1) if not part.startswith("-") else (part, part)
-            seeds.extend(range(int(low), int(high) + 1))
+            low, high = int(low), int(high)
+            if high < low:
+                raise ValueError(f"reversed range {part}")
+            seeds.extend(range(low, high + 1))
         else:
             seeds.append(int(part))
+    if not seeds:
+        raise ValueError("no seeds")
     return seeds

@@ -238,7 +238,7 @@ def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path):
     assert len(warnings) == 2
     assert any(str(truncated) in w for w in warnings) and any(str(not_json) in w for w in warnings)
     assert "Traceback" not in result.stderr
-    assert "2 unreadable files skipped" in (out / "report.md").read_text()
+    assert "2 unreadable files or folders skipped" in (out / "report.md").read_text()
     assert tree_digest(root) == before
 
 

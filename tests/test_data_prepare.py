@@ -289,14 +289,5 @@ def test_sed_delete_and_tolstoi_vocab_rules():
     np.testing.assert_array_equal(ids, [2, 1, 1, 0, 0, 0, 3, 4])
 
 
-def test_make_data_target_composes_the_command():
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run(["make", "-n", "-C", str(root), "data", "DATA_DIR=/tmp/d x", "SOURCE=/src", "ONLY=fmnist mnist"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    line = [ln for ln in r.stdout.replace("\\\n", " ").splitlines() if "prepare-data" in ln][0]
-    assert "-m testproblems prepare-data" in line and '--data-dir "/tmp/d x"' in line
-    assert '--source "/src"' in line and "--only fmnist" in line and "--only mnist" in line
-    r = subprocess.run(["make", "-n", "-C", str(root), "data"], capture_output=True, text=True)
-    line = [ln for ln in r.stdout.replace("\\\n", " ").splitlines() if "prepare-data" in ln][0]
-    assert '--data-dir "data"' in line and "--source" not in line and "--only" not in line
+# `make data` composing its command (DATA_DIR, SOURCE, ONLY, defaults): tests/test_makefile_quoting.py
+# ::test_data_and_bench_args runs the recipe with a recording interpreter (make -n no longer shows the values).
