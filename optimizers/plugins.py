@@ -149,9 +149,11 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
         new = [n for n in registry.names() if n not in before]
         if replaced:
             _rollback(before)
+            sys.modules.pop(module, None)
             raise PluginError(f"{label}: redefines optimizer {replaced[0]} ({registry.origin(replaced[0])}); "
                               "choose another name")
     if not new:
+        sys.modules.pop(module, None)
         raise PluginError(f"{label}: registers no optimizer (its import must call optimizers.register(...))")
     for name in new:
         registry._ORIGINS[name] = label
@@ -171,6 +173,7 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
         for name in new:
             registry._REGISTRY.pop(name, None)
             registry._ORIGINS.pop(name, None)
+        sys.modules.pop(module, None)  # a fixed file can be loaded again
         raise
     plugin = Plugin(module=module, path=key, sha256=_sha256(path), optimizers=tuple(new))
     _LOADED[key] = plugin
