@@ -142,7 +142,7 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
             name = getattr(exc, "optimizer", "?")
             raise PluginError(f"{label}: optimizer {name} is already registered "
                               f"({registry.origin(name)}); choose another name") from None
-        except BaseException as exc:  # noqa: BLE001 - any failure of user code is reported, SystemExit too
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code (not Ctrl-C)
             _rollback(before)
             raise PluginError(f"{label}: import failed: {_one_line(exc)}") from None
         replaced = [n for n, entry in before.items() if registry._REGISTRY.get(n) is not entry]
