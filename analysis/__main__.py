@@ -28,12 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DeepOBS trees of baseline runs (e.g. Crowded Valley's), compared with a Welch t-test")
     parser.add_argument("--tuning-seed", type=int, default=42, help="seed of the search runs (default 42)")
     parser.add_argument("--rerun-seeds", default="43-51", help="seeds of the reruns, e.g. 43-51 or 43,44 (default 43-51)")
-    parser.add_argument("--searched", default=",".join(DEFAULT_SEARCHED),
-                        help="hyperparameters a search varies (default learning_rate,power,momentum)")
+    parser.add_argument("--searched", default=None,
+                        help="hyperparameters a search varies (default learning_rate,power,momentum and what "
+                             "the plugins' optimizers search)")
     parser.add_argument("--mode", default="final",
                         help=f"selection: {', '.join(MODES)} (default final: the tuning run's final validation metric)")
     parser.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE",
                         help="keep only runs with this hyperparameter value (folder-token precision); repeatable")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="import an optimizer plugin (dotted module or .py path) for its labels and "
+                             "baseline flags; repeatable")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the parsed-table cache")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -55,6 +59,25 @@ def out_problem(out: str) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"--out '{out}': folder '{existing}' is not writable"
     return None
+
+
+def _searched(text: str | None, plugin_refs: list[str]) -> tuple[str, ...]:
+    """--searched, or the default plus every hyperparameter the loaded plugins' optimizers search by default;
+    bad plugins end the command with one error line (exit code 2)."""
+    names = list(DEFAULT_SEARCHED)
+    if plugin_refs:
+        import optimizers
+        from optimizers import plugins
+
+        try:
+            loaded = plugins.load_all(plugin_refs, validate=False)
+        except plugins.PluginError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        names += [n for p in loaded for o in p.optimizers for n in optimizers.spec(o).search if n not in names]
+    if text is not None:
+        return tuple(s.strip() for s in text.split(",") if s.strip())
+    return tuple(dict.fromkeys(names))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             what = "is not a folder" if Path(root).exists() else "does not exist"
             print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
             return 2
-    searched = tuple(s.strip() for s in args.searched.split(",") if s.strip())
+    searched = _searched(args.searched, args.plugin)
     try:
         analysis = analyse(args.results, args.baselines, tuning_seed=args.tuning_seed, rerun_seeds=rerun_seeds,
                            searched=searched, mode=args.mode, where=where, progress=not args.quiet,

@@ -71,14 +71,30 @@ def canonical_rank(optimizer: str) -> int:
     return names.index(optimizer) if optimizer in names else len(names)
 
 
+def _registered(optimizer: str):
+    """The optimizer registry's entry (built-in or plugin), None for unregistered folder names."""
+    import optimizers
+
+    try:
+        return optimizers.spec(optimizer)
+    except ValueError:
+        return None
+
+
 def short_name(optimizer: str) -> str:
-    """Abbreviation used in the paper's tables (protocol §1), the name itself otherwise."""
-    return SHORT_NAMES.get(optimizer, optimizer)
+    """The registered display label (the paper's abbreviations for the built-ins, protocol §1; a plugin's
+    declared label), else SHORT_NAMES' or the name itself."""
+    entry = _registered(optimizer)
+    return entry.display_label if entry is not None else SHORT_NAMES.get(optimizer, optimizer)
 
 
 def is_baseline(row) -> bool:
-    """A row is a baseline if it came from a BASELINES tree or its optimizer is a standard one."""
-    return row["source"] == "baselines" or row["optimizer"] in BASELINE_OPTIMIZERS
+    """A row is a baseline if it came from a BASELINES tree or its optimizer is registered as one (built-in or
+    plugin); unregistered folder names count if they are standard DeepOBS ones (BASELINE_OPTIMIZERS)."""
+    if row["source"] == "baselines":
+        return True
+    entry = _registered(row["optimizer"])
+    return entry.baseline if entry is not None else row["optimizer"] in BASELINE_OPTIMIZERS
 
 
 def main_rows(summary: pd.DataFrame) -> pd.DataFrame:

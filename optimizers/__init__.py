@@ -5,7 +5,10 @@
     opt = optimizers.make("PowKernelMomentumOptimizer", model, learning_rate=3e-3, power=0.7)
     optimizers.recorded_hyperparams(name, hp)            # the JSON optimizer_hyperparams
     optimizers.nonlinear(keras.optimizers.Adam(1e-3), power=0.6)   # φ in front of any Keras optimizer
-    optimizers.register("PowKernelAdam", factory, hyperparams=("learning_rate", "power"))
+    optimizers.register("PowKernelAdam", factory, hyperparams=("learning_rate", "power"),
+                        search={"power": {"uniform": [0.3, 1.0]}}, label="Adam+φ", twin="KerasAdam")
+    optimizers.search_space(name, study_space)           # plugin/built-in defaults merged with a study's
+    optimizers.plugins.load("examples/plugins/adam_family.py")   # bring your own optimizer (plugins.py)
 
 The registry functions import no Keras; the optimizer classes and pieces load Keras on first use.
 """
@@ -16,7 +19,9 @@ from .registry import (
     BUILTIN,
     DEFAULT_MOMENTUM,
     OPTIONS,
+    AlreadyRegistered,
     OptimizerSpec,
+    PluginError,
     decoupled_variant,
     linear_twin,
     make,
@@ -24,6 +29,7 @@ from .registry import (
     recorded_hyperparams,
     register,
     resolve_hyperparams,
+    search_space,
     spec,
     unregister,
 )
@@ -34,13 +40,14 @@ _LAZY = {
     "NonlinearWrapper": ("wrap", "NonlinearWrapper"),
     "nonlinear": ("wrap", "nonlinear"),
     "maps": ("maps", None),
+    "plugins": ("plugins", None),
     "transforms": ("transforms", None),
 }
 
 __all__ = [
-    "BUILTIN", "OPTIONS", "decoupled_variant", "linear_twin", "DEFAULT_MOMENTUM", "DEFAULT_RULE", "RULES", "OptimizerSpec", "make", "names",
-    "recorded_hyperparams", "register", "resolve_hyperparams", "resolve_rule", "selection_record", "spec",
-    "unregister", *_LAZY,
+    "BUILTIN", "OPTIONS", "decoupled_variant", "linear_twin", "AlreadyRegistered", "DEFAULT_MOMENTUM",
+    "DEFAULT_RULE", "RULES", "OptimizerSpec", "PluginError", "make", "names", "recorded_hyperparams", "register",
+    "resolve_hyperparams", "resolve_rule", "search_space", "selection_record", "spec", "unregister", *_LAZY,
 ]
 
 

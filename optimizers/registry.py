@@ -3,6 +3,8 @@
 ``make(name, model, **hyperparams)`` validates the hyperparameters, builds the optimizer and attaches
 ``nlwu_provenance`` (map, momentum, selection rule and the selected/decayed variable paths of ``model``).
 ``recorded_hyperparams`` gives exactly the ``optimizer_hyperparams`` dict of the DeepOBS JSON.
+Every entry declares, per hyperparameter, a default search distribution (study syntax) and an allowed range,
+plus a display label, a baseline flag and its linear twin (``search_space``, ``linear_twin``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ class OptimizerSpec:
     ``hyperparams``: names recorded in ``optimizer_hyperparams`` (searched or fixed); ``defaults``: default
     of every accepted, non-fixed hyperparameter (recorded or provenance-only, e.g. PowKernel momentum);
     ``fixed``: recorded constants (``use_locking``/``use_nesterov`` of the TF1 baselines); ``factory``:
-    ``factory(model, **hyperparams, **options) -> keras optimizer``.
+    ``factory(model, **hyperparams, **options) -> keras optimizer``. Declarations: ``search`` (default search
+    distribution per hyperparameter, study syntax), ``ranges`` (allowed interval per hyperparameter, e.g.
+    ``'[0, 1)'``), ``label`` (tables and figures; default the name), ``baseline`` (grey/dashed, reference of
+    the comparison table) and ``twin`` (the linear optimizer it equals at power = 1; baselines: themselves).
     """
 
     name: str
@@ -34,6 +39,16 @@ class OptimizerSpec:
     factory: Callable[..., Any] | None = None
     options: tuple[str, ...] = OPTIONS
     description: str = ""
+    search: Mapping[str, Any] = field(default_factory=dict)
+    ranges: Mapping[str, str] = field(default_factory=dict)
+    label: str = ""
+    baseline: bool = False
+    twin: str | None = None
+
+    @property
+    def display_label(self) -> str:
+        """The label of tables and figures (the name when none is declared)."""
+        return self.label or self.name
 
     @property
     def accepted(self) -> tuple[str, ...]:
@@ -43,6 +58,28 @@ class OptimizerSpec:
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
+_ORIGINS: dict[str, str] = {}  # name -> 'plugin <module> (<path>)', filled in by optimizers.plugins
+
+
+class PluginError(ValueError):
+    """A bad plugin or a bad optimizer declaration; the message is one line naming the plugin (or optimizer)
+    and, where relevant, the hyperparameter."""
+
+
+class AlreadyRegistered(ValueError):
+    """``register`` of a name that is taken (a built-in or another plugin's)."""
+
+
+def origin(name: str) -> str:
+    """Who registered ``name``: 'built-in', 'plugin MODULE (PATH)' or 'user code'."""
+    if name in BUILTIN:
+        return "built-in"
+    return _ORIGINS.get(name, "user code")
+
+
+def _who(name: str) -> str:
+    where = _ORIGINS.get(name)
+    return f"{where}: optimizer {name}" if where else f"optimizer {name}"
 
 
 def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: str) -> float:
@@ -54,12 +91,53 @@ def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: s
     return value
 
 
-_CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
-    "learning_rate": (lambda x: 0.0 < x < math.inf, "a number > 0"),
-    "momentum": (lambda x: 0.0 <= x < 1.0, "a number in [0, 1)"),
-    "power": (lambda x: 0.0 < x < math.inf, "a number > 0"),
-    "weight_decay_opt": (lambda x: 0.0 <= x < math.inf, "a number >= 0"),
+def parse_range(text: Any) -> tuple[float, float, bool, bool]:
+    """``'[lo, hi)'``-style interval (``inf`` allowed; a 2-sequence is closed) -> (lo, hi, lo_closed,
+    hi_closed); ValueError on anything else."""
+    if isinstance(text, list | tuple) and len(text) == 2:
+        text = f"[{text[0]}, {text[1]}]"
+    if not isinstance(text, str):
+        raise ValueError(f"expected an interval like '[0, 1)' or '(0, inf)', got {text!r}")
+    body = text.strip()
+    parts = body[1:-1].split(",") if len(body) >= 2 else []
+    try:
+        if body[0] not in "[(" or body[-1] not in ")]" or len(parts) != 2:
+            raise ValueError
+        lo, hi = (float(p) for p in parts)
+    except (ValueError, IndexError):
+        raise ValueError(f"expected an interval like '[0, 1)' or '(0, inf)', got {text!r}") from None
+    if math.isnan(lo) or math.isnan(hi) or not lo <= hi:
+        raise ValueError(f"expected an interval with low <= high, got {text!r}")
+    return lo, hi, body[0] == "[" and math.isfinite(lo), body[-1] == "]" and math.isfinite(hi)
+
+
+def _range_check(text: Any) -> tuple[Callable[[float], bool], str]:
+    """(predicate, 'a number in [lo, hi)') of an interval; half-lines read 'a number > 0' etc."""
+    lo, hi, lo_in, hi_in = parse_range(text)
+
+    def ok(x: float) -> bool:
+        return (lo <= x if lo_in else lo < x) and (x <= hi if hi_in else x < hi)
+
+    def num(v: float) -> str:
+        return f"{v:g}" if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+
+    if math.isinf(hi) and math.isfinite(lo):
+        allowed = f"a number {'>=' if lo_in else '>'} {num(lo)}"
+    elif math.isinf(lo) and math.isfinite(hi):
+        allowed = f"a number {'<=' if hi_in else '<'} {num(hi)}"
+    else:
+        allowed = f"a number in {'[' if lo_in else '('}{num(lo)}, {num(hi)}{']' if hi_in else ')'}"
+    return ok, allowed
+
+
+#: ranges of the built-ins' hyperparameters, also applied to any optimizer that takes these names undeclared
+BUILTIN_RANGES: dict[str, str] = {
+    "learning_rate": "(0, inf)",
+    "momentum": "[0, 1)",
+    "power": "(0, inf)",
+    "weight_decay_opt": "[0, inf)",
 }
+_CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {k: _range_check(v) for k, v in BUILTIN_RANGES.items()}
 
 
 def names() -> list[str]:
@@ -91,10 +169,40 @@ def resolve_hyperparams(name: str, hyperparams: Mapping[str, Any]) -> dict[str, 
     missing = [k for k in entry.hyperparams if k not in values and k not in entry.fixed]
     if missing:
         raise ValueError(f"optimizer {name} needs {', '.join(missing)} (recorded: {', '.join(entry.hyperparams)})")
-    for key, (ok, allowed) in _CHECKS.items():
-        if key in values:
-            values[key] = _check_number(key, values[key], ok, allowed)
+    for key in values:
+        check = _range_check(entry.ranges[key]) if key in entry.ranges else _CHECKS.get(key)
+        if check is not None:
+            values[key] = _check_number(key, values[key], *check)
     return values
+
+
+def search_space(name: str, study_space: Mapping[str, Any] | None = None, fixed: Any = ()) -> dict[str, Any]:
+    """The search space of ``name`` in a study: its recorded, non-fixed hyperparameters, each with the study's
+    distribution (``study_space``, in the study's order) or else the declared default (in registry order).
+
+    Names in ``fixed`` (the study's fixed values) and recorded names with a default value but no distribution
+    are left out (constant). A searched hyperparameter with neither raises PluginError naming it; every
+    distribution is checked (study syntax, inside the declared range).
+    """
+    entry = spec(name)
+    study_space = dict(study_space or {})
+    wanted = [n for n in entry.hyperparams if n not in entry.fixed and n not in set(fixed)]
+    space = {n: study_space[n] for n in study_space if n in wanted}
+    for n in wanted:
+        if n in space or n in entry.search:
+            space.setdefault(n, entry.search.get(n))
+        elif n not in entry.defaults:
+            raise PluginError(f"{_who(name)}: hyperparameter {n} has no search distribution: declare "
+                              f"search={{{n!r}: ...}} at register() or set search_space.{n} (or fixed.{n}) in the study")
+    from .space import check_distribution
+
+    for n, dist in space.items():
+        source = "study search_space" if n in study_space else "declared search"
+        try:
+            check_distribution(n, dist, entry.ranges.get(n) or BUILTIN_RANGES.get(n))
+        except ValueError as exc:
+            raise PluginError(f"{_who(name)}: {source} of {exc}") from None
+    return space
 
 
 def recorded_hyperparams(name: str, hyperparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,20 +248,42 @@ def make(name: str, model: Any = None, **hyperparams: Any):
 
 def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...] = ("learning_rate",),
              defaults: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None,
-             options: tuple[str, ...] = (), description: str = "", replace: bool = False) -> OptimizerSpec:
+             options: tuple[str, ...] = (), description: str = "", replace: bool = False, *,
+             search: Mapping[str, Any] | None = None, ranges: Mapping[str, Any] | None = None, label: str = "",
+             baseline: bool = False, twin: str | None = None) -> OptimizerSpec:
     """Add ``name`` to the registry so runners and configs can sweep it like the built-ins.
 
     ``factory(model, **hyperparams, **options)`` returns a Keras optimizer, e.g.
     ``lambda model, learning_rate, power, select='rank>=2': nonlinear(keras.optimizers.Adam(learning_rate),
     power=power, select=select)`` with ``hyperparams=('learning_rate', 'power')`` and ``options=('select',)``
     (``options``: keywords ``make`` accepts and passes on but never records in ``optimizer_hyperparams``).
+    Declarations (see OptimizerSpec): ``search={'power': {'randint': [4, 9], 'scale': 0.1}}``,
+    ``ranges={'beta_1': '[0, 1)'}``, ``label='Adam+φ'``, ``baseline=False``, ``twin='KerasAdam'``.
     """
     if not isinstance(name, str) or not name or "__" in name or "/" in name:
         raise ValueError(f"optimizer name must be a non-empty folder name without '__' or '/', got {name!r}")
     if name in _REGISTRY and not replace:
-        raise ValueError(f"optimizer {name!r} is already registered (pass replace=True to redefine it)")
+        error = AlreadyRegistered(f"optimizer {name!r} is already registered ({origin(name)}; pass replace=True "
+                                  "to redefine it)")
+        error.optimizer = name
+        raise error
     if not callable(factory):
         raise ValueError(f"factory for {name!r} must be callable(model, **hyperparams), got {factory!r}")
+    accepted = set(hyperparams) | set(defaults or {}) | set(options)
+    for what, mapping in (("search", search), ("ranges", ranges)):
+        for key in mapping or {}:
+            if key not in accepted:
+                raise ValueError(f"optimizer {name!r}: {what} names {key!r}, which it does not take; "
+                                 f"takes: {', '.join(sorted(accepted))}")
+    for key, text in (ranges or {}).items():
+        try:
+            parse_range(text)
+        except ValueError as exc:
+            raise ValueError(f"optimizer {name!r}: range of {key}: {exc}") from None
+    if not isinstance(label, str) or not isinstance(baseline, bool):
+        raise ValueError(f"optimizer {name!r}: label must be a string and baseline a bool, got {label!r}, {baseline!r}")
+    if twin is not None and not isinstance(twin, str):
+        raise ValueError(f"optimizer {name!r}: twin must be an optimizer name or None, got {twin!r}")
     entry = OptimizerSpec(
         name=name,
         hyperparams=tuple(hyperparams),
@@ -162,6 +292,11 @@ def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...
         factory=factory,
         options=tuple(options),
         description=description,
+        search=dict(search or {}),
+        ranges={k: (f"[{v[0]}, {v[1]}]" if isinstance(v, list | tuple) else v) for k, v in (ranges or {}).items()},
+        label=label,
+        baseline=baseline,
+        twin=twin,
     )
     _REGISTRY[name] = entry
     return entry
@@ -171,6 +306,7 @@ def unregister(name: str) -> None:
     """Remove a user registration (tests); unknown names raise ValueError."""
     spec(name)
     del _REGISTRY[name]
+    _ORIGINS.pop(name, None)
 
 
 # ---------------------------------------------------------------- built-ins (protocol §1 and §6)
@@ -208,6 +344,20 @@ _RULES = {
 _DECOUPLED: dict[str, str] = {}
 
 
+#: the paper's / Crowded Valley's default search (protocol §3.2, §6); weight_decay_opt is fixed per problem (§2)
+BUILTIN_SEARCH: dict[str, Any] = {
+    "learning_rate": {"log_uniform": [1e-4, 1.0]},
+    "power": {"randint": [4, 9], "scale": 0.1},
+    "momentum": {"log_uniform": [1e-3, 1.0]},
+}
+_LABELS = {"GradientDescent": ("GD", "SGD"), "Momentum": ("M", "Momentum"), "Nesterov": ("MN", "NAG")}
+
+
+def _declarations(recorded: tuple[str, ...], accepted: tuple[str, ...]) -> dict:
+    return {"search": {k: v for k, v in BUILTIN_SEARCH.items() if k in recorded},
+            "ranges": {k: v for k, v in BUILTIN_RANGES.items() if k in accepted}}
+
+
 def _register_builtins() -> None:
     pending = []  # PowKernel entries, registered after the baselines
     decays = {None: ("", ()), "scaled": ("W_scaled", ("weight_decay_opt",)),
@@ -217,24 +367,26 @@ def _register_builtins() -> None:
         for decay in (None, "scaled") if momentum_kind is None else (None, "momscaled"):
             suffix, decay_names = decays[decay]
             d_text = {None: "d = 0", "scaled": "d = λ·η", "momscaled": "d = λ·η/(1 − μ)"}[decay]
+            label_suffix = "-W" if decay else ""
             defaults = {}  # weight_decay_opt of the W variants has no default: it is fixed per problem (§2)
+            # Baselines (DeepOBS / Crowded Valley names): ĝ = g; momentum recorded and searched.
+            base = {"GradientDescent": "GradientDescentOptimizer", "Momentum": "MomentumOptimizer",
+                    "Nesterov": "NAGOptimizer"}[kind] + suffix
             # PowKernel family: ĝ = φ_p(g) on selected tensors; momentum is provenance-only (default 0.9).
             pk_name = "PowKernel" + ("GradientDescentOptimizer" if kind == "GradientDescent" else "MomentumOptimizer")
             pk_name += ("N" if kind == "Nesterov" else "") + suffix
-            base = {"GradientDescent": "GradientDescentOptimizer", "Momentum": "MomentumOptimizer",
-                    "Nesterov": "NAGOptimizer"}[kind]
             if suffix:
                 _DECOUPLED[pk_name.removesuffix(suffix)] = pk_name
-                _DECOUPLED[base] = base + suffix
+                _DECOUPLED[base.removesuffix(suffix)] = base
             pk_defaults = {**defaults, **({"momentum": DEFAULT_MOMENTUM} if momentum_kind else {})}
+            pk_recorded = ("learning_rate", "power") + decay_names
             pending.append(dict(
                 name=pk_name, factory=_kernel_map_factory(True, momentum_kind, decay),
-                hyperparams=("learning_rate", "power") + decay_names,
-                defaults=pk_defaults, options=OPTIONS,
+                hyperparams=pk_recorded, defaults=pk_defaults, options=OPTIONS,
                 description=f"ĝ = sign(g)·|g|^p on selected tensors; {rule}; {d_text}",
+                label=_LABELS[kind][0] + label_suffix, baseline=False, twin=base,
+                **_declarations(pk_recorded, pk_recorded + tuple(pk_defaults)),
             ))
-            # Baselines (DeepOBS / Crowded Valley names): ĝ = g; momentum recorded and searched.
-            base += suffix
             fixed = {} if momentum_kind is None else {"use_locking": False,
                                                       "use_nesterov": momentum_kind == "nesterov"}
             recorded = ("learning_rate",) + (("momentum",) if momentum_kind else ())
@@ -245,6 +397,8 @@ def _register_builtins() -> None:
                 defaults={**defaults, **({"momentum": DEFAULT_MOMENTUM} if momentum_kind else {})},
                 fixed=fixed, options=OPTIONS,
                 description=f"ĝ = g; {rule}; {d_text}",
+                label=_LABELS[kind][1] + label_suffix, baseline=True, twin=base,
+                **_declarations(recorded, recorded),
             )
     for entry in pending:
         register(**entry)
@@ -255,14 +409,15 @@ BUILTIN = tuple(_REGISTRY)
 
 
 def linear_twin(name: str) -> str:
-    """The baseline a PowKernel optimizer equals at power = 1 (``PowKernelMomentumOptimizerN`` ->
-    ``NAGOptimizer``); baselines are their own twin."""
-    spec(name)
-    if not name.startswith("PowKernel"):
+    """The linear optimizer ``name`` equals at power = 1 (declared ``twin``: ``PowKernelMomentumOptimizerN`` ->
+    ``NAGOptimizer``, a plugin's ``PowKernelAdam`` -> ``KerasAdam``); baselines are their own twin; ValueError
+    if none is declared."""
+    entry = spec(name)
+    if entry.twin is None and entry.baseline:
         return name
-    twin = name[len("PowKernel"):]
-    twin = twin.replace("MomentumOptimizerN", "NAGOptimizer") if "MomentumOptimizerN" in twin else twin
-    return spec(twin).name
+    if entry.twin is None:
+        raise ValueError(f"{_who(name)} declares no linear twin (register(..., twin=NAME))")
+    return spec(entry.twin).name
 
 
 def decoupled_variant(name: str) -> str:
