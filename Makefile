@@ -47,15 +47,23 @@ figures: $(STAMP)
 	$(PY) -m analysis $(RESULTS) --out $(OUT) $(if $(strip $(BASELINES)),--baselines $(BASELINES))
 
 # The study of $(CONFIG) (default: quadratic_deep at the paper's medium budget, 6 optimizers, 354 runs) into
-# $(RESULTS), resumable, then `make figures` on it. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
+# a fresh folder (below), resumable, then `make figures` on it and the verdict. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
 PRESET ?=
 WORKERS ?=
 BACKEND ?= local
 ADDRESS ?=
+# RESULTS here defaults to a fresh folder, results/<config name>[_<preset>]/ (so it trains, and a smoke run never
+# mixes into the medium one); then the report in $(OUT) and the verdict against the committed tree
+# ($(REPRO_REFERENCE)) and the paper's numbers ($(PROTOCOL) §5): $(OUT)/verdict.md|csv (exit 0 either way).
+REPRO_REFERENCE ?= deepobs_results_medium_budget
+PROTOCOL ?= ../shared/spec/protocol.md
+REPRO_OUT = $(if $(filter command line environment,$(origin RESULTS)),$(RESULTS),results/$(basename $(notdir \
+	$(CONFIG)))$(if $(strip $(PRESET)),_$(strip $(PRESET))))
 reproduce: $(STAMP)
-	$(PY) -m runners sweep $(CONFIG) --out $(RESULTS) --backend $(BACKEND) $(if $(strip $(PRESET)),--preset $(PRESET)) \
+	$(PY) -m runners sweep $(CONFIG) --out $(REPRO_OUT) --backend $(BACKEND) $(if $(strip $(PRESET)),--preset $(PRESET)) \
 		$(if $(strip $(WORKERS)),--workers $(WORKERS)) $(if $(strip $(ADDRESS)),--address $(ADDRESS))
-	$(MAKE) --no-print-directory figures RESULTS=$(RESULTS) OUT=$(OUT)
+	$(PY) -m analysis $(REPRO_OUT) --out $(OUT)
+	$(PY) -m analysis.verdict $(REPRO_OUT) --reference $(REPRO_REFERENCE) --paper $(PROTOCOL) --out $(OUT)
 
 # One training run: make run PROBLEM=quadratic_deep OPTIMIZER=PowKernelGradientDescentOptimizer \
 #   HP="learning_rate=0.01 power=0.5" [SEED=42] [EPOCHS=N] [OUT=results] (OUT here defaults to results/).
