@@ -249,3 +249,31 @@ def test_report_writes_ci_columns_comparison_statistics_budget_profile_and_html(
     assert "Provenance" in page and "table-summary" in page and "table-comparison" in page
     assert "http://" not in page and "https://" not in page
     assert "Holm" in (out / "report.md").read_text()
+
+
+# ---- the paper's released results (what `make paper-figures` writes, tables only here) ----
+
+def test_paper_tree_ci_columns_budget_curves_profile_and_html(paper_tree, l2_tree, tmp_path):
+    analysis = analyse([paper_tree, l2_tree], progress=False)
+    out = tmp_path / "paper"
+    write_report(analysis, out, figures=False)
+    summary = pd.read_csv(out / "summary.csv")
+    full = summary[summary["n_seeds"] >= 2]
+    assert len(full) >= 26 and full["final_test_ci_low"].notna().all()
+    assert (full["final_test_ci_low"] <= full["final_test_mean"]).all()
+    assert (full["final_test_mean"] <= full["final_test_ci_high"]).all()
+    assert summary.loc[summary["n_seeds"] == 1, "final_test_ci_low"].isna().all()  # single-seed searches
+    row = analysis.summary[(analysis.summary["testproblem"] == "quadratic_deep")
+                           & (analysis.summary["optimizer"] == "PowKernelGradientDescentOptimizer")].iloc[0]
+    assert (row["final_test_ci_low"], row["final_test_ci_high"]) == pytest.approx(scipy_ci(row["seed_values"]))
+    curves = pd.read_csv(out / "budget_curves.csv")
+    searched = summary[summary["n_samples"] > 0]
+    assert len(curves) == searched["n_samples"].sum()
+    last = curves.groupby(["testproblem", "optimizer", "search"]).tail(1)
+    assert (last["k"] == last["n_samples"]).all()
+    profile = pd.read_csv(out / "performance_profile.csv")
+    assert set(profile["solver"]) == {"GD", "M", "MN"} and (profile["n_problems"] == 9).all()
+    assert (profile["rho_4"] >= profile["rho_1"]).all()
+    assert profile["n_best"].sum() == 9
+    page = (out / "report.html").read_text()
+    assert "1741 result files" in page and "table-budget" in page and "table-profile" in page
