@@ -13,6 +13,8 @@ position, which is i with probability w_i(k) = (i/N)^k - ((i-1)/N)^k. Then
 
 At k = 1 the curve is the mean over the search; as k grows it tends to the chosen setting (rank 1). One row per
 (search, k), k = 1..N, columns ``BUDGET_COLUMNS``; ``search`` is the search's identity as in summary.csv.
+Mode ``best`` ranks by the best validation value over epochs, as the selection does; mode ``most`` (a choice
+by seed count, not by score) uses the ``final`` ranking.
 """
 
 from __future__ import annotations
