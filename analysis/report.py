@@ -199,8 +199,8 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
     if not matrix.empty:
         tables.append(("matrix", "Final test metric of the chosen settings (mean ± population std (seeds))",
                        matrix, list(matrix.columns), list(matrix.columns)))
-    tables.append(("summary", "Summary (one row per search; 95% bootstrap CI of the mean)",
-                   *view(analysis.summary, SUMMARY_VIEW)))
+    tables.append(("summary", "Summary (one row per search; 95% bootstrap CI of the mean; the seeds of each row)",
+                   *view(analysis.summary, [*SUMMARY_VIEW, ("seeds", "seeds")])))
     if not analysis.comparison.empty:
         tables.append(("comparison", "Difference to the best baseline (BCa CI of the difference; Welch p, "
                                      "Holm-corrected)", *view(analysis.comparison, COMPARISON_VIEW)))
