@@ -29,10 +29,10 @@ import pandas as pd
 from .select import (
     DEFAULT_SEARCHED,
     _apply_filter,
+    _fixed_key,
     metric_names,
     problem_has_accuracy,
     rank_settings,
-    search_runs,
 )
 from .tables import BASELINE_OPTIMIZERS, main_rows, short_name
 
@@ -77,13 +77,18 @@ def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int
     """One row per (search, k) for every summary row with a search of at least one tuning run."""
     rows = []
     runs = _apply_filter(runs, where)
+    tuning = runs[runs["seed"] == tuning_seed]
+    sources = tuning["source"] if "source" in tuning else pd.Series("results", index=tuning.index)
+    by_search: dict[tuple, list] = {}  # (source, fixed key) -> tuning-run index labels: one pass, not one per row
+    for label, source, key in zip(tuning.index, sources, tuning["setting_key"]):
+        by_search.setdefault((source, _fixed_key(key, searched)), []).append(label)
     for _, row in summary.iterrows():
         if not row.get("n_samples"):
             continue
-        pool = runs[runs["source"] == row["source"]] if "source" in runs else runs
-        search = search_runs(pool, row, tuning_seed, searched)
-        if search.empty:
+        labels = by_search.get((row["source"], _fixed_key(row["setting_key"], searched)), [])
+        if not labels:
             continue
+        search = tuning.loc[labels]
         tuning_metric, report_metric = metric_names(problem_has_accuracy(runs, row["testproblem"]))
         mode = row.get("selection") if row.get("selection") in ("final", "best") else "final"
         ranked = rank_settings(search, tuning_metric, mode)
