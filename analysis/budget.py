@@ -77,7 +77,12 @@ def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int
     """One row per (search, k) for every summary row with a search of at least one tuning run."""
     rows = []
     runs = _apply_filter(runs, where)
-    tuning = runs[runs["seed"] == tuning_seed]
+    needed = ["setting_key", "setting_folder", "source", "final_valid_accuracies", "final_valid_losses",
+              "final_test_accuracies", "final_test_losses"]
+    if "selection" in summary and (summary["selection"] == "best").any():
+        needed += ["valid_accuracies", "valid_losses"]  # mode best ranks by the curves
+    tuning = runs.loc[runs["seed"] == tuning_seed, [c for c in needed if c in runs]]
+    tuning.attrs = {}  # pandas deep-copies attrs (the load report) on every operation: keep them out
     sources = tuning["source"] if "source" in tuning else pd.Series("results", index=tuning.index)
     by_search: dict[tuple, list] = {}  # (source, fixed key) -> tuning-run index labels: one pass, not one per row
     for label, source, key in zip(tuning.index, sources, tuning["setting_key"]):
