@@ -50,16 +50,26 @@ figures: $(STAMP)
 	$(PY) -m analysis "$${results[@]}" --out "$$NLWU_ARG_OUT" "$${args[@]}"
 
 # The study of $(CONFIG) (default: quadratic_deep at the paper's medium budget, 6 optimizers, 354 runs) into
-# $(RESULTS), resumable, then `make figures` on it. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
+# a fresh folder (below), resumable, then `make figures` on it and the verdict. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
 PRESET ?=
 WORKERS ?=
 BACKEND ?= local
 ADDRESS ?=
+# RESULTS here defaults to a fresh folder, results/<config name>[_<preset>]/ (so it trains, and a smoke run never
+# mixes into the medium one); then the report in $(OUT) and the verdict against the committed tree
+# ($(REPRO_REFERENCE)) and the paper's numbers ($(PROTOCOL) §5): $(OUT)/verdict.md|csv (exit 0 either way).
+REPRO_REFERENCE ?= deepobs_results_medium_budget
+PROTOCOL ?= ../shared/spec/protocol.md
+export NLWU_RESULTS_GIVEN := $(if $(filter command line environment,$(origin RESULTS)),1)
 reproduce: $(STAMP)
+	results="$$NLWU_ARG_RESULTS"; if [ -z "$$NLWU_RESULTS_GIVEN" ]; then config="$${NLWU_ARG_CONFIG##*/}"; \
+		results="results/$${config%.*}$${NLWU_ARG_PRESET:+_$$NLWU_ARG_PRESET}"; fi; \
 	args=(); for v in PRESET WORKERS ADDRESS; do value="NLWU_ARG_$$v"; \
 		if [ -n "$${!value}" ]; then args+=("--$${v,,}" "$${!value}"); fi; done; \
-	$(PY) -m runners sweep "$$NLWU_ARG_CONFIG" --out "$$NLWU_ARG_RESULTS" --backend "$$NLWU_ARG_BACKEND" "$${args[@]}"
-	$(MAKE) --no-print-directory figures
+	$(PY) -m runners sweep "$$NLWU_ARG_CONFIG" --out "$$results" --backend "$$NLWU_ARG_BACKEND" "$${args[@]}" && \
+	$(PY) -m analysis "$$results" --out "$$NLWU_ARG_OUT" && \
+	$(PY) -m analysis.verdict "$$results" --reference "$$NLWU_ARG_REPRO_REFERENCE" --paper "$$NLWU_ARG_PROTOCOL" \
+		--out "$$NLWU_ARG_OUT"
 
 # One training run: make run PROBLEM=quadratic_deep OPTIMIZER=PowKernelGradientDescentOptimizer \
 #   HP="learning_rate=0.01 power=0.5" [SEED=42] [EPOCHS=N] [OUT=results] (OUT here defaults to results/).
@@ -84,7 +94,7 @@ run: $(STAMP)
 # HP, ONLY, BENCH_ARGS) split on whitespace with `read -ra` (no globbing, no evaluation). `unexport` keeps make
 # from expanding the originals to pass them on. Checked by tests/test_makefile_quoting.py.
 USER_VARS := RESULTS OUT BASELINES REFERENCE CACHE CONFIG DATA_DIR SOURCE ONLY PRESET WORKERS BACKEND ADDRESS \
-	PROBLEM OPTIMIZER HP SEED EPOCHS BENCH_ARGS
+	PROBLEM OPTIMIZER HP SEED EPOCHS BENCH_ARGS REPRO_REFERENCE PROTOCOL
 $(foreach v,$(USER_VARS),$(eval export NLWU_ARG_$(v) := $$(value $(v))))
 unexport $(USER_VARS)
 

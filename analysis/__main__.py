@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = len(analysis.summary)
     n_figs = sum(1 for p in written if p.suffix == ".png")
     print(f"wrote {args.out}/summary.csv, summary.md, summary.tex ({n_rows} rows), {n_figs} figures "
-          f"(PNG+PDF) and report.md")
+          f"(PNG+PDF), budget_curves.csv, performance_profile.csv, report.md and report.html")
     return 0
 
 

@@ -312,6 +312,9 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         for x, (_, row) in enumerate(rows.iterrows()):
             ax.errorbar([x], [row["final_test_mean"]], yerr=[row["final_test_std"]], fmt="o", capsize=4,
                         color="0.45" if is_baseline(row) else "C0")
+            low, high = row.get("final_test_ci_low", np.nan), row.get("final_test_ci_high", np.nan)
+            if np.isfinite(low) and np.isfinite(high):  # 95% bootstrap CI of the mean: thick bar
+                ax.vlines([x], [low], [high], lw=5, alpha=0.45, color="C3")
         ax.set_xticks(range(len(rows)), names, rotation=30, fontsize=7)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         low = np.nanmin(rows["final_test_mean"] - rows["final_test_std"])
@@ -320,8 +323,8 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
         ax.set_title(f"{problem}\n{rows['metric'].iloc[0].replace('_', ' ')}", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds; grey = baseline, * = BASELINES tree)",
-                 fontsize=9)
+    fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds, red bar: 95% bootstrap CI of "
+                 "the mean; grey = baseline, * = BASELINES tree)", fontsize=9)
     fig.tight_layout()
     return save(fig, out_dir, "overview")
 

@@ -12,10 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepobs_tree import write_atomic
+
 from . import figures as figs
+from . import html_report, stats
+from .budget import budget_curves, budget_figures
 from .loader import LoadReport, load_runs
+from .profiles import TAUS, performance_profile, profile_figure
 from .select import DEFAULT_SEARCHED, summarize
 from .tables import (
+    COMPARISON_INTERNAL,
     COMPARISON_VIEW,
     SUMMARY_VIEW,
     compare_to_baselines,
@@ -36,6 +42,9 @@ class Analysis:
     comparison: pd.DataFrame
     reports: list[LoadReport]
     caveats: list[tuple[str, str]] = field(default_factory=list)
+    budget: pd.DataFrame = field(default_factory=pd.DataFrame)
+    profile: pd.DataFrame = field(default_factory=pd.DataFrame)
+    settings: dict = field(default_factory=dict)
 
 
 def readme_caveat(root: Path) -> str | None:
@@ -85,14 +94,27 @@ def analyse(
     summary = summary.sort_values(["testproblem", "source", "optimizer", "search"], kind="stable").reset_index(
         drop=True
     )
-    comparison = compare_to_baselines(summary)
-    return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats)
+    summary = stats.add_confidence_intervals(summary)
+    comparison = stats.add_comparison_statistics(compare_to_baselines(summary))
+    budget = budget_curves(runs, summary, tuning_seed=tuning_seed, searched=searched, where=where)
+    profile = performance_profile(summary)
+    settings = {
+        "results trees": ", ".join(map(str, results)),
+        "baseline trees": ", ".join(map(str, baselines)) or "none",
+        "selection rule": f"mode '{mode}': each search's settings ranked by the tuning run's (seed {tuning_seed}) "
+                          "final validation accuracy (final validation loss where the problem has no accuracy), "
+                          "non-finite scores last, exact ties to the first setting folder in name order",
+        "searched hyperparameters": ", ".join(searched),
+        "tuning seed": tuning_seed,
+        "rerun seeds": " ".join(map(str, rerun_seeds)),
+        "filter": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "none",
+    }
+    return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats,
+                    budget=budget, profile=profile, settings=settings)
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)
 
 
 def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
@@ -148,7 +170,9 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
     comparison_md = ""
     if not analysis.comparison.empty:
         path = out / "comparison.csv"
-        _write_text(path, analysis.comparison.to_csv(index=False, float_format="%.17g"))
+        comparison_csv = analysis.comparison.drop(columns=[c for c in COMPARISON_INTERNAL
+                                                           if c in analysis.comparison])
+        _write_text(path, comparison_csv.to_csv(index=False, float_format="%.17g"))
         shown, columns, headers = view(analysis.comparison, COMPARISON_VIEW)
         comparison_md = markdown_table(shown, columns, headers)
         _write_text(out / "comparison.md", comparison_md)
@@ -156,14 +180,80 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
     figure_paths = []
     if figures:
         figure_paths = figs.all_figures(analysis.runs, summary, out / "figures", tuning_seed)
+        figure_paths += budget_figures(analysis.budget, summary, out / "figures")
+        figure_paths += profile_figure(summary, out / "figures")
         written += figure_paths
-    _write_text(out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out))
+    extra_md = []
+    if not analysis.budget.empty:
+        _write_text(out / "budget_curves.csv", analysis.budget.to_csv(index=False, float_format="%.17g"))
+        written.append(out / "budget_curves.csv")
+        excerpt = html_report.budget_excerpt(analysis.budget)
+        shown, columns, headers = view(excerpt, BUDGET_VIEW)
+        extra_md += ["## Tuning-budget curves (expected over k random-search samples; budget_curves.csv has "
+                     "every k)", "", markdown_table(shown, columns, headers)]
+    profile_md = ""
+    if not analysis.profile.empty:
+        _write_text(out / "performance_profile.csv", analysis.profile.to_csv(index=False, float_format="%.17g"))
+        profile_md = markdown_table(analysis.profile, list(analysis.profile.columns))
+        _write_text(out / "performance_profile.md", profile_md)
+        written += [out / "performance_profile.csv", out / "performance_profile.md"]
+        extra_md += [_profile_heading(analysis.profile), "", profile_md]
+    _write_text(out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out,
+                                                 extra_md))
     written.append(out / "report.md")
+    _write_text(out / "report.html", render_html(analysis, figure_paths))
+    written.append(out / "report.html")
     return written
 
 
+BUDGET_VIEW = [
+    ("testproblem", "problem"),
+    ("optimizer", "optimizer"),
+    ("search", "search"),
+    ("source", "source"),
+    ("n_samples", "N"),
+    ("k", "k"),
+    ("expected_best_score", "expected best score"),
+    ("expected_final_test", "expected final test"),
+]
+
+
+def _profile_heading(profile: pd.DataFrame) -> str:
+    problems = profile.attrs.get("problems", [])
+    excluded = profile.attrs.get("excluded", [])
+    text = (f"## Performance profile over {len(problems)} problems (fraction within τ of the best; losses as "
+            "they are, accuracies as error rates; a W optimizer counts as its base; score = area under the "
+            "profile on τ in [1, 4], normalised)")
+    if excluded:
+        text += f"\n\nLeft out (best cost not positive): {', '.join(excluded)}."
+    return text
+
+
+def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
+    """The self-contained report.html (``analysis.html_report``)."""
+    tables = []
+    matrix = results_matrix(analysis.summary)
+    if not matrix.empty:
+        tables.append(("matrix", "Final test metric of the chosen settings (mean ± population std (seeds))",
+                       matrix, list(matrix.columns), list(matrix.columns)))
+    tables.append(("summary", "Summary (one row per search; 95% bootstrap CI of the mean; the seeds of each row)",
+                   *view(analysis.summary, [*SUMMARY_VIEW, ("seeds", "seeds")])))
+    if not analysis.comparison.empty:
+        tables.append(("comparison", "Difference to the best baseline (BCa CI of the difference; Welch p, "
+                                     "Holm-corrected)", *view(analysis.comparison, COMPARISON_VIEW)))
+    if not analysis.profile.empty:
+        tables.append(("profile", _profile_heading(analysis.profile).lstrip("# ").split("\n")[0],
+                       analysis.profile, list(analysis.profile.columns), list(analysis.profile.columns)))
+    if not analysis.budget.empty:
+        tables.append(("budget", "Tuning-budget curves at selected k (budget_curves.csv has every k)",
+                       *view(html_report.budget_excerpt(analysis.budget), BUDGET_VIEW)))
+    settings = dict(analysis.settings)
+    settings["performance-profile τ grid"] = ", ".join(f"{t:g}" for t in TAUS)
+    return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings)
+
+
 def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figure_paths: Sequence[Path],
-                  out: Path) -> str:
+                  out: Path, extra_md: Sequence[str] = ()) -> str:
     lines = ["# Results report", ""]
     for report in analysis.reports:
         lines.append(
@@ -179,7 +269,10 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
         "",
         "Selection: each search's settings ranked by the tuning run's final validation accuracy (final "
         "validation loss where the problem has no accuracy); the chosen setting reported as mean and population "
-        "std (ddof=0) of the final test metric over the tuning and rerun seeds. Accuracies are fractions.",
+        "std (ddof=0) of the final test metric over the tuning and rerun seeds, with the 95% bootstrap interval "
+        "of the mean (scipy BCa, 10,000 resamples, random_state=0, seeds ascending; – with fewer than 2 seeds, "
+        "the value itself when all seeds agree). Accuracies are fractions. The same report as one "
+        "self-contained page: report.html.",
         "",
     ]
     if not ties.empty:
@@ -192,7 +285,9 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
                   markdown_table(matrix, list(matrix.columns)), ""]
     lines += ["## Summary (one row per search)", "", summary_md]
     if comparison_md:
-        lines += ["## Difference to the best baseline (Welch t-test over seeds)", "", comparison_md]
+        lines += ["## Difference to the best baseline (BCa 95% CI of the difference; Welch t-test over seeds, "
+                  "Holm-corrected over the table's tests)", "", comparison_md]
+    lines += list(extra_md)
     for root, caveat in analysis.caveats:
         lines += [f"### Caveat of the baseline tree `{root}`", "", caveat, ""]
     if figure_paths:

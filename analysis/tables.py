@@ -38,6 +38,8 @@ CSV_COLUMNS = [
     "final_test_median",
     "final_test_min",
     "final_test_max",
+    "final_test_ci_low",
+    "final_test_ci_high",
     "tie",
     "selection",
     "tuning_metric",
@@ -162,6 +164,8 @@ def compare_to_baselines(summary: pd.DataFrame) -> pd.DataFrame:
                 "better": bool(difference > 0 if higher_better else difference < 0),
                 "welch_t": t_stat,
                 "p_value": p_value,
+                "seed_values": [float(v) for v in a],  # for the difference's CI (analysis.stats); not in the CSV
+                "baseline_seed_values": [float(v) for v in b],
             }
         )
     return pd.DataFrame(rows)
@@ -254,6 +258,8 @@ SUMMARY_VIEW = [
     ("metric", "metric"),
     ("final_test_mean", "mean"),
     ("final_test_std", "std"),
+    ("final_test_ci_low", "95% CI low"),
+    ("final_test_ci_high", "95% CI high"),
     ("tie", "tie"),
     ("source", "source"),
 ]
@@ -266,8 +272,14 @@ COMPARISON_VIEW = [
     ("baseline", "best baseline"),
     ("baseline_mean", "baseline mean"),
     ("difference", "difference"),
+    ("difference_ci_low", "diff. 95% CI low"),
+    ("difference_ci_high", "diff. 95% CI high"),
     ("p_value", "Welch p"),
+    ("p_holm", "Holm p"),
 ]
+
+# columns of comparison.csv that are not written (lists of per-seed values)
+COMPARISON_INTERNAL = ("seed_values", "baseline_seed_values")
 
 
 def view(frame: pd.DataFrame, spec) -> tuple[pd.DataFrame, list[str], list[str]]:

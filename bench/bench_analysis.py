@@ -1,6 +1,7 @@
 """Benchmark: analysis of the paper's full released tree (1,741 files) cold and warm vs DeepOBS' own ranking.
 
-* cold: parse every file (no parsed-table cache) + selection + summary tables;
+* cold: parse every file (no parsed-table cache) + selection + summary tables, with issue 18's new tables
+  (bootstrap CIs of every row and of every comparison difference, Holm, budget curves, performance profile);
 * warm: the same with the parsed-table cache in place (invalidated by any file change);
 * reference: DeepOBS' own ``create_setting_analyzer_ranking`` (mode 'final') over every (problem, optimizer)
   folder of the same trees, measured in the same run (interleaved repetitions; the median is reported).
@@ -24,8 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import load_runs, summarize  # noqa: E402
+from analysis import load_runs, stats, summarize  # noqa: E402
+from analysis.budget import budget_curves  # noqa: E402
 from analysis.deepobs_reference import shared_utils  # noqa: E402
+from analysis.profiles import performance_profile  # noqa: E402
 from analysis.tables import compare_to_baselines  # noqa: E402
 
 
@@ -40,8 +43,10 @@ def ours(roots: list[Path], cache_dir: str) -> float:
     os.environ["NLWU_CACHE"] = cache_dir
     start = time.perf_counter()
     runs = load_runs(roots, progress=False)
-    summary = summarize(runs)
-    compare_to_baselines(summary)
+    summary = stats.add_confidence_intervals(summarize(runs))
+    stats.add_comparison_statistics(compare_to_baselines(summary))
+    budget_curves(runs.assign(source="results"), summary)
+    performance_profile(summary)
     return time.perf_counter() - start
 
 
