@@ -142,8 +142,22 @@ def test_reproduce_and_its_sub_make(tmp_path, fake_py):
     assert calls(log) == [
         ["-m", "runners", "sweep", v["CONFIG"], "--out", "my results", "--backend", v["BACKEND"],
          "--preset", v["PRESET"], "--workers", v["WORKERS"], "--address", v["ADDRESS"]],
-        ["-m", "analysis", "my", "results", "--out", "my out"],  # figures splits RESULTS, as documented
+        ["-m", "analysis", "my results", "--out", "my out"],  # reproduce's RESULTS is one folder
+        ["-m", "analysis.verdict", "my results", "--reference", "deepobs_results_medium_budget",
+         "--paper", "../shared/spec/protocol.md", "--out", "my out"],
     ]
+
+
+def test_reproduce_trains_into_a_fresh_folder_by_default(fake_py):
+    py, log = fake_py
+    result = make("reproduce", "PRESET=smoke", py=py)
+    assert result.returncode == 0, result.stderr
+    assert [c[:5] for c in calls(log)] == [
+        ["-m", "runners", "sweep", "configs/reproduce_default.yaml", "--out"],
+        ["-m", "analysis", "results/reproduce_default_smoke", "--out", "reports"],
+        ["-m", "analysis.verdict", "results/reproduce_default_smoke", "--reference", "deepobs_results_medium_budget"],
+    ]
+    assert calls(log)[0][5] == "results/reproduce_default_smoke"
 
 
 def test_data_and_bench_args(tmp_path, fake_py):
