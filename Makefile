@@ -103,7 +103,7 @@ bench-runners: $(STAMP)
 
 # Real-data evidence (issue 17): fmnist_2c2d (GD, M, MN) and fmnist_vae (GD) at the paper's chosen settings,
 # seeds 42-44, first 5 epochs, against the paper's 10 seeds (mean ± 3 se); needs dataset-fashion-mnist.
-# Resumable: runs are kept in $(CACHE)/fidelity. About 70-80 min on 2 shared cores.
+# Resumable: runs are kept in $(CACHE)/fidelity. 12 runs; a 5-epoch fmnist_2c2d run takes ~6 min on 2 idle cores.
 fidelity: $(STAMP)
 	$(PY) tests/deepobs_oracle/fidelity.py --out $(CACHE)/fidelity
 
