@@ -83,6 +83,44 @@ class Conv2D(layers.Conv2D):
                                   dilation_rate=self.dilation_rate, data_format=self.data_format)
 
 
+@keras.saving.register_keras_serializable(package="nlwu")
+class BatchNormalization(layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose moving variance follows TF1's fused batch norm.
+
+    DeepOBS' ``tf.layers.batch_normalization`` runs as FusedBatchNormV3, which normalises a training batch
+    with its biased variance but feeds the Bessel-corrected one, var * n / (n - 1) with n = values per
+    channel, into the moving average; Keras feeds the biased one. With ``bessel_correction=True`` (the
+    default) only that moving-average update changes: training outputs are Keras' own. Verified against
+    DeepOBS' graph by ``tests/deepobs_oracle`` (svhn_wrn164's moving statistics and eval logits).
+    """
+
+    def __init__(self, *args, bessel_correction=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bessel_correction = bool(bessel_correction)
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and self.bessel_correction) or mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        inputs = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(inputs, None)
+        n = 1
+        for axis in self._reduction_axes:
+            n = n * ops.shape(inputs)[axis]
+        n = ops.cast(n, inputs.dtype)
+        self.moving_mean.assign(ops.cast(self.moving_mean, inputs.dtype) * self.momentum
+                                + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(ops.cast(self.moving_variance, inputs.dtype) * self.momentum
+                                    + variance * (n / (n - 1.0)) * (1.0 - self.momentum))
+        gamma = ops.cast(self.gamma, inputs.dtype) if self.scale else None
+        beta = ops.cast(self.beta, inputs.dtype) if self.center else None
+        outputs = ops.batch_normalization(x=inputs, mean=mean, variance=variance, axis=self.axis, offset=beta,
+                                          scale=gamma, epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "bessel_correction": self.bessel_correction}
+
+
 def _lrelu(x):
     """DeepOBS' leaky ReLU: max(x, 0.3 x)."""
     return ops.maximum(x, LRELU_ALPHA * x)
@@ -307,8 +345,10 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
                  widening_factor=4):
     """DeepOBS ``_wrn`` 16-4 (svhn_wrn164): pre-activation wide ResNet.
 
-    Convs: no bias, Glorot uniform, L2; BN: momentum 0.9, epsilon 1e-5 (TF1 values); final ReLU(BN),
-    spatial mean, dense logits (Glorot uniform kernel with L2, bias 0).
+    Convs: no bias, Glorot uniform, L2; BN: momentum 0.9, epsilon 1e-5 (TF1 values), moving variance fed
+    with the Bessel-corrected batch variance as TF1's fused batch norm (``BatchNormalization``; under both
+    fidelities: it is DeepOBS' network, not a data quirk); final ReLU(BN), spatial mean, dense logits
+    (Glorot uniform kernel with L2, bias 0).
     """
     reg = _l2(l2)
 
@@ -317,7 +357,7 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
                       kernel_initializer=_glorot_uniform(seeds), kernel_regularizer=reg)
 
     def bn_relu(x):
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+        x = BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
         return layers.ReLU()(x)
 
     filters = [16, 16 * widening_factor, 32 * widening_factor, 64 * widening_factor]
