@@ -135,7 +135,7 @@ bench-runners: $(STAMP)
 # seeds 42-44, first 5 epochs, against the paper's 10 seeds (mean ± 3 se); needs dataset-fashion-mnist.
 # Resumable: runs are kept in $(CACHE)/fidelity. 12 runs; a 5-epoch fmnist_2c2d run takes ~6 min on 2 idle cores.
 fidelity: $(STAMP)
-	$(PY) tests/deepobs_oracle/fidelity.py --out $(CACHE)/fidelity
+	$(PY) tests/deepobs_oracle/fidelity.py --out "$$NLWU_ARG_CACHE/fidelity"
 
 clean:
 	rm -rf "$$NLWU_ARG_CACHE" reports
