@@ -63,6 +63,7 @@ def hostile(canary: Path) -> dict[str, str]:
         "ONLY": f"fmnist *; touch {c}",
         "BENCH_ARGS": f"--x $(shell touch {c})",
         "REFERENCE": f"ref$(shell touch {c})",
+        "PLUGINS": f"p.py $(shell touch {c}) q`touch {c}`.py",
     }
 
 
@@ -143,6 +144,24 @@ def test_reproduce_and_its_sub_make(tmp_path, fake_py):
         ["-m", "runners", "sweep", v["CONFIG"], "--out", "my results", "--backend", v["BACKEND"],
          "--preset", v["PRESET"], "--workers", v["WORKERS"], "--address", v["ADDRESS"]],
         ["-m", "analysis", "my", "results", "--out", "my out"],  # figures splits RESULTS, as documented
+    ]
+
+
+def test_plugins_reach_reproduce_and_figures_verbatim(tmp_path, fake_py):
+    py, log = fake_py
+    canary = tmp_path / "pwned"
+    v = hostile(canary)
+    result = make("reproduce", "CONFIG=c.yaml", "RESULTS=res", f"PLUGINS={v['PLUGINS']}", "OUT=o", py=py)
+    assert result.returncode == 0, result.stderr
+    assert make("figures", "PLUGINS=examples/plugins/adam_family.py  my.opts", py=py).returncode == 0
+    assert not canary.exists()
+    plugin_args = ["--plugin", "p.py", "--plugin", "$(shell", "--plugin", "touch", "--plugin", f"{canary})",
+                   "--plugin", f"q`touch", "--plugin", f"{canary}`.py"]
+    assert calls(log) == [
+        ["-m", "runners", "sweep", "c.yaml", "--out", "res", "--backend", "local", *plugin_args],
+        ["-m", "analysis", "res", "--out", "o", *plugin_args],
+        ["-m", "analysis", "deepobs_results_medium_budget", "--out", "reports", "--plugin",
+         "examples/plugins/adam_family.py", "--plugin", "my.opts"],
     ]
 
 
