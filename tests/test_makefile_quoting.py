@@ -156,7 +156,7 @@ def test_plugins_reach_reproduce_and_figures_verbatim(tmp_path, fake_py):
     assert make("figures", "PLUGINS=examples/plugins/adam_family.py  my.opts", py=py).returncode == 0
     assert not canary.exists()
     plugin_args = ["--plugin", "p.py", "--plugin", "$(shell", "--plugin", "touch", "--plugin", f"{canary})",
-                   "--plugin", f"q`touch", "--plugin", f"{canary}`.py"]
+                   "--plugin", "q`touch", "--plugin", f"{canary}`.py"]
     assert calls(log) == [
         ["-m", "runners", "sweep", "c.yaml", "--out", "res", "--backend", "local", *plugin_args],
         ["-m", "analysis", "res", "--out", "o", *plugin_args],
