@@ -14,6 +14,7 @@ REFERENCE ?= ../shared/reference
 CACHE ?= .cache
 CONFIG ?= configs/reproduce_default.yaml
 DATA_DIR ?= data
+PLUGINS ?=
 
 .PHONY: setup test test-slow lint figures paper-figures bench bench-analysis bench-optimizers bench-testproblems \
 	bench-data bench-runners data run reproduce clean fidelity
@@ -44,9 +45,11 @@ data: $(STAMP)
 	if [ -n "$$NLWU_ARG_SOURCE" ]; then args+=(--source "$$NLWU_ARG_SOURCE"); fi; \
 	$(PY) -m testproblems prepare-data --data-dir "$$NLWU_ARG_DATA_DIR" "$${args[@]}"
 
+# PLUGINS="a.py b.py": plugin files (or modules) registering optimizers, passed as --plugin to figures and reproduce
 figures: $(STAMP)
 	read -ra results <<< "$$NLWU_ARG_RESULTS"; read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
 	if [ $${#baselines[@]} -gt 0 ]; then args=(--baselines "$${baselines[@]}"); fi; \
+	read -ra plugins <<< "$$NLWU_ARG_PLUGINS"; for p in "$${plugins[@]}"; do args+=(--plugin "$$p"); done; \
 	$(PY) -m analysis "$${results[@]}" --out "$$NLWU_ARG_OUT" "$${args[@]}"
 
 # The study of $(CONFIG) (default: quadratic_deep at the paper's medium budget, 6 optimizers, 354 runs) into
@@ -66,8 +69,11 @@ reproduce: $(STAMP)
 		results="results/$${config%.*}$${NLWU_ARG_PRESET:+_$$NLWU_ARG_PRESET}"; fi; \
 	args=(); for v in PRESET WORKERS ADDRESS; do value="NLWU_ARG_$$v"; \
 		if [ -n "$${!value}" ]; then args+=("--$${v,,}" "$${!value}"); fi; done; \
-	$(PY) -m runners sweep "$$NLWU_ARG_CONFIG" --out "$$results" --backend "$$NLWU_ARG_BACKEND" "$${args[@]}" && \
-	$(PY) -m analysis "$$results" --out "$$NLWU_ARG_OUT" && \
+	read -ra plugins <<< "$$NLWU_ARG_PLUGINS"; plugin_args=(); \
+		for p in "$${plugins[@]}"; do plugin_args+=(--plugin "$$p"); done; \
+	$(PY) -m runners sweep "$$NLWU_ARG_CONFIG" --out "$$results" --backend "$$NLWU_ARG_BACKEND" "$${args[@]}" \
+		"$${plugin_args[@]}" && \
+	$(PY) -m analysis "$$results" --out "$$NLWU_ARG_OUT" "$${plugin_args[@]}" && \
 	$(PY) -m analysis.verdict "$$results" --reference "$$NLWU_ARG_REPRO_REFERENCE" --paper "$$NLWU_ARG_PROTOCOL" \
 		--out "$$NLWU_ARG_OUT"
 
@@ -91,10 +97,10 @@ run: $(STAMP)
 # User values reach the commands only through the environment (NLWU_ARG_<NAME>, the unexpanded text as given)
 # and "$$VAR" in the recipes: make never expands them (no $(shell ...) even under make -n), the shell never
 # parses them (no ; ` " breaking out), OUT="my reports" stays one argument, and the lists (RESULTS, BASELINES,
-# HP, ONLY, BENCH_ARGS) split on whitespace with `read -ra` (no globbing, no evaluation). `unexport` keeps make
+# HP, ONLY, PLUGINS, BENCH_ARGS) split on whitespace with `read -ra` (no globbing, no evaluation). `unexport` keeps make
 # from expanding the originals to pass them on. Checked by tests/test_makefile_quoting.py.
 USER_VARS := RESULTS OUT BASELINES REFERENCE CACHE CONFIG DATA_DIR SOURCE ONLY PRESET WORKERS BACKEND ADDRESS \
-	PROBLEM OPTIMIZER HP SEED EPOCHS BENCH_ARGS REPRO_REFERENCE PROTOCOL
+	PROBLEM OPTIMIZER HP SEED EPOCHS BENCH_ARGS REPRO_REFERENCE PROTOCOL PLUGINS
 $(foreach v,$(USER_VARS),$(eval export NLWU_ARG_$(v) := $$(value $(v))))
 unexport $(USER_VARS)
 

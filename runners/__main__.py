@@ -53,6 +53,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="study file, e.g. configs/reproduce_default.yaml")
     p.add_argument("--preset", default=None, help="preset of the study file (e.g. smoke, medium)")
     p.add_argument("--out", default=None, help=f"results root (default: {DEFAULT_OUT})")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="plugin module or .py file registering optimizers (repeatable; also `plugins:` in the study)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +93,13 @@ def _fail(message: str) -> int:
 
 
 def _load(args):
+    from optimizers import PluginError, plugins
     from runners.config import load_study
 
+    try:
+        plugins.load_all(args.plugin)  # before the study names their optimizers
+    except PluginError as exc:
+        raise UsageError(f"--plugin: {exc}") from None
     study = load_study(args.config, preset=args.preset)
     out = Path(args.out or DEFAULT_OUT)
     if out.exists() and not out.is_dir():

@@ -29,7 +29,10 @@ def cli_token(value: Any) -> str:
 
 def run_command(spec: RunSpec, out: str | Path, python: str = "python") -> str:
     """The shell command that performs one run with ``python -m runners run`` (SLURM arrays, GNU parallel)."""
-    parts = [python, "-m", "runners", "run", "--problem", spec.testproblem, "--optimizer", spec.optimizer]
+    from optimizers import plugins
+
+    parts = [python, "-m", "runners", "run", *plugins.command_line_args(), "--problem", spec.testproblem,
+             "--optimizer", spec.optimizer]
     for name, value in spec.hyperparams:
         parts += ["--hp", f"{name}={cli_token(value)}"]
     for name, value in spec.options:  # the run CLI routes option names (select, decay_on) to options
@@ -107,6 +110,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str = "python -m runners run", parser_class=argparse.ArgumentParser):
     p = parser_class(prog=prog, description="Train one test problem with one optimizer and write "
                                 "its DeepOBS result file.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="plugin module or .py file registering optimizers (repeatable), imported before --optimizer "
+                        "is checked")
     p.add_argument("--problem", required=True, help="test problem name (python -m testproblems info)")
     p.add_argument("--optimizer", required=True, help="optimizer name (folder name, e.g. PowKernelMomentumOptimizer)")
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
@@ -151,11 +157,22 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise RunError(str(exc)) from None
 
 
+def _load_plugins(refs: Sequence[str]) -> None:
+    """``--plugin`` options: import each (once), build its optimizers once; a bad one is a RunError."""
+    from optimizers import PluginError, plugins
+
+    try:
+        plugins.load_all(refs)
+    except PluginError as exc:
+        raise RunError(f"--plugin: {exc}") from None
+
+
 def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners run") -> int:
     """``run`` subcommand: 0 on success (prints the result path), 2 with one error line on bad input."""
     parser = build_parser(prog, parser_class=_Parser)
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        _load_plugins(args.plugin)
         spec = spec_from_args(args)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         existed = spec.existing_result(args.out)

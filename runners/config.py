@@ -24,12 +24,17 @@ in the loss (null = the problem's DeepOBS default, recorded as null); ``decouple
 momentum -> ``...W_momscaled``) and ``weight_decay_opt`` fixed to the base problem's L2 factor unless ``fixed``
 sets it.
 
-The search space is one ordered mapping; for each optimizer the parameters it records
-(``optimizers.spec(name).hyperparams``) are searched, in the mapping's order. The default is the paper's space
-(learning rate log-uniform on [1e-4, 1], then power 0.1*k, k in {4..9}) followed by Crowded Valley's momentum
-(log-uniform on [1e-3, 1]), so the PowKernel optimizers draw exactly the paper's samples and the baselines
-(GradientDescentOptimizer: learning rate; MomentumOptimizer/NAGOptimizer: learning rate, momentum) exactly
-Crowded Valley's (protocol §3.2, §6).
+The search space of each optimizer is its declared one (``optimizers.search_space``: per hyperparameter it
+records, the default distribution given at ``register``), with the study's ``search_space`` entries overriding
+it name by name, in the study's order first. The built-ins declare the paper's space (learning rate
+log-uniform on [1e-4, 1], then power 0.1*k, k in {4..9}) and Crowded Valley's momentum (log-uniform on
+[1e-3, 1]), in that order (``DEFAULT_SPACE``), so the PowKernel optimizers draw exactly the paper's samples and
+the baselines exactly Crowded Valley's (protocol §3.2, §6).
+
+``plugins: [...]`` (top level) names plugin modules or ``.py`` files (relative to the study file's folder)
+whose import registers optimizers (``optimizers.plugins``); they are imported before any name is checked, and
+every plugin optimizer of the study is built once at load time (``plugins.validate``), so a bad plugin is a
+ConfigError before anything runs.
 
 Every problem in a file is validated at load time; errors raise ConfigError naming the file and the key.
 """
@@ -51,6 +56,7 @@ class ConfigError(ValueError):
     """A bad study file; the message is one line naming the file and the key."""
 
 
+#: the built-ins' declared search, in draw order (optimizers.registry.BUILTIN_SEARCH; kept for reference)
 DEFAULT_SPACE: dict[str, Any] = {
     "learning_rate": {"log_uniform": [1e-4, 1.0]},
     "power": {"randint": [4, 9], "scale": 0.1},
@@ -69,13 +75,13 @@ DEFAULTS: dict[str, Any] = {
     "train_log_interval": 10,  # minibatch loss logged every N steps
     "fidelity": "deepobs",  # data/model fidelity passed to testproblems.get
     "data_dir": None,  # None = $NLWU_DATA_DIR or ./data
-    "search_space": DEFAULT_SPACE,  # ordered; each optimizer searches the names it records
+    "search_space": {},  # overrides, name by name, each optimizer's declared search (optimizers.search_space)
     "fixed": {},  # fixed optimizer hyperparameters (lists are sweep axes)
     "options": {},  # optimizer options: select (rule), decay_on ('selected' | 'all')
 }
 SETTING_KEYS = tuple(DEFAULTS)
 AXIS_KEYS = ("regularization", "num_epochs", "batch_size", "weight_decay", "fidelity")
-TOP_KEYS = ("name", "description", "defaults", "presets", "default_preset", "problems")
+TOP_KEYS = ("name", "description", "plugins", "defaults", "presets", "default_preset", "problems")
 PROBLEM_KEYS = ("optimizers", *SETTING_KEYS)
 PRESET_KEYS = (*SETTING_KEYS, "problems", "optimizers")
 REGULARIZATIONS = ("l2", "decoupled")
@@ -310,6 +316,20 @@ def _decoupled_name(ctx: _Ctx, key: str, optimizer: str) -> str:
         ctx.fail(key, str(exc))
 
 
+def _load_plugins(ctx: _Ctx, refs: Any) -> None:
+    """Import the study's ``plugins:`` (paths relative to the study file's folder), before any name is checked."""
+    if refs is None:
+        return
+    if not isinstance(refs, list) or not all(isinstance(r, str) and r.strip() for r in refs):
+        ctx.fail("plugins", f"expected a list of module names or .py paths, got {refs!r}")
+    from optimizers import PluginError, plugins
+
+    try:
+        plugins.load_all(refs, base=ctx.path.parent)
+    except PluginError as exc:
+        ctx.fail("plugins", str(exc))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------------------------
@@ -325,6 +345,7 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
     if raw is None:
         ctx.fail("", "the file is empty; a study needs at least a 'problems' mapping")
     top = _check_keys(ctx, "", raw, TOP_KEYS)
+    _load_plugins(ctx, top.get("plugins"))
     name = top.get("name", path.stem)
     if not isinstance(name, str) or not name:
         ctx.fail("name", f"expected a non-empty string, got {name!r}")
@@ -436,12 +457,20 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
             ctx.fail(f"{where}.regularization", f"{optimizer} decays weights itself: use regularization: "
                      "decoupled (on a problem with a _nodecay variant)")
         ospec = optimizers.spec(opt)
-        searched = [(n, d) for n, d in space.items()
-                    if n in ospec.hyperparams and n not in ospec.fixed and n not in fixed_values and is_searched(d)]
         constant = {n: d for n, d in space.items()
                     if n in ospec.hyperparams and n not in fixed_values and not is_searched(d)}
         for n, d in constant.items():
             fixed_values[n] = d["fixed"] if isinstance(d, Mapping) else d
+        study_space = {n: d for n, d in space.items() if n not in constant}
+        try:  # the study's distributions over the optimizer's declared ones, name by name
+            merged = optimizers.search_space(opt, study_space, fixed=tuple(fixed_values))
+            if optimizers.registry.origin(opt) != "built-in":  # build it once now, not after training
+                from optimizers import plugins
+
+                plugins.validate(opt, study_space, {**fixed_values, **dict(settings["options"] or {})})
+        except optimizers.PluginError as exc:
+            ctx.fail(where, str(exc))
+        searched = [(n, d) for n, d in merged.items() if is_searched(d)]
         if not searched:
             ctx.fail(f"{where}.search_space", f"empty search space for {opt}: none of its hyperparameters "
                      f"({', '.join(ospec.hyperparams)}) is searched")

@@ -256,8 +256,10 @@ class _Worker:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"worker-{os.getpid()}-{index}.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runners.worker"],
+        from optimizers import plugins
+
+        self.proc = subprocess.Popen(  # every plugin the driver loaded, imported once at the worker's start
+            [sys.executable, "-m", "runners.worker", *plugins.command_line_args()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,

@@ -17,12 +17,45 @@ from runners.spec import RunSpec
 # ---------------------------------------------------------------------------------------------------------
 # Ray
 # ---------------------------------------------------------------------------------------------------------
-def ray_run_one(spec_json: str) -> dict[str, Any]:
-    """The Ray task: run one spec into a private temporary tree on the worker node and return its files
-    (relative path -> bytes), so results need no shared filesystem; the driver writes them atomically."""
+def plugin_payload() -> list[dict[str, Any]]:
+    """Every plugin loaded in the driver as {module, path, sha256, source}: shipped with each Ray task, so a
+    cluster needs neither the plugin files nor a shared filesystem (``py_modules`` is not used)."""
+    from optimizers import plugins
+
+    return [{**p.record(), "source": Path(p.path).read_bytes()} for p in plugins.loaded()]
+
+
+def ensure_plugins(payload: list[dict[str, Any]]) -> None:
+    """Import the driver's plugins in this Ray worker process (each once: ``plugins.load`` is idempotent).
+
+    The driver's file is used where this node has it unchanged (same path, same SHA-256: a local cluster),
+    so the provenance names the same path; otherwise the shipped source is written to
+    ``$TMPDIR/nlwu-plugins/<sha256>/<module>.py`` and imported from there."""
+    import hashlib
+
+    from optimizers import plugins
+
+    for item in payload:
+        path = Path(item["path"])
+        try:
+            same = path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == item["sha256"]
+        except OSError:
+            same = False
+        if not same:
+            path = Path(tempfile.gettempdir()) / "nlwu-plugins" / item["sha256"] / f"{item['module']}.py"
+            if not path.is_file():
+                write_atomic(path, item["source"])
+        plugins.load(str(path), validate=False)
+
+
+def ray_run_one(spec_json: str, plugin_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The Ray task: import the driver's plugins (once per worker process), run one spec into a private
+    temporary tree on the worker node and return its files (relative path -> bytes), so results need no shared
+    filesystem; the driver writes them atomically."""
     spec = RunSpec.from_json(spec_json)
     with tempfile.TemporaryDirectory(prefix="nlwu-ray-") as tmp:
         try:
+            ensure_plugins(plugin_files or [])
             from runners.run import execute
 
             execute(spec, tmp, progress=False)  # fresh Keras state and reseed inside
@@ -42,7 +75,8 @@ class RayExecutor(Executor):
     initialised in this process; with an address (``auto``, ``ray://head:10001``) this checkout's code is
     shipped as the job's working_dir (the cluster's Python needs the same pinned packages, and data for the
     problems that read files, under each run's ``data_dir``). ``num_cpus``/``num_gpus`` are the resources per
-    run, ``max_retries`` the retries when a Ray worker dies. The results come back to the driver, which
+    run, ``max_retries`` the retries when a Ray worker dies. Plugins loaded in the driver travel with the tasks
+    (``plugin_payload``) and are imported in each Ray worker process before its first run (``ensure_plugins``). The results come back to the driver, which
     writes them into ``out`` (atomically), so the cluster needs no shared filesystem for results.
     """
 
@@ -95,6 +129,7 @@ class RayExecutor(Executor):
         else:
             cap = int(total.get("CPU", 1) // max(self.num_cpus, 1e-9))
         self._cap = max(1, self.max_in_flight or (2 * cap))
+        self._plugins = ray.put(plugin_payload())  # once per sweep; every task gets the same object
         self._task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
                                 max_retries=self.max_retries)(ray_run_one)
 
@@ -102,7 +137,7 @@ class RayExecutor(Executor):
         return self._cap
 
     def submit(self, spec: RunSpec, out: Path) -> None:
-        self.refs[self._task.remote(spec.to_json())] = spec
+        self.refs[self._task.remote(spec.to_json(), self._plugins)] = spec
 
     def poll(self, timeout: float):
         import ray

@@ -91,6 +91,13 @@ def train_curves(
 
 # ---------------------------------------------------------------------------------------------------------
 # side effects: provenance, Keras state
+def _plugin_provenance() -> list[dict]:
+    """Every plugin loaded in this process (module, path, sha256, optimizers): ``runners status`` compares them."""
+    from optimizers import plugins
+
+    return plugins.provenance()
+
+
 # ---------------------------------------------------------------------------------------------------------
 _GIT: dict[str, Any] = {}
 
@@ -249,6 +256,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
         },
         "problem": problem.provenance() if hasattr(problem, "provenance") else None,
         "optimizer": getattr(optimizer, "nlwu_provenance", None),
+        "plugins": _plugin_provenance(),
         "versions": package_versions(),
         "git": git_state(),
         "host": platform.node(),

@@ -1,7 +1,8 @@
 """``python -m runners status``: which runs of a study are done, running, failed or missing.
 
 Read-only: it looks at the results tree (result files), ``<out>/.nlwu/locks`` (runs a live process holds) and
-``<out>/.nlwu/failed`` (runs that raised, with their error), and never writes.
+``<out>/.nlwu/failed`` (runs that raised, with their error), and never writes. Done runs whose provenance
+records a plugin whose source has changed (or is gone) since the run are flagged (``plugin_changes``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepobs_tree import provenance_file_name
 from runners.config import Study
 from runners.ledger import live_lock, read_failure
 from runners.spec import RunSpec
@@ -62,6 +64,32 @@ def study_status(study: Study, out: str | Path) -> tuple[list[dict], list[RunSta
     return rows, states
 
 
+def plugin_changes(states: Sequence[RunState], out: str | Path) -> dict[str, list[str]]:
+    """{change line (``plugins.changed``): run labels} over the done runs whose provenance records plugins."""
+    import yaml
+
+    from optimizers import plugins
+
+    cache: dict[str, list[str]] = {}
+    flagged: dict[str, list[str]] = {}
+    for st in states:
+        if st.state != "done":
+            continue
+        result = Path(out) / st.detail
+        try:
+            records = (yaml.safe_load((result.parent / provenance_file_name(result.name)).read_text()) or {}).get(
+                "plugins") or []
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # no (readable) provenance: nothing to compare
+        for record in records:
+            key = repr(sorted(record.items()))
+            if key not in cache:
+                cache[key] = plugins.changed([record])
+            for line in cache[key]:
+                flagged.setdefault(line, []).append(st.spec.label())
+    return flagged
+
+
 def _count(states: Sequence[RunState], state: str) -> int:
     return sum(s.state == state for s in states)
 
@@ -75,6 +103,9 @@ def format_status(study: Study, out: str | Path, verbose: bool = False) -> str:
     total = {s: _count(states, s) for s in STATES}
     total["missing"] += sum(int(str(r["reruns"]).split("/")[1].split()[0]) for r in rows if r["chosen"] == "-")
     lines.append("total: " + ", ".join(f"{total[s]} {s}" for s in STATES))
+    for line, labels in plugin_changes(states, out).items():
+        lines.append(f"warning: {line}: {len(labels)} result(s) made with the old source"
+                     + "".join(f"\n  changed  {label}" for label in labels if verbose))
     for st in states:
         if st.state == "failed" or (verbose and st.state != "done"):
             lines.append(f"  {st.state:8s} {st.phase:6s} {st.spec.label()}  [{st.spec.run_id}] {st.detail}")

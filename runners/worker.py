@@ -4,7 +4,7 @@ Why: TensorFlow/Keras start-up costs seconds, more than a whole quadratic_deep r
 Each run starts with ``keras.backend.clear_session()`` and a reseed (``runners.run.fresh_keras_state``), so
 its result does not depend on what ran before in the same process.
 
-Protocol (``python -m runners.worker [--out DIR] [--progress]``):
+Protocol (``python -m runners.worker [--out DIR] [--progress] [--plugin FILE ...]``; each plugin is imported once, at start-up):
 
 * request, one JSON object per line: a RunSpec dict (``RunSpec.to_dict()``; the results root is ``--out``), or
   ``{"spec": {...RunSpec...}, "out": "DIR"}``. Blank lines are ignored; EOF ends the worker (exit 0).
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run RunSpec JSON lines from stdin; one JSON reply line each.")
     parser.add_argument("--out", default=None, help="results root for requests that do not name one")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run on stderr")
+    parser.add_argument("--plugin", action="append", default=[], help="plugin file/module to import at start-up")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     reply = _private_stdout()
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     import optimizers  # noqa: F401
     import runners.run  # noqa: F401
     import testproblems  # noqa: F401
+    from optimizers import plugins
+
+    plugins.load_all(args.plugin, validate=False)  # once per worker; the driver validated them
 
     return serve(sys.stdin, reply, args.out, args.progress)
 

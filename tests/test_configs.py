@@ -156,7 +156,7 @@ BAD = [
     ("unknown_optimizer", "problems:\n  quadratic_deep:\n    optimizers: [Adamm]\n",
      "problems.quadratic_deep.optimizers.Adamm: unknown optimizer"),
     ("empty_space", QD + "    search_space: {}\n", "search_space: empty search space"),
-    ("space_without_searched", QD + "    search_space:\n      momentum: {log_uniform: [0.001, 1.0]}\n",
+    ("space_without_searched", QD + "    fixed: {learning_rate: 0.1, power: 0.5}\n",
      "empty search space for PowKernelGradientDescentOptimizer"),
     ("bad_distribution", QD + "    search_space:\n      learning_rate: {log_uniform: [0, 1]}\n",
      "search_space.learning_rate: log_uniform needs 0 < low < high"),

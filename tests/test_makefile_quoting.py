@@ -63,6 +63,7 @@ def hostile(canary: Path) -> dict[str, str]:
         "ONLY": f"fmnist *; touch {c}",
         "BENCH_ARGS": f"--x $(shell touch {c})",
         "REFERENCE": f"ref$(shell touch {c})",
+        "PLUGINS": f"p.py $(shell touch {c}) q`touch {c}`.py",
     }
 
 
@@ -158,6 +159,26 @@ def test_reproduce_trains_into_a_fresh_folder_by_default(fake_py):
         ["-m", "analysis.verdict", "results/reproduce_default_smoke", "--reference", "deepobs_results_medium_budget"],
     ]
     assert calls(log)[0][5] == "results/reproduce_default_smoke"
+
+
+def test_plugins_reach_reproduce_and_figures_verbatim(tmp_path, fake_py):
+    py, log = fake_py
+    canary = tmp_path / "pwned"
+    v = hostile(canary)
+    result = make("reproduce", "CONFIG=c.yaml", "RESULTS=res", f"PLUGINS={v['PLUGINS']}", "OUT=o", py=py)
+    assert result.returncode == 0, result.stderr
+    assert make("figures", "PLUGINS=examples/plugins/adam_family.py  my.opts", py=py).returncode == 0
+    assert not canary.exists()
+    plugin_args = ["--plugin", "p.py", "--plugin", "$(shell", "--plugin", "touch", "--plugin", f"{canary})",
+                   "--plugin", "q`touch", "--plugin", f"{canary}`.py"]
+    assert calls(log) == [
+        ["-m", "runners", "sweep", "c.yaml", "--out", "res", "--backend", "local", *plugin_args],
+        ["-m", "analysis", "res", "--out", "o", *plugin_args],
+        ["-m", "analysis.verdict", "res", "--reference", "deepobs_results_medium_budget", "--paper",
+         "../shared/spec/protocol.md", "--out", "o"],
+        ["-m", "analysis", "deepobs_results_medium_budget", "--out", "reports", "--plugin",
+         "examples/plugins/adam_family.py", "--plugin", "my.opts"],
+    ]
 
 
 def test_data_and_bench_args(tmp_path, fake_py):

@@ -1,0 +1,260 @@
+"""Issue 15 part B: plugins in the runners (study files, the CLI, local-pool workers, Ray, provenance)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runners.config import DEFAULT_SPACE, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# sha256 of the JSON of configs/reproduce_default.yaml's tuning specs, computed before the search space moved
+# from DEFAULTS["search_space"] into the optimizers' declarations (must never change: same draws, same folders)
+REPRODUCE_DEFAULT_SPECS = "d919b0cdb8c1cddf9288d41e56c6e1947695ee60ea874b671e911d6778ac7edc"
+
+
+def test_reproduce_default_gives_exactly_the_run_specs_of_before():
+    study = load_study(ROOT / "configs" / "reproduce_default.yaml")
+    specs = study.tuning_specs()
+    digest = hashlib.sha256(json.dumps([s.to_dict() for s in specs], sort_keys=True).encode()).hexdigest()
+    assert len(specs) == 300 and digest == REPRODUCE_DEFAULT_SPECS
+    for entry in study.entries:  # the old default space, restricted to what the optimizer records, in order
+        assert [n for n, _ in entry.space] == [n for n in DEFAULT_SPACE if n in dict(entry.space)]
+        assert dict(entry.space) == {n: d for n, d in DEFAULT_SPACE.items() if n in dict(entry.space)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the CLI on a plugin file in a temporary folder outside the repository
+# ----------------------------------------------------------------------------------------------------------
+
+TIMESTAMP = re.compile(r"__\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d")
+PLUGIN = '''\
+import keras
+
+import optimizers
+
+
+def sgd(model, learning_rate):
+    return keras.optimizers.SGD(learning_rate)
+
+
+def pow_sgd(model, learning_rate, power, select=None):
+    return optimizers.nonlinear(sgd(model, learning_rate), power=power, select=select or "rank>=2")
+
+
+optimizers.register("TmpSGD", sgd, hyperparams=("learning_rate",), label="SGD (tmp)", baseline=True,
+                    search={"learning_rate": {"log_uniform": [1e-3, 1e-1]}})
+optimizers.register("TmpPowSGD", pow_sgd, hyperparams=("learning_rate", "power"), options=("select",),
+                    search={"learning_rate": {"log_uniform": [1e-3, 1e-1]}, "power": {"uniform": [0.5, 1.0]}},
+                    label="SGD+φ (tmp)", twin="TmpSGD")
+'''
+STUDY = '''\
+plugins: [{plugin}]
+defaults: {{budget: 2, num_epochs: 1, rerun_seeds: [43]}}
+problems:
+  quadratic_deep:
+    optimizers: [TmpPowSGD, TmpSGD]
+'''
+N_RUNS = 2 * (2 + 1)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NLWU_ARG_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _tree(out: Path) -> dict[str, dict]:
+    """result path (timestamp removed) -> the result JSON."""
+    return {TIMESTAMP.sub("", str(p.relative_to(out))): json.loads(p.read_text())
+            for p in out.rglob("random_seed__*.json")}
+
+
+@pytest.fixture(scope="module")
+def plugin_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user_plugins")
+    assert ROOT not in folder.parents
+    plugin = folder / "tmp_sgd_family.py"
+    plugin.write_text(PLUGIN)
+    study = folder / "study.yaml"
+    study.write_text(STUDY.format(plugin=plugin))  # an absolute path
+    return plugin, study
+
+
+@pytest.fixture(scope="module")
+def local_sweep(plugin_study, tmp_path_factory):
+    _, study = plugin_study
+    out = tmp_path_factory.mktemp("local") / "out"
+    proc = _cli("runners", "sweep", str(study), "--out", str(out), "--workers", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TmpPowSGD" in proc.stdout and "TmpSGD" in proc.stdout
+    return out
+
+
+def test_plugin_sweep_on_the_local_pool_emitted_commands_run_and_status(plugin_study, local_sweep, tmp_path):
+    plugin, study = plugin_study
+    tree = _tree(local_sweep)
+    assert len(tree) == N_RUNS
+    assert {k.split("/")[1] for k in tree} == {"TmpPowSGD", "TmpSGD"}  # the registered names are the folders
+    pow_runs = [v for k, v in tree.items() if "/TmpPowSGD/" in k]
+    assert all(set(r["optimizer_hyperparams"]) == {"learning_rate", "power"} for r in pow_runs)
+    prov = next(local_sweep.rglob("*.provenance.yaml"))
+    import yaml
+
+    records = yaml.safe_load(prov.read_text())["plugins"]
+    assert records == [{"module": "tmp_sgd_family", "path": str(plugin.resolve()),
+                        "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(),
+                        "optimizers": ["TmpSGD", "TmpPowSGD"]}]
+
+    # every emitted line carries --plugin and runs in a fresh process into the same file as the sweep's
+    out = tmp_path / "emitted"
+    emit = _cli("runners", "sweep", str(study), "--out", str(out), "--emit-commands")
+    assert emit.returncode == 0, emit.stderr[-2000:]
+    lines = emit.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(f"--plugin {shlex.quote(str(plugin.resolve()))}" in line for line in lines)
+    argv = shlex.split(lines[0])
+    assert argv[:3] == ["python", "-m", "runners"]
+    proc = _cli(*argv[2:], "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _tree(out).items() <= tree.items() and len(_tree(out)) == 1
+
+    # `run --plugin FILE --optimizer NAME ...` by hand (a relative plugin path) writes the sweep's file too
+    key, result = next((k, v) for k, v in tree.items() if "/TmpSGD/" in k and v["random_seed"] == 43)
+    by_hand = tmp_path / "by_hand"
+    proc = _cli("runners", "run", "--plugin", os.path.relpath(plugin, ROOT), "--problem", "quadratic_deep",
+                "--optimizer", "TmpSGD", "--hp", f"learning_rate={result['optimizer_hyperparams']['learning_rate']!r}",
+                "--seed", "43", "--epochs", "1", "--out", str(by_hand), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _tree(by_hand) == {key: result}
+
+    # status: all done; then the plugin's source changes and every result made with it is flagged
+    status = _cli("runners", "status", str(study), "--out", str(local_sweep))
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert f"total: {N_RUNS} done, 0 running, 0 failed, 0 missing" in status.stdout
+    assert "warning:" not in status.stdout
+    original = plugin.read_text()
+    try:
+        plugin.write_text(original + "# edited after the runs\n")
+        status = _cli("runners", "status", str(study), "--out", str(local_sweep))
+    finally:
+        plugin.write_text(original)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "source changed since the run" in status.stdout and f"{N_RUNS} result(s)" in status.stdout
+
+
+@pytest.mark.slow
+def test_plugin_sweep_on_a_local_ray_cluster_gives_the_local_pools_files(plugin_study, local_sweep, tmp_path):
+    pytest.importorskip("ray")
+    _, study = plugin_study
+    out = tmp_path / "ray"
+    proc = _cli("runners", "sweep", str(study), "--out", str(out), "--backend", "ray", "--workers", "2",
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tree(out) == _tree(local_sweep)  # names and every number
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bad plugins: one `error:` line, exit 2, no traceback, nothing written, before any training
+# ----------------------------------------------------------------------------------------------------------
+REGISTER = "import optimizers\n\n"
+BAD_PLUGINS = {
+    "missing_file": (None, "no such file"),
+    "import_raises": (REGISTER + "raise RuntimeError('boom at import')\n", "import failed: RuntimeError: boom at import"),
+    "registers_nothing": (REGISTER + "X = 1\n", "registers no optimizer"),
+    "already_registered": (REGISTER + "optimizers.register('NAGOptimizer', lambda model, learning_rate: None)\n",
+                           "optimizer NAGOptimizer is already registered (built-in)"),
+    "not_keras": (REGISTER + "optimizers.register('TmpNotKeras', lambda model, learning_rate: object(),\n"
+                  "                    search={'learning_rate': {'log_uniform': [1e-3, 1e-1]}})\n",
+                  "factory returned object, not a keras.optimizers.Optimizer"),
+    "no_distribution": (REGISTER + "import keras\n"
+                        "optimizers.register('TmpNoDist', lambda model, learning_rate, beta: keras.optimizers.SGD("
+                        "learning_rate), hyperparams=('learning_rate', 'beta'),\n"
+                        "                    search={'learning_rate': {'log_uniform': [1e-3, 1e-1]}})\n",
+                        "hyperparameter beta has no search distribution"),
+}
+
+
+def _one_error(proc: subprocess.CompletedProcess, prefix: str = "error: ") -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(prefix), proc.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", list(BAD_PLUGINS))
+def test_bad_plugin_in_a_study_is_one_error_line_and_writes_nothing(case, tmp_path):
+    body, message = BAD_PLUGINS[case]
+    plugin = tmp_path / f"bad_{case}.py"
+    if body is not None:
+        plugin.write_text(body)
+    optimizer = {"no_distribution": "TmpNoDist", "not_keras": "TmpNotKeras"}.get(case, "NAGOptimizer")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"plugins: [{plugin.name}]\nproblems:\n  quadratic_deep:\n    optimizers: [{optimizer}]\n")
+    out = tmp_path / "out"
+    line = _one_error(_cli("runners", "sweep", str(study), "--out", str(out), "--workers", "1"))
+    assert message in line and f"bad_{case}" in line, line
+    assert not out.exists()
+
+
+def test_bad_plugin_options_of_sweep_status_and_run(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text("problems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n")
+    out = tmp_path / "out"
+    line = _one_error(_cli("runners", "sweep", str(study), "--out", str(out), "--plugin", "no_such_plugin_mod"))
+    assert "--plugin: plugin no_such_plugin_mod: no module named 'no_such_plugin_mod'" in line
+    raises = tmp_path / "raises.py"
+    raises.write_text("raise ImportError('no dependency')\n")
+    line = _one_error(_cli("runners", "status", str(study), "--out", str(out), "--plugin", str(raises)))
+    assert "import failed: ImportError: no dependency" in line
+    line = _one_error(_cli("runners", "run", "--plugin", str(raises), "--problem", "quadratic_deep", "--optimizer",
+                           "NAGOptimizer", "--hp", "learning_rate=0.1", "--out", str(out)),
+                      prefix="python -m runners run: error: --plugin: ")
+    assert "raises" in line
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the examples study
+# ----------------------------------------------------------------------------------------------------------
+EXAMPLES = ROOT / "configs" / "examples" / "adam_vs_pow_adam.yaml"
+
+
+def test_examples_study_smoke_preset_runs(tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("runners", "sweep", str(EXAMPLES), "--preset", "smoke", "--out", str(out), "--workers", "2",
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tree = _tree(out)
+    assert len(tree) == 2 * (2 + 1)
+    assert {k.split("/")[1] for k in tree} == {"PowKernelAdam", "KerasAdam"}
+    assert all(r["num_epochs"] == 2 for r in tree.values())
+
+
+@pytest.mark.slow
+def test_examples_study_full_quadratic_search(tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("runners", "sweep", str(EXAMPLES), "--preset", "quadratic", "--out", str(out), "--no-progress",
+                timeout=7200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tree = _tree(out)
+    assert len(tree) == 2 * (50 + 9)
+    table = _cli("analysis", str(out), "--out", str(tmp_path / "reports"), "--plugin",
+                 str(ROOT / "examples" / "plugins" / "adam_family.py"))
+    assert table.returncode == 0, table.stderr[-3000:]
+    assert "Adam+φ" in table.stdout or (tmp_path / "reports").exists()
