@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
 import subprocess
 import time
@@ -174,6 +175,34 @@ def check_names(testproblem: str, optimizer: str) -> None:
         raise RunError(f"unknown optimizer {optimizer!r}; known: {', '.join(optimizers.names())}")
 
 
+def check_out(out: str | Path, flag: str = "--out") -> Path:
+    """RunError unless ``out`` is a folder (or can be made one) this process can write to; creates nothing.
+    Called before any training, so a bad ``--out`` never costs the compute of a run."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{flag} {out} exists and is not a folder; pass a results folder")
+    probe = out
+    while not probe.exists():
+        if probe.is_symlink():
+            raise RunError(f"{flag} {out}: {probe} is a dangling symlink")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"{flag} {out} is not writable ({probe} denies write access)")
+    return out
+
+
+def check_inside(out: str | Path, folder: str | Path) -> Path:
+    """RunError unless ``folder`` resolves (symlinks followed) to a place inside ``out``: results never
+    land outside ``--out`` through a symlink."""
+    root, target = Path(out).resolve(), Path(folder).resolve()
+    if not target.is_relative_to(root):
+        raise RunError(f"{folder} resolves to {target}, outside --out {root} (a symlink?); results stay inside "
+                       "--out: remove the link or choose another --out")
+    return Path(folder)
+
+
 def build(spec: RunSpec):
     """(problem, model, optimizer, trainer) for ``spec``; bad names/values raise RunError with one line."""
     import optimizers
@@ -200,15 +229,18 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     written last and atomically, after its provenance file, so a result file is always complete.
     """
     out = Path(out)
-    existing = spec.existing_result(out)
-    if existing is not None:
-        return existing
     try:
+        spec.validate()
+        existing = spec.existing_result(out)
+        if existing is not None:
+            return existing
         num_epochs, batch_size = spec.effective_num_epochs(), spec.effective_batch_size()
         recorded = spec.recorded_hyperparams()
         folder = spec.setting_dir(out)
-    except ValueError as exc:
+    except ValueError as exc:  # includes SpecMismatch
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+    check_out(out)
+    check_inside(out, folder)
     start = time.time()
     t0 = time.perf_counter()
     fresh_keras_state(spec.seed, free_memory=_large_model(spec.testproblem))
@@ -258,9 +290,13 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     import yaml
 
     # another process may have finished the same run meanwhile: keep theirs, never two files per seed
-    existing = spec.existing_result(out)
+    try:
+        existing = spec.existing_result(out)
+    except ValueError as exc:
+        raise RunError(str(exc).splitlines()[0]) from None
     if existing is not None:
         return existing
+    check_inside(out, folder)  # again: a link may have appeared while training
     write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
     write_atomic(path, dump_deepobs_json(output))
     return path
