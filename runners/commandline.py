@@ -164,8 +164,8 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
 
         path = execute(spec, args.out, progress=not args.no_progress)
     except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
-        print(f"error: {prog.removeprefix('python -m ')}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-              file=sys.stderr)
+        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
         return 2
     print(("exists: " if existed else "") + str(path))
     return 0

@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,10 +140,36 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def import_keras():
+    """``import keras`` (and its backend) with TF's C++ start-up lines silenced: absl writes "All log messages
+    before absl::InitializeLog()" and the CUDA/oneDNN notes straight to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says, so the first import runs with fd 2 on /dev/null (Python errors are raised after
+    it is restored). ``NLWU_TF_LOGS=1`` keeps them."""
+    import sys
+
+    if "keras" in sys.modules or os.environ.get("NLWU_TF_LOGS") == "1":
+        import keras
+
+        return keras
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        try:
+            import keras
+        finally:
+            os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    return keras
+
+
 def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
     """Clear Keras' global state and reseed Python, NumPy and the backend (fresh state per run).
     ``free_memory`` runs Python's garbage collector (about 0.4 s here: skipped for tiny models)."""
-    import keras
+    keras = import_keras()
 
     keras.backend.clear_session(free_memory=free_memory)
     keras.utils.set_random_seed(seed)
@@ -188,6 +215,8 @@ def check_out(out: str | Path, flag: str = "--out") -> Path:
         if probe.parent == probe:
             break
         probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"{flag} {out}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise RunError(f"{flag} {out} is not writable ({probe} denies write access)")
     return out
@@ -201,6 +230,24 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
         raise RunError(f"{folder} resolves to {target}, outside --out {root} (a symlink?); results stay inside "
                        "--out: remove the link or choose another --out")
     return Path(folder)
+
+
+def check_data(spec: RunSpec) -> None:
+    """RunError (one line, naming the file and the fix) unless the run's data load and give at least one
+    training batch; NumPy only, so it runs before TensorFlow is imported. The readers cache what they read."""
+    import testproblems
+
+    try:
+        with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
+            warnings.simplefilter("ignore")
+            problem = testproblems.get(spec.testproblem, data_dir=spec.data_dir, batch_size=spec.batch_size,
+                                       l2=spec.weight_decay, seed=spec.seed, fidelity=spec.fidelity)
+        dataset = problem.dataset()
+        if dataset.num_batches("train") < 1:
+            raise RunError(f"batch_size {problem.batch_size} is larger than the training set of {spec.testproblem} "
+                           f"in {problem.data_dir} ({dataset.sizes.get('train', '?')} examples)")
+    except ValueError as exc:  # includes testproblems.data.DataError
+        raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
 
 
 def build(spec: RunSpec):
@@ -241,6 +288,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     check_out(out)
     check_inside(out, folder)
+    check_data(spec)  # before TensorFlow loads: bad data fail in a second, without TF's log lines
     start = time.time()
     t0 = time.perf_counter()
     fresh_keras_state(spec.seed, free_memory=_large_model(spec.testproblem))
