@@ -95,15 +95,16 @@ def _fail(message: str) -> int:
 def _load(args):
     from optimizers import PluginError, plugins
     from runners.config import load_study
+    from runners.run import check_inside, check_out
 
+    out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
     try:
         plugins.load_all(args.plugin)  # before the study names their optimizers
     except PluginError as exc:
         raise UsageError(f"--plugin: {exc}") from None
     study = load_study(args.config, preset=args.preset)
-    out = Path(args.out or DEFAULT_OUT)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder; pass a results folder")
+    for folder in sorted({spec.setting_dir(out) for spec in study.tuning_specs()}):
+        check_inside(out, folder)  # no result may land outside --out through a symlink
     return study, out
 
 
@@ -161,13 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_run(argv[1:], prog=f"{PROG} run")
     from runners.config import ConfigError
     from runners.pool import BackendError
+    from runners.run import RunError
+    from runners.spec import SpecMismatch
 
     try:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             return _sweep(args)
         return _status(args)
-    except (UsageError, ConfigError, BackendError) as exc:
+    except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from runners.run import RunError, check_names
+from runners.run import RunError, check_names, check_out
 from runners.spec import RunSpec
 
 
@@ -152,9 +152,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     try:
         return RunSpec(args.problem, args.optimizer, hp, seed=args.seed, num_epochs=args.epochs,
                        batch_size=args.batch_size, weight_decay=args.weight_decay, data_dir=args.data_dir,
-                       fidelity=args.fidelity, train_log_interval=args.train_log_interval, options=opts)
+                       fidelity=args.fidelity, train_log_interval=args.train_log_interval, options=opts).validate()
     except ValueError as exc:
-        raise RunError(str(exc)) from None
+        raise RunError(str(exc).splitlines()[0]) from None
 
 
 def _load_plugins(refs: Sequence[str]) -> None:
@@ -174,13 +174,15 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         _load_plugins(args.plugin)
         spec = spec_from_args(args)
+        check_out(args.out)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         existed = spec.existing_result(args.out)
         from runners.run import execute
 
         path = execute(spec, args.out, progress=not args.no_progress)
-    except (_ArgError, RunError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
+        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
         return 2
     print(("exists: " if existed else "") + str(path))
     return 0

@@ -48,8 +48,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from optimizers.registry import BUILTIN_RANGES
+from optimizers.space import check_distribution, midpoint
 from runners.sampler import SpaceError, is_searched, sample_search, validate_distribution
-from runners.spec import RunSpec
+from runners.spec import MAX_SEED, RunSpec
+
+#: most tuning samples per search: the sampler draws them all (status, sweep), so the bound keeps both quick
+MAX_BUDGET = 10_000
 
 
 class ConfigError(ValueError):
@@ -233,12 +238,14 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
     elif key in ("budget", "train_log_interval"):
         if not _is_int(value) or value < 1:
             ctx.fail(k, f"expected an integer >= 1, got {value!r}")
+        if key == "budget" and value > MAX_BUDGET:
+            ctx.fail(k, f"budget {value} is larger than {MAX_BUDGET} samples per search (the paper uses 50)")
     elif key == "tuning_seed":
-        if not _is_int(value) or value < 0:
-            ctx.fail(k, f"expected an integer >= 0, got {value!r}")
+        if not _is_int(value) or not 0 <= value <= MAX_SEED:
+            ctx.fail(k, f"expected an integer seed in [0, {MAX_SEED}], got {value!r}")
     elif key == "rerun_seeds":
-        if not isinstance(value, list) or not all(_is_int(s) and s >= 0 for s in value):
-            ctx.fail(k, f"expected a list of integer seeds >= 0, got {value!r}")
+        if not isinstance(value, list) or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in value):
+            ctx.fail(k, f"expected a list of integer seeds in [0, {MAX_SEED}], got {value!r}")
         if len(set(value)) != len(value):
             ctx.fail(k, f"repeated seed in {value!r}")
     elif key in ("num_epochs", "batch_size"):
@@ -248,8 +255,10 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
         if value is not None and (not _is_number(value) or value < 0):
             ctx.fail(k, f"expected a number >= 0 or null (problem default), got {value!r}")
     elif key == "fidelity":
-        if not isinstance(value, str) or not value:
-            ctx.fail(k, f"expected a string, got {value!r}")
+        from testproblems import FIDELITIES
+
+        if value not in FIDELITIES:
+            ctx.fail(k, f"expected one of {', '.join(FIDELITIES)}, got {value!r}")
     elif key == "data_dir":
         if value is not None and not isinstance(value, str):
             ctx.fail(k, f"expected a path string or null, got {value!r}")
@@ -483,11 +492,18 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
             data_dir=settings["data_dir"], space=tuple(searched), fixed=tuple(sorted(fixed_values.items())),
             options=tuple(sorted((settings["options"] or {}).items())), source=where,
         )
-        # a trial sample must be accepted by the optimizer registry (names, ranges, missing values)
+        # every value the search can give must be accepted: distributions by their bounds against the declared
+        # ranges (nothing is drawn), then one spec through RunSpec.validate, the check every run passes
+        ospec_ranges = {**BUILTIN_RANGES, **ospec.ranges}
+        for n, d in searched:
+            try:
+                check_distribution(n, d, ospec_ranges.get(n))
+            except ValueError as exc:
+                ctx.fail(f"{where}.search_space.{n}", str(exc))
         try:
-            optimizers.resolve_hyperparams(opt, {**dict(entry.fixed), **entry.samples()[0], **dict(entry.options)}
-                                           if entry.budget else dict(entry.fixed))
+            entry.run_spec({**dict(entry.fixed), **{n: midpoint(d) for n, d in searched}},
+                           max((entry.tuning_seed, *entry.rerun_seeds))).validate()
         except ValueError as exc:
-            ctx.fail(where, str(exc))
+            ctx.fail(where, str(exc).splitlines()[0])
         entries.append(entry)
     return entries

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,10 +147,36 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def import_keras():
+    """``import keras`` (and its backend) with TF's C++ start-up lines silenced: absl writes "All log messages
+    before absl::InitializeLog()" and the CUDA/oneDNN notes straight to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says, so the first import runs with fd 2 on /dev/null (Python errors are raised after
+    it is restored). ``NLWU_TF_LOGS=1`` keeps them."""
+    import sys
+
+    if "keras" in sys.modules or os.environ.get("NLWU_TF_LOGS") == "1":
+        import keras
+
+        return keras
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        try:
+            import keras
+        finally:
+            os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    return keras
+
+
 def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
     """Clear Keras' global state and reseed Python, NumPy and the backend (fresh state per run).
     ``free_memory`` runs Python's garbage collector (about 0.4 s here: skipped for tiny models)."""
-    import keras
+    keras = import_keras()
 
     keras.backend.clear_session(free_memory=free_memory)
     keras.utils.set_random_seed(seed)
@@ -181,6 +209,54 @@ def check_names(testproblem: str, optimizer: str) -> None:
         raise RunError(f"unknown optimizer {optimizer!r}; known: {', '.join(optimizers.names())}")
 
 
+def check_out(out: str | Path, flag: str = "--out") -> Path:
+    """RunError unless ``out`` is a folder (or can be made one) this process can write to; creates nothing.
+    Called before any training, so a bad ``--out`` never costs the compute of a run."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{flag} {out} exists and is not a folder; pass a results folder")
+    probe = out
+    while not probe.exists():
+        if probe.is_symlink():
+            raise RunError(f"{flag} {out}: {probe} is a dangling symlink")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunError(f"{flag} {out}: {probe} is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(f"{flag} {out} is not writable ({probe} denies write access)")
+    return out
+
+
+def check_inside(out: str | Path, folder: str | Path) -> Path:
+    """RunError unless ``folder`` resolves (symlinks followed) to a place inside ``out``: results never
+    land outside ``--out`` through a symlink."""
+    root, target = Path(out).resolve(), Path(folder).resolve()
+    if not target.is_relative_to(root):
+        raise RunError(f"{folder} resolves to {target}, outside --out {root} (a symlink?); results stay inside "
+                       "--out: remove the link or choose another --out")
+    return Path(folder)
+
+
+def check_data(spec: RunSpec) -> None:
+    """RunError (one line, naming the file and the fix) unless the run's data load and give at least one
+    training batch; NumPy only, so it runs before TensorFlow is imported. The readers cache what they read."""
+    import testproblems
+
+    try:
+        with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
+            warnings.simplefilter("ignore")
+            problem = testproblems.get(spec.testproblem, data_dir=spec.data_dir, batch_size=spec.batch_size,
+                                       l2=spec.weight_decay, seed=spec.seed, fidelity=spec.fidelity)
+        dataset = problem.dataset()
+        if dataset.num_batches("train") < 1:
+            raise RunError(f"batch_size {problem.batch_size} is larger than the training set of {spec.testproblem} "
+                           f"in {problem.data_dir} ({dataset.sizes.get('train', '?')} examples)")
+    except ValueError as exc:  # includes testproblems.data.DataError
+        raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+
+
 def build(spec: RunSpec):
     """(problem, model, optimizer, trainer) for ``spec``; bad names/values raise RunError with one line."""
     import optimizers
@@ -207,15 +283,19 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     written last and atomically, after its provenance file, so a result file is always complete.
     """
     out = Path(out)
-    existing = spec.existing_result(out)
-    if existing is not None:
-        return existing
     try:
+        spec.validate()
+        existing = spec.existing_result(out)
+        if existing is not None:
+            return existing
         num_epochs, batch_size = spec.effective_num_epochs(), spec.effective_batch_size()
         recorded = spec.recorded_hyperparams()
         folder = spec.setting_dir(out)
-    except ValueError as exc:
+    except ValueError as exc:  # includes SpecMismatch
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+    check_out(out)
+    check_inside(out, folder)
+    check_data(spec)  # before TensorFlow loads: bad data fail in a second, without TF's log lines
     start = time.time()
     t0 = time.perf_counter()
     fresh_keras_state(spec.seed, free_memory=_large_model(spec.testproblem))
@@ -266,9 +346,13 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     import yaml
 
     # another process may have finished the same run meanwhile: keep theirs, never two files per seed
-    existing = spec.existing_result(out)
+    try:
+        existing = spec.existing_result(out)
+    except ValueError as exc:
+        raise RunError(str(exc).splitlines()[0]) from None
     if existing is not None:
         return existing
+    check_inside(out, folder)  # again: a link may have appeared while training
     write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
     write_atomic(path, dump_deepobs_json(output))
     return path

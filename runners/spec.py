@@ -16,7 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import parse_result_file_name, setting_folder_name
+from deepobs_tree import parse_result_file_name, provenance_file_name, setting_folder_name
+
+#: seeds NumPy, Python and the backends all accept (unsigned 32 bit)
+MAX_SEED = 2**32 - 1
+#: defaults of the fields that are not in DeepOBS' folder name; a run that differs gets a ``name__value`` token
+FOLDER_DEFAULTS = {"fidelity": "deepobs", "train_log_interval": 10}
+
+
+class SpecMismatch(ValueError):
+    """A result exists in the run's folder but was made with a different spec (one line: what differs)."""
 
 #: fields that define a run (hashed into run_id); data_dir is deliberately absent.
 ID_FIELDS = (
@@ -97,6 +106,76 @@ class RunSpec:
                 raise ValueError(f"RunSpec.weight_decay must be finite and >= 0, got {self.weight_decay!r}")
         if self.data_dir is not None:
             set_(self, "data_dir", str(self.data_dir))
+
+    # -- validation (no TensorFlow) ---------------------------------------------------------------
+    def validate(self) -> RunSpec:
+        """ValueError (one line) unless every field is one a run accepts: known names, a seed in
+        [0, 2**32 - 1], a known fidelity, a batch no larger than the problem's training set, hyperparameters and
+        options the optimizer takes (values in their declared ranges). Imports neither TF nor Keras."""
+        import optimizers
+        import testproblems
+        from testproblems.problems import FIDELITIES
+
+        problem = testproblems.spec(self.testproblem)
+        optimizers.spec(self.optimizer)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
+        if self.fidelity not in FIDELITIES:
+            raise ValueError(f"unknown fidelity {self.fidelity!r}; use one of: {', '.join(FIDELITIES)}")
+        limit = testproblems.max_batch_size(self.testproblem)
+        if self.batch_size is not None and limit is not None and self.batch_size > limit:
+            raise ValueError(f"batch_size {self.batch_size} is larger than the training set of {problem.name} "
+                             f"({limit} examples)")
+        self.resolved_hyperparams()
+        for name, value in self.folder_extras().items():
+            text = str(value)
+            if not text or "/" in text or "__" in text or text.startswith(".") or "\0" in text:
+                raise ValueError(f"option {name}={value!r} cannot be part of a folder name")
+        return self
+
+    def resolved_hyperparams(self) -> dict[str, Any]:
+        """Hyperparameters and options as the optimizer gets them: defaults filled in, values validated,
+        options normalised (select rule name, decay_on)."""
+        import optimizers
+        from optimizers.selection import DEFAULT_RULE, resolve_rule, rule_name, validate_decay_on
+
+        values = optimizers.resolve_hyperparams(self.optimizer, {**self.hyperparams_dict, **self.options_dict})
+        if "select" in values or "select" in optimizers.spec(self.optimizer).options:
+            resolve_rule(values.get("select"))
+            values["select"] = rule_name(values.get("select") or DEFAULT_RULE)
+        if "decay_on" in values or "decay_on" in optimizers.spec(self.optimizer).options:
+            values["decay_on"] = validate_decay_on(values.get("decay_on", "selected"))
+        return values
+
+    def folder_extras(self) -> dict[str, Any]:
+        """What changes the math but is not in DeepOBS' folder name and differs from the paper's defaults:
+        provenance-only hyperparameters (PowKernel momentum), options (select, decay_on), fidelity and
+        train_log_interval. These become ``name__value`` tokens of the setting folder, so runs with different
+        values never share a folder, while the paper's defaults keep the paper's folder names."""
+        import optimizers
+        from optimizers.selection import DEFAULT_RULE
+
+        entry = optimizers.spec(self.optimizer)
+        values = self.resolved_hyperparams()
+        defaults = {**entry.defaults, "select": DEFAULT_RULE, "decay_on": "selected"}
+        extras = {k: v for k, v in values.items()
+                  if k not in entry.hyperparams and k not in entry.fixed and (k not in defaults or v != defaults[k])}
+        for name, default in FOLDER_DEFAULTS.items():
+            if getattr(self, name) != default:
+                extras[name] = getattr(self, name)
+        return extras
+
+    def identity(self) -> dict[str, Any]:
+        """The values that decide a run's result (effective epochs/batch size, resolved hyperparameters and
+        options): two specs with the same identity give the same result file."""
+        return {
+            "testproblem": self.testproblem, "optimizer": self.optimizer, "seed": self.seed,
+            "num_epochs": self.effective_num_epochs(), "batch_size": self.effective_batch_size(),
+            "weight_decay": self.weight_decay, "fidelity": self.fidelity,
+            "train_log_interval": self.train_log_interval,
+            **{f"hyperparams.{k}": (list(v) if isinstance(v, tuple) else v)
+               for k, v in self.resolved_hyperparams().items()},
+        }
 
     # -- identity -------------------------------------------------------------------------------
     def canonical(self) -> dict[str, Any]:
@@ -189,7 +268,7 @@ class RunSpec:
             self.effective_batch_size(),
             self.recorded_hyperparams(),
             weight_decay=self.weight_decay,
-            training_params={},
+            training_params=self.folder_extras(),
         )
 
     def setting_dir(self, out: str | Path) -> Path:
@@ -207,7 +286,35 @@ class RunSpec:
             for p in folder.glob(f"random_seed__{self.seed:d}__*.json")
             if (parsed := parse_result_file_name(p.name)) is not None and parsed[0] == self.seed and p.is_file()
         )
-        return hits[-1] if hits else None
+        if not hits:
+            return None
+        self.check_provenance(hits[-1])
+        return hits[-1]
+
+    def check_provenance(self, result: Path) -> None:
+        """SpecMismatch (one line naming what differs) if the provenance file beside ``result`` records a spec
+        other than this one. Results without a provenance file (DeepOBS' own, the paper's) are accepted: their
+        folder name already says every value they were made with."""
+        import yaml
+
+        prov = result.with_name(provenance_file_name(result.name))
+        try:
+            text = prov.read_text()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise SpecMismatch(f"cannot read {prov} to check the existing result: {exc}") from None
+        try:
+            recorded = RunSpec.from_dict(yaml.safe_load(text)["spec"]).identity()
+        except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
+            raise SpecMismatch(f"{prov}: unreadable provenance ({type(exc).__name__}); cannot check that "
+                               f"{result.name} was made with the requested spec; move it away") from None
+        wanted = self.identity()
+        diff = [f"{k}: recorded {recorded.get(k)!r}, requested {wanted.get(k)!r}"
+                for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+        if diff:
+            raise SpecMismatch(f"{result} was made with a different spec ({'; '.join(diff)}); "
+                               "move it away or choose another --out")
 
     def label(self) -> str:
         hp = " ".join(f"{k}={v}" for k, v in self.hyperparams)

@@ -94,14 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     reply = _private_stdout()
     # pay the imports once, before the first request
-    import keras  # noqa: F401
-
     import optimizers  # noqa: F401
-    import runners.run  # noqa: F401
+    import runners.run
     import testproblems  # noqa: F401
     from optimizers import plugins
 
     plugins.load_all(args.plugin, validate=False)  # once per worker; the driver validated them
+
+    runners.run.import_keras()  # without TF's start-up lines on stderr
 
     return serve(sys.stdin, reply, args.out, args.progress)
 

@@ -5,7 +5,7 @@ Metadata (``names``, ``spec``) imports without TensorFlow/Keras; ``get(name)`` r
 """
 
 from .problems import FIDELITIES, Problem, default_data_dir, get
-from .registry import DATASETS, ProblemSpec, names, spec, supports_l2
+from .registry import DATASETS, ProblemSpec, max_batch_size, names, spec, supports_l2
 
-__all__ = ["DATASETS", "FIDELITIES", "Problem", "ProblemSpec", "default_data_dir", "get", "names", "spec",
-           "supports_l2"]
+__all__ = ["DATASETS", "FIDELITIES", "Problem", "ProblemSpec", "default_data_dir", "get", "max_batch_size", "names",
+           "spec", "supports_l2"]

@@ -54,10 +54,19 @@ def _prepare_module():
     return prepare, None
 
 
+class UsageError(Exception):
+    """Bad command-line input: one ``error:`` line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message} (--help lists the options)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m testproblems",
-                                     description="DeepOBS test problems on Keras 3: metadata and data preparation.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m testproblems",
+                     description="DeepOBS test problems on Keras 3: metadata and data preparation.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_info = sub.add_parser("info", help="list the problems: trainable parameters, batch size, epochs, L2 factor")
     p_info.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p_info.set_defaults(func=_info)
@@ -80,7 +89,11 @@ def _prepare_missing(args) -> int:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return int(args.func(args) or 0)
 
 

@@ -70,6 +70,17 @@ def spec(name: str) -> ProblemSpec:
         raise ValueError(f"unknown test problem {name!r}; known: {', '.join(_REGISTRY)}") from None
 
 
+#: training examples (after DeepOBS' validation split) of each dataset's full data; tolstoi counts characters
+#: and batches sequences, so it has no bound here (its reader checks the prepared data)
+TRAIN_EXAMPLES = {"quadratic": 1000, "mnist": 50_000, "fmnist": 50_000, "cifar10": 40_000, "cifar100": 40_000,
+                  "svhn": 73_257 - 26_032}
+
+
+def max_batch_size(name: str) -> int | None:
+    """The largest batch size ``name`` can train with (its training set), None when it has no static bound."""
+    return TRAIN_EXAMPLES.get(spec(name).dataset)
+
+
 def supports_l2(name: str) -> bool:
     """Whether the problem's network has L2-regularised kernels (the _nodecay variants do, with f=0)."""
     return spec(name).base_name in _HAS_L2

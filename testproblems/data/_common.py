@@ -36,8 +36,9 @@ def default_data_dir() -> Path:
 
 
 def fix_command(name: str, data_dir) -> str:
-    """The command that (re)creates dataset `name` below `data_dir`."""
-    return f"python -m testproblems prepare-data --data-dir {shlex.quote(str(data_dir))} --only {name}"
+    """The command that (re)creates dataset `name` below `data_dir` (``--force``: a corrupt file may keep the
+    size the "already prepared" marker records)."""
+    return f"python -m testproblems prepare-data --data-dir {shlex.quote(str(data_dir))} --only {name} --force"
 
 
 def data_error(name: str, data_dir, path, problem: str) -> DataError:

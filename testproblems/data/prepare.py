@@ -24,6 +24,7 @@ import sys
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +160,11 @@ def _parse_base_urls(values) -> dict[str, str]:
     out = {}
     for v in values:
         name, sep, url = v.partition("=")
+        parsed = urllib.parse.urlparse(url)
         if not sep or not url or name not in SPECS:
             raise PrepareError(f"bad --base-url {v!r}; expected NAME=URL with NAME one of {', '.join(SPECS)}")
+        if parsed.scheme not in ("http", "https", "file") or (parsed.scheme != "file" and not parsed.netloc):
+            raise PrepareError(f"bad --base-url {v!r}: {url!r} is not an http(s):// or file:// URL")
         out[name] = url if url.endswith("/") else url + "/"
     return out
 
@@ -172,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
         base_urls = _parse_base_urls(args.base_url)
         if args.source is not None and not Path(args.source).is_dir():
             raise PrepareError(f"--source {args.source}: no such folder")
-        if args.retries < 0 or args.timeout <= 0:
-            raise PrepareError("--retries must be >= 0 and --timeout > 0")
+        if args.retries < 0 or not 0 < args.timeout < float("inf"):
+            raise PrepareError(f"--retries must be >= 0 and --timeout a finite number > 0, got {args.retries}, {args.timeout}")
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -321,7 +325,10 @@ def _is_prepared(folder: Path) -> bool:
         return False
     try:
         info = json.loads(marker.read_text())
-        return all((folder / n).is_file() and (folder / n).stat().st_size == s for n, s in info["files"].items())
+        if not all((folder / n).is_file() and (folder / n).stat().st_size == s for n, s in info["files"].items()):
+            return False
+        # the checksums too (markers of older versions have none): a corrupt file with the right size is redone
+        return all(_digest(folder / n, "sha256") == d for n, d in (info.get("sha256") or {}).items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -386,6 +393,7 @@ def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=Fals
     outputs = {"mnist": _prep_idx, "fmnist": _prep_idx, "cifar10": _prep_cifar, "cifar100": _prep_cifar,
                "svhn": _prep_svhn, "tolstoi": _prep_tolstoi}[name](name, paths, folder)
     marker = {"dataset": name, "files": {n: (folder / n).stat().st_size for n in outputs},
+              "sha256": {n: _digest(folder / n, "sha256") for n in outputs},
               "sources": {n: str(p) for n, p in paths.items()}, "prepared_by": "nlwu-bench prepare-data"}
     atomic_write_bytes(folder / MARKER, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     if not keep_downloads:

@@ -95,6 +95,10 @@ def read_idx_split(name: str, data_dir: Path, prefix: str) -> tuple[np.ndarray, 
     def build():
         images = _read_idx(name, data_dir, ip, 2051)
         labels = _read_idx(name, data_dir, lp, 2049)
+        if images.shape[1:] != (28, 28):
+            raise data_error(name, data_dir, ip, f"corrupt (images of shape {images.shape[1:]}, expected (28, 28))")
+        if labels.ndim != 1:
+            raise data_error(name, data_dir, lp, f"corrupt (labels of shape {labels.shape}, expected (N,))")
         if len(images) != len(labels):
             raise data_error(name, data_dir, lp, f"corrupt ({len(labels)} labels for {len(images)} images)")
         if labels.size and labels.max() > 9:

@@ -1,0 +1,119 @@
+"""Run identity (issue 16 item 1): a value that changes the math never shares a setting folder with another
+value, the paper's defaults keep the paper's folder names, and a result is reused only if its recorded spec
+(provenance) equals the requested one. No TensorFlow here."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepobs_tree import provenance_file_name
+from runners.config import load_study
+from runners.spec import RunSpec, SpecMismatch
+
+ROOT = Path(__file__).resolve().parents[1]
+PK = "PowKernelMomentumOptimizer"
+HP = {"learning_rate": 0.01, "power": 0.5}
+PAPER = "num_epochs__1__batch_size__128__learning_rate__1.e-02__power__5.e-01"
+
+
+def _spec(**kw):
+    hp = {**HP, **kw.pop("hp", {})}
+    return RunSpec("quadratic_deep", PK, hp, num_epochs=1, **kw)
+
+
+@pytest.mark.parametrize("kw, token", [
+    ({}, ""),
+    ({"hp": {"momentum": 0.9}}, ""),  # the default, given explicitly: the paper's name
+    ({"options": {"select": "rank>=2", "decay_on": "selected"}}, ""),
+    ({"hp": {"momentum": 0.0}}, "__momentum__0.e+00"),
+    ({"hp": {"momentum": 0.5}}, "__momentum__5.e-01"),
+    ({"options": {"select": "all"}}, "__select__all"),
+    ({"options": {"decay_on": "all"}}, "__decay_on__all"),
+    ({"fidelity": "corrected"}, "__fidelity__corrected"),
+    ({"train_log_interval": 5}, "__train_log_interval__5"),
+])
+def test_non_default_values_are_in_the_folder_name(kw, token):
+    assert _spec(**kw).setting_folder() == PAPER + token
+
+
+def test_every_math_changing_value_gives_its_own_folder():
+    variants = [{}, {"hp": {"momentum": 0.0}}, {"hp": {"momentum": 0.5}}, {"options": {"select": "all"}},
+                {"options": {"select": "none"}}, {"options": {"decay_on": "all"}}, {"fidelity": "corrected"},
+                {"train_log_interval": 3}, {"options": {"select": "all", "decay_on": "all"}}]
+    folders = [_spec(**kw).setting_folder() for kw in variants]
+    assert len(set(folders)) == len(folders)
+
+
+def _plant(spec, out, recorded_spec=None, stamp="2026-01-01-00-00-00"):
+    folder = spec.setting_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    result = folder / f"random_seed__{spec.seed}__{stamp}.json"
+    result.write_text("{}")
+    if recorded_spec is not None:
+        rec = {**recorded_spec.to_dict(), "hyperparams": recorded_spec.hyperparams_dict,
+               "options": recorded_spec.options_dict}
+        (folder / provenance_file_name(result.name)).write_text(yaml.safe_dump({"spec": rec}))
+    return result
+
+
+def test_reuse_only_when_the_recorded_spec_equals_the_requested(tmp_path):
+    spec = _spec()
+    done = _plant(spec, tmp_path, recorded_spec=spec.replace(hyperparams={**HP, "momentum": 0.9}))
+    assert spec.existing_result(tmp_path) == done  # explicit default == implicit default
+    # a result in the paper's folder recorded with momentum 0.5 (an older tree): refused, naming the difference
+    other = tmp_path / "other"
+    _plant(spec, other, recorded_spec=_spec(hp={"momentum": 0.5}))
+    with pytest.raises(SpecMismatch, match=r"hyperparams.momentum: recorded 0.5, requested 0.9"):
+        spec.existing_result(other)
+    bad = tmp_path / "bad"
+    result = _plant(spec, bad)
+    result.with_name(provenance_file_name(result.name)).write_text("spec: [unclosed")
+    with pytest.raises(SpecMismatch, match="unreadable provenance"):
+        spec.existing_result(bad)
+
+
+def test_results_without_provenance_are_reused(tmp_path):
+    spec = _spec()
+    done = _plant(spec, tmp_path)
+    assert spec.existing_result(tmp_path) == done
+
+
+def test_committed_tree_keeps_its_folder_names():
+    tree = ROOT / "deepobs_results_medium_budget"
+    if not tree.is_dir():
+        pytest.skip("no committed result tree")
+    study = load_study(ROOT / "configs" / "paper.yaml", preset="medium")
+    ours = {s.setting_dir(tree) for s in study.tuning_specs()[:200]}
+    on_disk = {p for p in ours if p.is_dir()}
+    assert on_disk, "the paper's default specs must map onto the committed folders"
+
+
+def test_study_fixed_momentum_axis_gives_distinct_searches(tmp_path):
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({"defaults": {"budget": 3, "num_epochs": 1, "rerun_seeds": []},
+                                   "problems": {"quadratic_deep": {"optimizers": [PK],
+                                                                   "fixed": {"momentum": [0.9, 0.5]}}}}))
+    study = load_study(cfg)
+    assert len(study.entries) == 2
+    specs = study.tuning_specs()
+    assert len(specs) == 6
+    assert len({(s.setting_folder(), s.seed) for s in specs}) == 6
+
+
+def test_cli_momentum_run_does_not_reuse_the_default_result(tmp_path):
+    """End to end: `run ... --hp momentum=0.0` after a default-momentum run trains its own result."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    base = [sys.executable, "-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer", PK,
+            "--hp", "learning_rate=0.01", "--hp", "power=0.5", "--epochs", "1", "--no-progress",
+            "--out", str(tmp_path)]
+    first = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    second = subprocess.run(base + ["--hp", "momentum=0.0"], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert not second.stdout.startswith("exists:")
+    assert Path(first.stdout.strip()).parent.name == PAPER
+    assert Path(second.stdout.strip()).parent.name == PAPER + "__momentum__0.e+00"
