@@ -24,6 +24,18 @@ MAX_SEED = 2**32 - 1
 FOLDER_DEFAULTS = {"fidelity": "deepobs", "train_log_interval": 10}
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, with floats equal to 1e-12 relative: far below the folder names' 10 significant digits, above the
+    last-bit differences of the sampler's exp/log between machines (seen on the committed tree's learning rates)."""
+    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool) and not isinstance(b, bool):
+        return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    return a == b
+
+
 class SpecMismatch(ValueError):
     """A result exists in the run's folder but was made with a different spec (one line: what differs)."""
 
@@ -311,7 +323,7 @@ class RunSpec:
                                f"{result.name} was made with the requested spec; move it away") from None
         wanted = self.identity()
         diff = [f"{k}: recorded {recorded.get(k)!r}, requested {wanted.get(k)!r}"
-                for k in sorted(set(recorded) | set(wanted)) if recorded.get(k) != wanted.get(k)]
+                for k in sorted(set(recorded) | set(wanted)) if not same_value(recorded.get(k), wanted.get(k))]
         if diff:
             raise SpecMismatch(f"{result} was made with a different spec ({'; '.join(diff)}); "
                                "move it away or choose another --out")
