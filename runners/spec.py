@@ -27,7 +27,9 @@ FOLDER_DEFAULTS = {"fidelity": "deepobs", "train_log_interval": 10}
 def same_value(a: Any, b: Any) -> bool:
     """Equal, with floats equal to 1e-12 relative: far below the folder names' 10 significant digits, above the
     last-bit differences of the sampler's exp/log between machines (seen on the committed tree's learning rates)."""
-    if isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool) and not isinstance(b, bool):
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, float | int) and isinstance(b, float | int):
         return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
