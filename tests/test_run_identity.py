@@ -117,3 +117,40 @@ def test_cli_momentum_run_does_not_reuse_the_default_result(tmp_path):
     assert not second.stdout.startswith("exists:")
     assert Path(first.stdout.strip()).parent.name == PAPER
     assert Path(second.stdout.strip()).parent.name == PAPER + "__momentum__0.e+00"
+
+
+def test_analysis_keeps_runs_that_differ_only_by_a_folder_token(tmp_path, monkeypatch):
+    """Two results with the same recorded JSON values but different provenance-only momentum are two
+    settings for the analysis (the folder's extra token is part of the identity), not one superseding the other."""
+    import json
+
+    from analysis import load_runs
+
+    monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
+    data = {"testproblem": "quadratic_deep", "batch_size": 128, "num_epochs": 1, "random_seed": 42,
+            "weight_decay": None, "optimizer_name": PK, "optimizer_hyperparams": HP, "training_params": {},
+            "train_losses": [2.0, 1.0], "valid_losses": [2.0, 1.0], "test_losses": [2.0, 1.0],
+            "minibatch_train_losses": [1.0]}
+    for token, stamp in (("", "2026-01-01-00-00-00"), ("__momentum__5.e-01", "2026-01-01-00-00-01")):
+        folder = tmp_path / "out" / "quadratic_deep" / PK / (PAPER + token)
+        folder.mkdir(parents=True)
+        (folder / f"random_seed__42__{stamp}.json").write_text(json.dumps(data))
+    runs = load_runs([tmp_path / "out"], progress=False, cache=False)
+    assert len(runs) == 2 and runs["setting_key"].nunique() == 2
+
+
+def test_sweep_with_a_momentum_axis_trains_every_run(tmp_path):
+    """`fixed: {momentum: [0.9, 0.5]}`: 2 searches, all 2 x (2 tuning + 1 rerun) runs trained, 2 choices."""
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(yaml.safe_dump({"defaults": {"budget": 2, "num_epochs": 1, "rerun_seeds": [43]},
+                                   "problems": {"quadratic_deep": {"optimizers": [PK],
+                                                                   "fixed": {"momentum": [0.9, 0.5]}}}}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NLWU_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "runners", "sweep", str(cfg), "--out", str(tmp_path / "out"),
+                           "--workers", "1", "--no-progress"], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted((tmp_path / "out").rglob("random_seed__*.json"))
+    assert len(results) == 6
+    assert sum("__momentum__5.e-01" in str(p) for p in results) == 3
+    assert proc.stderr.count(": chose ") == 2 and "not selected" not in proc.stderr
