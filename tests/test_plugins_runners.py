@@ -224,7 +224,7 @@ def test_bad_plugin_options_of_sweep_status_and_run(tmp_path):
     assert "import failed: ImportError: no dependency" in line
     line = _one_error(_cli("runners", "run", "--plugin", str(raises), "--problem", "quadratic_deep", "--optimizer",
                            "NAGOptimizer", "--hp", "learning_rate=0.1", "--out", str(out)),
-                      prefix="python -m runners run: error: --plugin: ")
+                      prefix="error: runners run: --plugin: ")
     assert "raises" in line
     assert not out.exists()
 
