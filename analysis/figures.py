@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepobs_tree import AtomicFile
+
 from .select import metric_names, problem_has_accuracy, search_runs
 from .tables import canonical_rank, is_baseline, main_rows, short_name
 
@@ -59,9 +61,8 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
     written = []
     for ext in ("png", "pdf"):
         final = out_dir / f"{stem}.{ext}"
-        tmp = out_dir / f".{stem}.tmp.{ext}"
-        fig.savefig(tmp, bbox_inches="tight")
-        tmp.replace(final)
+        with AtomicFile(final) as handle:
+            fig.savefig(handle, format=ext, bbox_inches="tight")
         written.append(final)
     plt.close(fig)
     return written
