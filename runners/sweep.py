@@ -136,8 +136,22 @@ def format_summary(table) -> str:
 
     if table is None or table.empty:
         return "(no results yet)"
-    cols = [c for c in SUMMARY_COLUMNS if c in table.columns and not table[c].isna().all()]
+    table = table.assign(folder_tokens=[_folder_tokens(row) for _, row in table.iterrows()])
+    cols = [c for c in (*SUMMARY_COLUMNS, "folder_tokens") if c in table.columns and not table[c].isna().all()]
     return tabulate(table[cols], headers="keys", showindex=False, floatfmt=".6g")
+
+
+def _folder_tokens(row) -> str | None:
+    """The setting folder's tokens that no column shows (a PowKernel run's provenance-only momentum,
+    ``select``, ``fidelity``, ...), as ``name=value``: without them two searches of a momentum axis print
+    identical rows. None when there are none."""
+    import pandas as pd
+
+    from analysis.loader import folder_extras
+
+    shown = {c: True for c in row.index if c in SUMMARY_COLUMNS and pd.notna(row[c])}
+    extras = folder_extras(str(row.get("setting", "")), shown)
+    return " ".join(f"{k}={v}" for k, v in extras.items()) or None
 
 
 def run_sweep(study: Study, out: str | Path, executor, *, progress: bool = True, log=None) -> int:

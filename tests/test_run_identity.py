@@ -154,3 +154,6 @@ def test_sweep_with_a_momentum_axis_trains_every_run(tmp_path):
     assert len(results) == 6
     assert sum("__momentum__5.e-01" in str(p) for p in results) == 3
     assert proc.stderr.count(": chose ") == 2 and "not selected" not in proc.stderr
+    # the printed summary tells the two searches apart by the folder token no column shows
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("quadratic_deep")]
+    assert len(rows) == 2 and sum(line.rstrip().endswith("momentum=5.e-01") for line in rows) == 1, proc.stdout
