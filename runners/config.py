@@ -457,9 +457,9 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
             base = testproblems.spec(problem).base_name
             prob = base + "_nodecay"
             if prob not in known_problems:
+                with_l2 = [n for n in known_problems if testproblems.spec(n).has_l2 and not n.endswith("_nodecay")]
                 ctx.fail(f"{where}.regularization", f"problem {problem!r} has no _nodecay variant "
-                         f"(decoupled decay needs one; the L2 problems are cifar10_3c3d, cifar100_allcnnc, "
-                         f"svhn_wrn164)")
+                         f"(decoupled decay needs one; the L2 problems are {', '.join(with_l2)})")
             opt = _decoupled_name(ctx, where, optimizer)
             fixed_values.setdefault("weight_decay_opt", testproblems.spec(base).l2)
         elif "W_" in optimizer:

@@ -128,7 +128,7 @@ class RunSpec:
         options the optimizer takes (values in their declared ranges). Imports neither TF nor Keras."""
         import optimizers
         import testproblems
-        from testproblems.problems import FIDELITIES
+        from testproblems import FIDELITIES
 
         problem = testproblems.spec(self.testproblem)
         optimizers.spec(self.optimizer)

@@ -39,7 +39,9 @@ class Trainer:
         model.compile(optimizer=optimizer, loss=problem.loss(), metrics=problem.metrics(),
                       jit_compile=jit_compile)
         self._has_accuracy = problem.spec.has_accuracy
-        self._stateful_layers = [layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
+        # the problem's row says whether its network carries state; those layers are reset per phase
+        self._stateful_layers = ([layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
+                                 if problem.spec.stateful else [])
         # quadratic_deep's batches are tiny: a producer thread would cost more than it saves.
         if prefetch_batches is None:
             prefetch_batches = 0 if problem.spec.dataset == "quadratic" else 2
@@ -89,7 +91,7 @@ class Trainer:
         batches = self._batches(phase, self._eval_epoch)
         losses, accs = [], []
         nb = self.data.num_batches(phase)
-        if not self._stateful_layers and nb * self.problem.batch_size * self._example_size() <= _MERGE_EVAL_MAX_VALUES:
+        if not self.problem.spec.stateful and nb * self.problem.batch_size * self._example_size() <= _MERGE_EVAL_MAX_VALUES:
             batches = list(batches)
             if batches:
                 x = np.concatenate([b[0] for b in batches])
