@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED
+
 from .loader import AnalysisError
 from .select import DEFAULT_SEARCHED, MODES
 
@@ -26,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
     parser.add_argument("--baselines", nargs="*", default=[], metavar="TREE",
                         help="DeepOBS trees of baseline runs (e.g. Crowded Valley's), compared with a Welch t-test")
-    parser.add_argument("--tuning-seed", type=int, default=42, help="seed of the search runs (default 42)")
-    parser.add_argument("--rerun-seeds", default="43-51", help="seeds of the reruns, e.g. 43-51 or 43,44 (default 43-51)")
+    reruns = f"{RERUN_SEEDS[0]}-{RERUN_SEEDS[-1]}"
+    parser.add_argument("--tuning-seed", type=int, default=TUNING_SEED,
+                        help=f"seed of the search runs (default {TUNING_SEED})")
+    parser.add_argument("--rerun-seeds", default=reruns,
+                        help=f"seeds of the reruns, e.g. 43-51 or 43,44 (default {reruns})")
     parser.add_argument("--searched", default=None,
                         help="hyperparameters a search varies (default learning_rate,power,momentum and what "
                              "the plugins' optimizers search)")

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepobs_tree import TUNING_SEED
+
 from .select import (
     DEFAULT_SEARCHED,
     _apply_filter,
@@ -71,7 +73,7 @@ def expected_curve(ranked_scores: Sequence[float], ranked_tests: Sequence[float]
     return w @ scores, w @ tests
 
 
-def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int = 42,
+def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int = TUNING_SEED,
                   searched: Sequence[str] = DEFAULT_SEARCHED, where: Mapping[str, object] | None = None
                   ) -> pd.DataFrame:
     """One row per (search, k) for every summary row with a search of at least one tuning run."""

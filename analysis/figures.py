@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import AtomicFile
+from deepobs_tree import TUNING_SEED, AtomicFile
 
 from .select import metric_names, problem_has_accuracy, search_runs
 from .tables import canonical_rank, is_baseline, main_rows, short_name
@@ -175,7 +175,7 @@ def _visible_range(values: np.ndarray, higher_better: bool) -> tuple[float, floa
 
 
 def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path,
-                   tuning_seed: int = 42) -> list[Path]:
+                   tuning_seed: int = TUNING_SEED) -> list[Path]:
     """Final validation metric of every tuning run vs its learning rate, coloured by power; runs beyond the
     shown range (diverged, not learning) are drawn as triangles on the axis edge."""
     plt = _plt()
@@ -224,7 +224,7 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
     return save(fig, out_dir, f"lr_sensitivity_{testproblem}")
 
 
-def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = 42) -> list[Path]:
+def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = TUNING_SEED) -> list[Path]:
     """Best tuning score per power value, one panel per problem, one line per optimizer."""
     main = main_rows(summary)
     main = main[(main["n_samples"] > 1) & main["power"].notna()]
@@ -330,7 +330,7 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     return save(fig, out_dir, "overview")
 
 
-def all_figures(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = 42) -> list[Path]:
+def all_figures(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = TUNING_SEED) -> list[Path]:
     """Every figure the report shows."""
     written = overview(summary, out_dir)
     for problem in sorted(summary["testproblem"].unique()):

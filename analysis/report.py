@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepobs_tree import write_atomic
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 
 from . import figures as figs
 from . import html_report, stats
@@ -64,8 +64,8 @@ def analyse(
     results: Sequence[str | os.PathLike],
     baselines: Sequence[str | os.PathLike] = (),
     *,
-    tuning_seed: int = 42,
-    rerun_seeds: Iterable[int] = range(43, 52),
+    tuning_seed: int = TUNING_SEED,
+    rerun_seeds: Iterable[int] = RERUN_SEEDS,
     searched: Sequence[str] = DEFAULT_SEARCHED,
     mode: str = "final",
     where: Mapping[str, object] | None = None,
@@ -118,7 +118,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
-                 tuning_seed: int = 42) -> list[Path]:
+                 tuning_seed: int = TUNING_SEED) -> list[Path]:
     """Write every output file under ``out``, completely or not at all; returns the paths written.
 
     Everything is built in a hidden temporary folder next to ``out`` and then moved into place (one rename

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import format_value
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, format_value
 
 from .loader import registry_has_accuracy
 
@@ -144,8 +144,8 @@ def _row(
 def summarize(
     runs: pd.DataFrame,
     *,
-    tuning_seed: int = 42,
-    rerun_seeds: Iterable[int] = range(43, 52),
+    tuning_seed: int = TUNING_SEED,
+    rerun_seeds: Iterable[int] = RERUN_SEEDS,
     searched: Sequence[str] = DEFAULT_SEARCHED,
     mode: str = "final",
     where: Mapping[str, object] | None = None,
@@ -232,7 +232,7 @@ def select_best(
     testproblem: str,
     optimizer: str,
     *,
-    tuning_seed: int = 42,
+    tuning_seed: int = TUNING_SEED,
     searched: Sequence[str] = DEFAULT_SEARCHED,
     mode: str = "final",
     where: Mapping[str, object] | None = None,
@@ -268,7 +268,7 @@ def select_best(
     }
 
 
-def search_runs(runs: pd.DataFrame, summary_row: Mapping, tuning_seed: int = 42,
+def search_runs(runs: pd.DataFrame, summary_row: Mapping, tuning_seed: int = TUNING_SEED,
                 searched: Sequence[str] = DEFAULT_SEARCHED) -> pd.DataFrame:
     """The tuning runs that formed one summary row's search (for sensitivity plots)."""
     pair = runs[(runs["testproblem"] == summary_row["testproblem"]) & (runs["optimizer"] == summary_row["optimizer"])]

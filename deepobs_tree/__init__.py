@@ -1,7 +1,8 @@
 """The DeepOBS 1.2 results format, the one thing writer (``runners``) and reader (``analysis``) share.
 
 A leaf package (imports nothing of this project): folder and file names (``naming``), the result keys and
-the result dict (``result``), and the one atomic file writer every package uses (``atomic``).
+the result dict (``result``), the protocol's seeds (``seeds``), and the one atomic file writer every package
+uses (``atomic``).
 Named ``deepobs_tree`` because ``deepobs`` is the installed wheel and ``results`` the default output folder.
 """
 
@@ -18,6 +19,7 @@ from .naming import (
     setting_folder_name,
 )
 from .result import ACCURACY_KEYS, CURVE_KEYS, CURVES, deepobs_output, dump_deepobs_json
+from .seeds import RERUN_SEEDS, TUNING_SEED
 
 __all__ = [
     "ACCURACY_KEYS",
@@ -25,7 +27,9 @@ __all__ = [
     "CURVES",
     "CURVE_KEYS",
     "PROVENANCE_SUFFIX",
+    "RERUN_SEEDS",
     "RESULT_FILE_RE",
+    "TUNING_SEED",
     "deepobs_output",
     "dump_deepobs_json",
     "float2str",

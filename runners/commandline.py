@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deepobs_tree import TUNING_SEED
 from runners.run import RunError, check_names, check_out
 from runners.spec import RunSpec
 
@@ -117,7 +118,7 @@ def build_parser(prog: str = "python -m runners run", parser_class=argparse.Argu
     p.add_argument("--optimizer", required=True, help="optimizer name (folder name, e.g. PowKernelMomentumOptimizer)")
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                    help="optimizer hyperparameter or option (repeatable), e.g. --hp learning_rate=0.01 --hp power=0.5")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--seed", type=int, default=TUNING_SEED, help=f"random seed (default {TUNING_SEED})")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the problem's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the problem's)")
     p.add_argument("--weight-decay", type=float, default=None,

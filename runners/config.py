@@ -48,9 +48,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from optimizers.registry import BUILTIN_RANGES
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED
+from optimizers.registry import BUILTIN_RANGES, BUILTIN_SEARCH
 from optimizers.space import check_distribution, midpoint
-from runners.sampler import SpaceError, is_searched, sample_search, validate_distribution
+from runners.sampler import PAPER_BUDGET, SpaceError, is_searched, sample_search, validate_distribution
 from runners.spec import MAX_SEED, RunSpec
 
 #: most tuning samples per search: the sampler draws them all (status, sweep), so the bound keeps both quick
@@ -61,19 +62,15 @@ class ConfigError(ValueError):
     """A bad study file; the message is one line naming the file and the key."""
 
 
-#: the built-ins' declared search, in draw order (optimizers.registry.BUILTIN_SEARCH; kept for reference)
-DEFAULT_SPACE: dict[str, Any] = {
-    "learning_rate": {"log_uniform": [1e-4, 1.0]},
-    "power": {"randint": [4, 9], "scale": 0.1},
-    "momentum": {"log_uniform": [1e-3, 1.0]},
-}
+#: the built-ins' declared search, in draw order (defined once, in optimizers.registry)
+DEFAULT_SPACE: dict[str, Any] = BUILTIN_SEARCH
 
 #: the built-in default of every setting (the YAML files repeat them, each with a comment)
 DEFAULTS: dict[str, Any] = {
     "regularization": "l2",  # 'l2' | 'decoupled' (or a list of both: a sweep axis)
-    "budget": 50,  # tuning samples per (problem, optimizer)
-    "tuning_seed": 42,  # seed of the sampler and of every tuning run
-    "rerun_seeds": [43, 44, 45, 46, 47, 48, 49, 50, 51],  # seeds for the chosen setting
+    "budget": PAPER_BUDGET,  # tuning samples per (problem, optimizer) (50)
+    "tuning_seed": TUNING_SEED,  # seed of the sampler and of every tuning run (42)
+    "rerun_seeds": list(RERUN_SEEDS),  # seeds for the chosen setting (43-51)
     "num_epochs": None,  # None = the problem's DeepOBS default
     "batch_size": None,  # None = the problem's DeepOBS default
     "weight_decay": None,  # L2 factor in the loss; None = the problem's default (recorded as null)
@@ -457,9 +454,9 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
             base = testproblems.spec(problem).base_name
             prob = base + "_nodecay"
             if prob not in known_problems:
+                with_l2 = [n for n in known_problems if testproblems.spec(n).has_l2 and not n.endswith("_nodecay")]
                 ctx.fail(f"{where}.regularization", f"problem {problem!r} has no _nodecay variant "
-                         f"(decoupled decay needs one; the L2 problems are cifar10_3c3d, cifar100_allcnnc, "
-                         f"svhn_wrn164)")
+                         f"(decoupled decay needs one; the L2 problems are {', '.join(with_l2)})")
             opt = _decoupled_name(ctx, where, optimizer)
             fixed_values.setdefault("weight_decay_opt", testproblems.spec(base).l2)
         elif "W_" in optimizer:

@@ -18,6 +18,7 @@ A search space is an ordered mapping ``name -> distribution``; distributions (al
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -25,17 +26,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from deepobs_tree import TUNING_SEED
+from optimizers.registry import BUILTIN_SEARCH
+
 #: protocol §3.2: the paper's search space (order matters: learning rate is drawn first).
-PAPER_SPACE: dict[str, Any] = {
-    "learning_rate": {"log_uniform": [1e-4, 1.0]},
-    "power": {"randint": [4, 9], "scale": 0.1},
-}
+PAPER_SPACE: dict[str, Any] = {n: copy.deepcopy(BUILTIN_SEARCH[n]) for n in ("learning_rate", "power")}
 #: protocol §6: Crowded Valley's space for the Momentum/NAG baselines (SGD: learning rate only).
-CROWDED_VALLEY_SPACE: dict[str, Any] = {
-    "learning_rate": {"log_uniform": [1e-4, 1.0]},
-    "momentum": {"log_uniform": [1e-3, 1.0]},
-}
-PAPER_TUNING_SEED = 42
+CROWDED_VALLEY_SPACE: dict[str, Any] = {n: copy.deepcopy(BUILTIN_SEARCH[n]) for n in ("learning_rate", "momentum")}
 PAPER_BUDGET = 50
 
 KINDS = ("log_uniform", "uniform", "randint", "choice", "fixed")
@@ -127,7 +124,7 @@ def _drawer(dist: Any):
     raise SpaceError(f"unknown distribution {dist!r}")
 
 
-def sample_search(space: Mapping[str, Any], n: int, seed: int = PAPER_TUNING_SEED) -> list[dict[str, Any]]:
+def sample_search(space: Mapping[str, Any], n: int, seed: int = TUNING_SEED) -> list[dict[str, Any]]:
     """``n`` samples of ``space`` (dicts in the space's key order), DeepOBS ``RandomSearch`` order and stream."""
     validate_space(space)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -137,12 +134,12 @@ def sample_search(space: Mapping[str, Any], n: int, seed: int = PAPER_TUNING_SEE
     return [{name: draw(rng) for name, draw in drawers} for _ in range(n)]
 
 
-def paper_samples(n: int = PAPER_BUDGET, seed: int = PAPER_TUNING_SEED) -> list[dict[str, float]]:
+def paper_samples(n: int = PAPER_BUDGET, seed: int = TUNING_SEED) -> list[dict[str, float]]:
     """The paper's random search (protocol §3.2): seed 42 gives its 50 (learning_rate, power) pairs in order."""
     return sample_search(PAPER_SPACE, n, seed)
 
 
-def crowded_valley_samples(n: int = PAPER_BUDGET, seed: int = PAPER_TUNING_SEED, momentum: bool = True):
+def crowded_valley_samples(n: int = PAPER_BUDGET, seed: int = TUNING_SEED, momentum: bool = True):
     """Crowded Valley's baseline search (protocol §6); without momentum, the SGD space (learning rate only)."""
     space = CROWDED_VALLEY_SPACE if momentum else {"learning_rate": CROWDED_VALLEY_SPACE["learning_rate"]}
     return sample_search(space, n, seed)

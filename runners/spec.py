@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import parse_result_file_name, provenance_file_name, setting_folder_name
+from deepobs_tree import TUNING_SEED, parse_result_file_name, provenance_file_name, setting_folder_name
 
 #: seeds NumPy, Python and the backends all accept (unsigned 32 bit)
 MAX_SEED = 2**32 - 1
@@ -89,7 +89,7 @@ class RunSpec:
     testproblem: str
     optimizer: str
     hyperparams: tuple[tuple[str, Any], ...] = ()
-    seed: int = 42
+    seed: int = TUNING_SEED
     num_epochs: int | None = None
     batch_size: int | None = None
     weight_decay: float | None = None
@@ -128,7 +128,7 @@ class RunSpec:
         options the optimizer takes (values in their declared ranges). Imports neither TF nor Keras."""
         import optimizers
         import testproblems
-        from testproblems.problems import FIDELITIES
+        from testproblems import FIDELITIES
 
         problem = testproblems.spec(self.testproblem)
         optimizers.spec(self.optimizer)

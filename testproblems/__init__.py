@@ -4,8 +4,17 @@ Metadata (``names``, ``spec``) imports without TensorFlow/Keras; ``get(name)`` r
 ``build_model`` / ``trainer`` import Keras lazily. Data: ``testproblems.data.load_dataset``.
 """
 
-from .problems import FIDELITIES, Problem, default_data_dir, get
-from .registry import DATASETS, ProblemSpec, max_batch_size, names, spec, supports_l2
+from .problems import Problem, get
+from .registry import (
+    DATASETS,
+    FIDELITIES,
+    ProblemSpec,
+    default_data_dir,
+    max_batch_size,
+    names,
+    spec,
+    supports_l2,
+)
 
 __all__ = ["DATASETS", "FIDELITIES", "Problem", "ProblemSpec", "default_data_dir", "get", "max_batch_size", "names",
            "spec", "supports_l2"]

@@ -1,4 +1,5 @@
-"""One object per test problem (AlgoPerf style): data, model, loss, metrics, trainer.
+"""One object per test problem (AlgoPerf style): data, model, loss, metrics, trainer, all read from the
+problem's row in ``registry`` (dataset, network builder, loss kind, L2 set, stateful flag).
 
 This module does not import Keras at import time; ``build_model`` / ``trainer`` import it lazily, so
 ``testproblems.get(name)`` and the metadata stay cheap.
@@ -12,26 +13,7 @@ import os
 import warnings
 from typing import Any
 
-from .registry import ProblemSpec, spec, supports_l2
-
-FIDELITIES = ("deepobs", "corrected")
-
-# name of the base network -> (builder function name in .models, loss kind)
-_NETWORKS = {
-    "quadratic_deep": ("build_quadratic_deep", "quadratic"),
-    "mnist_vae": ("build_vae", "vae"),
-    "fmnist_vae": ("build_vae", "vae"),
-    "fmnist_2c2d": ("build_2c2d", "xent"),
-    "cifar10_3c3d": ("build_3c3d", "xent"),
-    "cifar100_allcnnc": ("build_allcnnc", "xent"),
-    "svhn_wrn164": ("build_wrn164", "xent"),
-    "tolstoi_char_rnn": ("build_char_rnn", "xent"),
-}
-
-
-def default_data_dir() -> str:
-    """``$NLWU_DATA_DIR`` or ``./data`` (the contract's default)."""
-    return os.environ.get("NLWU_DATA_DIR") or "data"
+from .registry import FIDELITIES, ProblemSpec, default_data_dir, spec
 
 
 def _integer(value, what: str, minimum: int) -> int:
@@ -67,7 +49,7 @@ class Problem:
             raise ValueError(f"l2 must be a non-negative number, got {l2!r}") from None
         if not math.isfinite(l2) or l2 < 0:
             raise ValueError(f"l2 must be a finite non-negative number, got {l2!r}")
-        if l2 and not supports_l2(name):
+        if l2 and not self.spec.has_l2:
             # DeepOBS ignores weight_decay for problems without a regulariser, with a warning.
             warnings.warn(f"{name} has no L2 regulariser; l2={l2} is ignored (as in DeepOBS)", stacklevel=2)
             l2 = 0.0
@@ -75,7 +57,7 @@ class Problem:
         self.l2 = l2
         self.seed = seed
         self.fidelity = fidelity
-        self.data_dir = str(data_dir) if data_dir is not None else default_data_dir()
+        self.data_dir = str(data_dir if data_dir is not None else default_data_dir())
         self._dataset = None
 
     def __repr__(self):
@@ -105,14 +87,14 @@ class Problem:
         from . import models
 
         keras.utils.set_random_seed(self.seed)
-        builder = getattr(models, _NETWORKS[self.spec.base_name][0])
+        builder = getattr(models, self.spec.network)
         return builder(models._Seeds(self.seed), self.l2, self.batch_size, name=self.name)
 
     def loss(self):
         """Keras loss function returning per-example losses (Keras averages them over the batch)."""
         from . import models
 
-        kind = _NETWORKS[self.spec.base_name][1]
+        kind = self.spec.loss
         if kind == "quadratic":
             return models.quadratic_loss(models.quadratic_hessian())
         if kind == "vae":
@@ -126,7 +108,7 @@ class Problem:
 
     def targets(self, x, y):
         """What the loss compares the model output with: the image for the VAE, the labels otherwise."""
-        kind = _NETWORKS[self.spec.base_name][1]
+        kind = self.spec.loss
         if kind == "vae":
             return x
         if kind == "quadratic":

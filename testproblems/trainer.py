@@ -3,7 +3,8 @@
 The model is compiled with the problem's loss (per-example losses, batch mean) and metrics; Keras adds
 the L2 terms (``model.losses``) to the loss, so every reported loss is mean(losses) + regulariser, as in
 DeepOBS' runner. Steps go through ``train_on_batch`` / ``test_on_batch``, whose step functions Keras
-traces (tf.function) or jit-compiles (jax) once per input shape and reuses.
+traces (tf.function) or jit-compiles (jax) once per input shape and reuses. Batches come from the data
+pipeline as it serves them (it prefetches the augmented ones itself).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from testproblems.data.datasets import prefetch
 
 PHASES = ("train_eval", "valid", "test")
 # Evaluation passes whose whole input has at most this many values run as one call (quadratic_deep's
@@ -31,7 +30,7 @@ def _all_layers(model):
 class Trainer:
     """Runs training epochs and evaluation passes of ``problem`` with ``model`` and ``optimizer``."""
 
-    def __init__(self, problem, model, optimizer, *, jit_compile="auto", prefetch_batches=None):
+    def __init__(self, problem, model, optimizer, *, jit_compile="auto"):
         self.problem = problem
         self.model = model
         self.optimizer = optimizer
@@ -39,11 +38,9 @@ class Trainer:
         model.compile(optimizer=optimizer, loss=problem.loss(), metrics=problem.metrics(),
                       jit_compile=jit_compile)
         self._has_accuracy = problem.spec.has_accuracy
-        self._stateful_layers = [layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
-        # quadratic_deep's batches are tiny: a producer thread would cost more than it saves.
-        if prefetch_batches is None:
-            prefetch_batches = 0 if problem.spec.dataset == "quadratic" else 2
-        self.prefetch_batches = prefetch_batches
+        # the problem's row says whether its network carries state; those layers are reset per phase
+        self._stateful_layers = ([layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
+                                 if problem.spec.stateful else [])
         self._eval_epoch = 0  # epoch index handed to the data for evaluation passes (= epochs trained)
 
     def _example_size(self) -> int:
@@ -54,10 +51,6 @@ class Trainer:
     @property
     def steps_per_epoch(self) -> int:
         return self.data.num_batches("train")
-
-    def _batches(self, phase, epoch):
-        it = self.data.batches(phase, epoch=epoch)
-        return prefetch(it, self.prefetch_batches) if self.prefetch_batches else it
 
     def _start_phase(self):
         """Phase start: zero the carried recurrent state (DeepOBS' init ops do the same)."""
@@ -71,7 +64,7 @@ class Trainer:
         self._start_phase()
         problem, model = self.problem, self.model
         logged = []
-        for step, (x, y) in enumerate(self._batches("train", epoch)):
+        for step, (x, y) in enumerate(self.data.batches("train", epoch=epoch)):
             logs = model.train_on_batch(x, problem.targets(x, y), return_dict=True)
             if step % log_interval == 0:
                 logged.append(float(logs["loss"]))
@@ -86,10 +79,10 @@ class Trainer:
             raise ValueError(f"unknown phase {phase!r}; use one of: {', '.join(PHASES)}")
         self._start_phase()
         problem, model = self.problem, self.model
-        batches = self._batches(phase, self._eval_epoch)
+        batches = self.data.batches(phase, epoch=self._eval_epoch)
         losses, accs = [], []
         nb = self.data.num_batches(phase)
-        if not self._stateful_layers and nb * self.problem.batch_size * self._example_size() <= _MERGE_EVAL_MAX_VALUES:
+        if not self.problem.spec.stateful and nb * self.problem.batch_size * self._example_size() <= _MERGE_EVAL_MAX_VALUES:
             batches = list(batches)
             if batches:
                 x = np.concatenate([b[0] for b in batches])

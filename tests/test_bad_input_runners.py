@@ -288,7 +288,7 @@ def test_testproblems_bad_input(box, case, args, match, capsys):
 
 def test_prepared_marker_checks_checksums(tmp_path, capsys):
     """A corrupt file of the recorded size is not 'already prepared': the marker's sha256 catch it."""
-    from testproblems.data import prepare
+    from testproblems.data import download, prepare
     from testproblems.data.synthetic import write_prepared
 
     data = tmp_path / "data"
@@ -296,7 +296,7 @@ def test_prepared_marker_checks_checksums(tmp_path, capsys):
     folder = next(data.rglob("train-images-idx3-ubyte.gz")).parent
     files = sorted(p.name for p in folder.iterdir() if p.name != prepare.MARKER)
     marker = {"dataset": "fmnist", "files": {n: (folder / n).stat().st_size for n in files},
-              "sha256": {n: prepare._digest(folder / n, "sha256") for n in files}}
+              "sha256": {n: download.digest(folder / n, "sha256") for n in files}}
     (folder / prepare.MARKER).write_text(__import__("json").dumps(marker))
     assert prepare._is_prepared(folder)
     victim = folder / files[0]

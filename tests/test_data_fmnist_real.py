@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testproblems.data import load_dataset, prepare
+from testproblems.data import download, load_dataset, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory):
 def test_debian_files_pass_the_checksums():
     # Debian recompressed the .gz files (the archive MD5s differ) but the IDX payload is the official one
     for remote in prepare.SPECS["fmnist"].files:
-        assert prepare.verify(DEBIAN / remote.name, remote) == "decompressed md5 ok"
+        assert download.verify(DEBIAN / remote.name, remote) == "decompressed md5 ok"
 
 
 def test_real_splits_and_bytes(data_dir):

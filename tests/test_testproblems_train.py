@@ -16,6 +16,7 @@ keras = pytest.importorskip("keras")
 import testproblems  # noqa: E402
 from testproblems import trainer as trainer_mod  # noqa: E402
 from testproblems.data import synthetic  # noqa: E402
+from testproblems.data.datasets import prefetch  # noqa: E402
 
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 # Small synthetic sizes: (n_train, n_test); the validation split takes n_test training records.
@@ -214,13 +215,13 @@ def test_fmnist_2c2d_epoch0_on_real_data_within_the_papers_range(fmnist_dir):
 def test_prefetch_keeps_order_propagates_errors_and_stops_when_abandoned():
     import threading
 
-    assert list(trainer_mod.prefetch(iter(range(50)), depth=2)) == list(range(50))
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
 
     def failing():
         yield 1
         raise OSError("disk gone")
 
-    it = trainer_mod.prefetch(failing())
+    it = prefetch(failing())
     assert next(it) == 1
     with pytest.raises(OSError, match="disk gone"):
         next(it)
@@ -236,7 +237,7 @@ def test_prefetch_keeps_order_propagates_errors_and_stops_when_abandoned():
         finally:
             closed.set()
 
-    it = trainer_mod.prefetch(endless(), depth=2)
+    it = prefetch(endless(), depth=2)
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()  # consumer gives up while the producer waits on a full queue
     assert closed.wait(5)

@@ -1,13 +1,12 @@
-"""Shared pieces of the data package: the error type, folder names, default data dir (atomic writes:
-``deepobs_tree.atomic``, the project's one writer)."""
+"""Shared pieces of the data package: the error type, folder names (the default data dir, data sets and
+fidelities come from ``testproblems.registry``; atomic writes from ``deepobs_tree.atomic``, the one writer)."""
 
 from __future__ import annotations
 
-import os
 import shlex
-from pathlib import Path
 
 from deepobs_tree.atomic import AtomicFile, write_atomic  # noqa: F401 - re-exported for the data package
+from testproblems.registry import DATASETS, FIDELITIES, default_data_dir  # noqa: F401 - re-exported
 
 #: the data package's name for the writer
 atomic_write_bytes = write_atomic
@@ -21,18 +20,11 @@ FOLDERS = {
     "svhn": "svhn",
     "tolstoi": "tolstoi",
 }
-DATASETS = ("quadratic", "mnist", "fmnist", "cifar10", "cifar100", "svhn", "tolstoi")
 PHASES = ("train", "train_eval", "valid", "test")
-FIDELITIES = ("deepobs", "corrected")
 
 
 class DataError(ValueError):
     """Missing or corrupt data; the message names the file and the command that fixes it."""
-
-
-def default_data_dir() -> Path:
-    """`$NLWU_DATA_DIR` if set, else ./data."""
-    return Path(os.environ.get("NLWU_DATA_DIR") or "data")
 
 
 def fix_command(name: str, data_dir) -> str:

@@ -5,6 +5,9 @@ base URL, resuming a partial download with an HTTP Range request), verify their 
 them into the layout `testproblems.data` reads (the same as DeepOBS' `deepobs_prepare_data.sh`, except
 that SVHN keeps all 73,257 training images, data.md §4), write every output atomically and finish with a
 marker file `.nlwu-prepared.json`. A prepared data set is skipped unless `--force`.
+
+Here: the CLI, the table of official files (`SPECS`) and the per-dataset conversions; fetching, checksums
+and archive extraction are in `download`.
 """
 
 from __future__ import annotations
@@ -12,51 +15,24 @@ from __future__ import annotations
 import argparse
 import codecs
 import collections
-import gzip
 import hashlib
-import http.client
 import io
 import json
 import os
 import pickle
 import shutil
 import sys
-import tarfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ._common import DATASETS, FOLDERS, AtomicFile, atomic_write_bytes, default_data_dir
+from ._common import DATASETS, FOLDERS, atomic_write_bytes, default_data_dir
+from .download import DOWNLOADS, PrepareError, Remote, copy_atomic, digest, extract_stripped, fetch
 from .readers import clear_cache
 
 MARKER = ".nlwu-prepared.json"
-DOWNLOADS = ".downloads"
-CHUNK = 1 << 20
-
-
-class PrepareError(Exception):
-    """A failure with a one-line message for the user."""
-
-
-@dataclass(frozen=True)
-class Remote:
-    """One official file: name, accepted digests and (optionally) its byte size.
-
-    `md5` / `sha256` check the file itself; `payload_md5` checks a .gz file's decompressed content
-    (torchvision's `raw_data` MD5s), which accepts repackaged archives such as Debian's
-    dataset-fashion-mnist (same IDX bytes, different gzip header).
-    """
-
-    name: str
-    md5: str | None = None
-    sha256: str | None = None
-    size: int | None = None
-    payload_md5: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,122 +178,6 @@ def run(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-# --------------------------------------------------------------------------------------------- checks
-def _digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify(path: Path, remote: Remote) -> str:
-    """Check `path` against the accepted digests of `remote`; returns a short note, raises PrepareError."""
-    checks = []
-    if remote.sha256:
-        got = _digest(path, "sha256")
-        if got == remote.sha256:
-            return "sha256 ok"
-        checks.append(f"sha256 {got}, expected {remote.sha256}")
-    if remote.md5:
-        got = _digest(path, "md5")
-        if got == remote.md5:
-            return "md5 ok"
-        checks.append(f"md5 {got}, expected {remote.md5}")
-    if remote.payload_md5:
-        try:
-            h = hashlib.md5()
-            with gzip.open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    h.update(chunk)
-            got = h.hexdigest()
-        except (OSError, EOFError) as e:
-            got = f"unreadable gzip ({e})"
-        if got == remote.payload_md5:
-            return "decompressed md5 ok"
-        checks.append(f"decompressed md5 {got}, expected {remote.payload_md5}")
-    if not checks:
-        return "no checksum"
-    raise PrepareError(f"checksum mismatch for {path}: " + "; ".join(checks))
-
-
-# --------------------------------------------------------------------------------------------- download
-def download(url: str, dest: Path, *, size: int | None = None, retries: int = 2, timeout: float = 60.0,
-             progress: bool = True) -> None:
-    """Download `url` to `dest`, via `dest.part`, resuming a partial file with an HTTP Range request."""
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    attempt = 0
-    while True:
-        try:
-            _download_once(url, part, size=size, timeout=timeout, progress=progress)
-            os.replace(part, dest)
-            return
-        except _Interrupted as e:
-            attempt += 1
-            if attempt > retries:
-                raise PrepareError(f"download of {url} interrupted at {e.have} of {e.total or '?'} bytes "
-                                   f"({e.reason}); partial file kept, rerun the same command to resume") from None
-            time.sleep(min(2.0 ** attempt * 0.1, 5.0))
-
-
-class _Interrupted(Exception):
-    def __init__(self, have, total, reason):
-        super().__init__(reason)
-        self.have, self.total, self.reason = have, total, reason
-
-
-def _download_once(url: str, part: Path, *, size, timeout, progress) -> None:
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "nlwu-bench prepare-data"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have and (size is None or have == size):
-            return  # the partial file is already complete
-        raise PrepareError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (TimeoutError, urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
-        reason = getattr(e, "reason", e)
-        raise PrepareError(f"cannot download {url}: {reason} (no network? use --source DIR or --base-url)") from None
-    with resp:
-        if have and resp.status == 206:
-            mode = "ab"
-        else:
-            mode, have = "wb", 0
-        length = resp.headers.get("Content-Length")
-        total = have + int(length) if length is not None else size
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=part.name[:-5], leave=False, file=sys.stderr)
-        try:
-            with open(part, mode) as f:
-                while True:
-                    try:
-                        chunk = resp.read(CHUNK)
-                    except (TimeoutError, http.client.IncompleteRead, ConnectionError, OSError) as e:
-                        f.flush()
-                        raise _Interrupted(part.stat().st_size, total, type(e).__name__) from None
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-    got = part.stat().st_size
-    if total is not None and got < total:
-        raise _Interrupted(got, total, "connection closed early")
-    if total is not None and got > total:
-        part.unlink()
-        raise PrepareError(f"download of {url} returned {got} bytes, expected {total}; deleted, rerun")
-
-
 # --------------------------------------------------------------------------------------------- prepare
 def _is_prepared(folder: Path) -> bool:
     marker = folder / MARKER
@@ -328,53 +188,9 @@ def _is_prepared(folder: Path) -> bool:
         if not all((folder / n).is_file() and (folder / n).stat().st_size == s for n, s in info["files"].items()):
             return False
         # the checksums too (markers of older versions have none): a corrupt file with the right size is redone
-        return all(_digest(folder / n, "sha256") == d for n, d in (info.get("sha256") or {}).items())
+        return all(digest(folder / n, "sha256") == d for n, d in (info.get("sha256") or {}).items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-
-
-def _fetch(spec: Spec, data_dir: Path, *, source, base_url, retries, timeout, progress) -> dict[str, Path]:
-    """Verified local paths of the official files of `spec` (source folder, earlier download or new one)."""
-    paths = {}
-    dl = data_dir / DOWNLOADS / spec.name
-    for remote in spec.files:
-        candidates = []
-        if source is not None:
-            candidates += [Path(source) / remote.name, Path(source) / FOLDERS[spec.name] / remote.name]
-        candidates.append(dl / remote.name)
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is not None:
-            try:
-                note = verify(path, remote)
-                paths[remote.name] = path
-                if progress:
-                    print(f"{spec.name}: using {path} ({note})", file=sys.stderr)
-                continue
-            except PrepareError:
-                if path.parent != dl:
-                    raise
-                path.unlink()  # a stale download: fetch again
-        urls = [base_url] if base_url else list(spec.base_urls)
-        errors = []
-        for base in urls:
-            try:
-                download(base + remote.name, dl / remote.name, size=remote.size, retries=retries, timeout=timeout,
-                         progress=progress)
-                break
-            except PrepareError as e:
-                errors.append(str(e))
-                if "interrupted" in str(e):
-                    raise
-        else:
-            raise PrepareError(errors[-1] if len(errors) == 1 else " | ".join(errors))
-        path = dl / remote.name
-        try:
-            verify(path, remote)
-        except PrepareError as e:
-            path.unlink()
-            raise PrepareError(f"{e} (downloaded from {base}; file deleted, check --base-url and rerun)") from None
-        paths[remote.name] = path
-    return paths
 
 
 def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=False, keep_downloads=False,
@@ -384,7 +200,7 @@ def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=Fals
     folder = data_dir / FOLDERS[name]
     if not force and _is_prepared(folder):
         return f"already prepared in {folder} (use --force to redo)"
-    paths = _fetch(spec, data_dir, source=source, base_url=base_url, retries=retries, timeout=timeout,
+    paths = fetch(spec, data_dir, source=source, base_url=base_url, retries=retries, timeout=timeout,
                    progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).unlink(missing_ok=True)  # a conversion that fails half way leaves no marker behind
@@ -393,7 +209,7 @@ def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=Fals
     outputs = {"mnist": _prep_idx, "fmnist": _prep_idx, "cifar10": _prep_cifar, "cifar100": _prep_cifar,
                "svhn": _prep_svhn, "tolstoi": _prep_tolstoi}[name](name, paths, folder)
     marker = {"dataset": name, "files": {n: (folder / n).stat().st_size for n in outputs},
-              "sha256": {n: _digest(folder / n, "sha256") for n in outputs},
+              "sha256": {n: digest(folder / n, "sha256") for n in outputs},
               "sources": {n: str(p) for n, p in paths.items()}, "prepared_by": "nlwu-bench prepare-data"}
     atomic_write_bytes(folder / MARKER, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     if not keep_downloads:
@@ -403,11 +219,6 @@ def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=Fals
         except OSError:
             pass
     return f"prepared in {folder} ({len(outputs)} files)"
-
-
-def _copy_atomic(src: Path, dest: Path) -> None:
-    with open(src, "rb") as fi, AtomicFile(dest) as fo:
-        shutil.copyfileobj(fi, fo, CHUNK)
 
 
 def _prep_idx(name, paths, folder) -> list[str]:
@@ -420,7 +231,7 @@ def _prep_idx(name, paths, folder) -> list[str]:
         if src.parent.name == name and src.parent.parent.name == DOWNLOADS:
             os.replace(src, dest)
         else:
-            _copy_atomic(src, dest)
+            copy_atomic(src, dest)
     return list(paths)
 
 
@@ -430,19 +241,7 @@ def _prep_cifar(name, paths, folder) -> list[str]:
     required = set(SPECS[name].outputs)
     optional = {"cifar10": {"batches.meta.txt", "readme.html"},
                 "cifar100": {"coarse_label_names.txt", "fine_label_names.txt"}}[name]
-    written = []
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                parts = member.name.split("/", 1)
-                base = parts[1] if len(parts) == 2 else ""
-                if not member.isfile() or base not in required | optional:
-                    continue
-                with tar.extractfile(member) as fi, AtomicFile(folder / base) as fo:
-                    shutil.copyfileobj(fi, fo, CHUNK)
-                written.append(base)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise PrepareError(f"cannot extract {archive}: {e}") from None
+    written = extract_stripped(archive, folder, required | optional)
     missing = required - set(written)
     if missing:
         raise PrepareError(f"{archive} lacks {', '.join(sorted(missing))}")
@@ -524,7 +323,7 @@ def _prep_tolstoi(name, paths, folder) -> list[str]:
     chars, ids = tolstoi_ids(text)
     train_size = int(np.ceil((1.0 - 0.2) * np.size(ids)))
     train, test = ids[:train_size], ids[train_size:]
-    if _digest(src, "sha256") == SPECS["tolstoi"].files[0].sha256:
+    if digest(src, "sha256") == SPECS["tolstoi"].files[0].sha256:
         for split, arr in (("train", train), ("test", test)):
             got = hashlib.sha256(arr.astype("<i8").tobytes()).hexdigest()
             if got != TOLSTOI_ID_SHA256[split]:

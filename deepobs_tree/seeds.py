@@ -1,0 +1,6 @@
+"""The seeds of the study's protocol (protocol §3), shared by the writer (``runners``) and the reader
+(``analysis``): every tuning run uses TUNING_SEED (DeepOBS' default ``random_seed``), and the chosen setting
+is rerun with RERUN_SEEDS, so a search's final statistics are over seeds 42-51."""
+
+TUNING_SEED = 42
+RERUN_SEEDS: tuple[int, ...] = tuple(range(43, 52))
