@@ -172,6 +172,9 @@ def _check_int_range(name: str, value) -> None:
         raise MalformedResult(f"{name} is an integer of {value.bit_length()} bits (outside int64)")
 
 
+_CURVE_TYPES = frozenset({int, float, type(None)})
+
+
 def parse_run_file(path: Path, root: Path) -> dict:
     """One result file -> one row (raises ValueError/UnicodeDecodeError for unreadable content)."""
     raw = path.read_bytes()
@@ -207,10 +210,12 @@ def parse_run_file(path: Path, root: Path) -> dict:
     for name in CURVES:
         values = data.get(name)
         if isinstance(values, list):
-            if not all(v is None or _is_number(v) for v in values):
+            types = set(map(type, values))  # json.loads yields exact types: bool is not int here
+            if not types <= _CURVE_TYPES:
                 raise MalformedResult(f"{name} is not a flat list of numbers")
             try:
-                curves[name] = np.asarray([math.nan if v is None else v for v in values], dtype=float)
+                curves[name] = np.asarray([math.nan if v is None else v for v in values] if type(None) in types
+                                          else values, dtype=float)
             except (TypeError, ValueError, OverflowError) as err:
                 raise MalformedResult(f"{name} is not a list of numbers in float range") from err
     seed = data.get("random_seed", seed_from_name)
