@@ -95,7 +95,7 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
     problems = [] if problems is None else problems
     found: list[Path] = []
 
-    def walk(folder: Path, depth: int, ancestors: frozenset[str]) -> None:
+    def walk(folder: Path, depth: int, ancestors: frozenset[str], folder_real: str) -> None:
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
@@ -111,18 +111,19 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                 problems.append((str(path), f"cannot stat ({err.strerror or type(err).__name__})"))
                 continue
             if is_dir:
-                real = os.path.realpath(path)
+                real = os.path.realpath(path) if is_link else os.path.join(folder_real, entry.name)
                 if real in ancestors:
                     problems.append((str(path), f"symlink loop (leads back to {real}), not followed"))
                     continue
-                walk(path, depth + 1, ancestors | {real})
+                walk(path, depth + 1, ancestors | {real}, real)
             elif depth >= 3 and parse_result_file_name(entry.name):
                 if is_link and not path.exists():
                     problems.append((str(path), f"dangling symlink (to {os.readlink(path)})"))
                     continue
                 found.append(path)
 
-    walk(Path(root), 0, frozenset({os.path.realpath(root)}))
+    real_root = os.path.realpath(root)
+    walk(Path(root), 0, frozenset({real_root}), real_root)
     return found
 
 
