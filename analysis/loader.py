@@ -95,7 +95,7 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
     problems = [] if problems is None else problems
     found: list[Path] = []
 
-    def walk(folder: Path, depth: int, ancestors: frozenset[str]) -> None:
+    def walk(folder: Path, depth: int, ancestors: frozenset[str], folder_real: str) -> None:
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
@@ -111,18 +111,19 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                 problems.append((str(path), f"cannot stat ({err.strerror or type(err).__name__})"))
                 continue
             if is_dir:
-                real = os.path.realpath(path)
+                real = os.path.realpath(path) if is_link else os.path.join(folder_real, entry.name)
                 if real in ancestors:
                     problems.append((str(path), f"symlink loop (leads back to {real}), not followed"))
                     continue
-                walk(path, depth + 1, ancestors | {real})
+                walk(path, depth + 1, ancestors | {real}, real)
             elif depth >= 3 and parse_result_file_name(entry.name):
                 if is_link and not path.exists():
                     problems.append((str(path), f"dangling symlink (to {os.readlink(path)})"))
                     continue
                 found.append(path)
 
-    walk(Path(root), 0, frozenset({os.path.realpath(root)}))
+    real_root = os.path.realpath(root)
+    walk(Path(root), 0, frozenset({real_root}), real_root)
     return found
 
 
@@ -172,6 +173,9 @@ def _check_int_range(name: str, value) -> None:
         raise MalformedResult(f"{name} is an integer of {value.bit_length()} bits (outside int64)")
 
 
+_CURVE_TYPES = frozenset({int, float, type(None)})
+
+
 def parse_run_file(path: Path, root: Path) -> dict:
     """One result file -> one row (raises ValueError/UnicodeDecodeError for unreadable content)."""
     raw = path.read_bytes()
@@ -207,10 +211,12 @@ def parse_run_file(path: Path, root: Path) -> dict:
     for name in CURVES:
         values = data.get(name)
         if isinstance(values, list):
-            if not all(v is None or _is_number(v) for v in values):
+            types = set(map(type, values))  # json.loads yields exact types: bool is not int here
+            if not types <= _CURVE_TYPES:
                 raise MalformedResult(f"{name} is not a flat list of numbers")
             try:
-                curves[name] = np.asarray([math.nan if v is None else v for v in values], dtype=float)
+                curves[name] = np.asarray([math.nan if v is None else v for v in values] if type(None) in types
+                                          else values, dtype=float)
             except (TypeError, ValueError, OverflowError) as err:
                 raise MalformedResult(f"{name} is not a list of numbers in float range") from err
     seed = data.get("random_seed", seed_from_name)

@@ -14,8 +14,8 @@ import pandas as pd
 
 from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 
+from . import derived, html_report, stats
 from . import figures as figs
-from . import html_report, stats
 from .budget import budget_curves, budget_figures
 from .loader import LoadReport, load_runs
 from .profiles import TAUS, performance_profile, profile_figure
@@ -74,30 +74,25 @@ def analyse(
 ) -> Analysis:
     """Load the trees, select and aggregate (protocol §4-5), compare with the baselines."""
     rerun_seeds = list(rerun_seeds)
+    options = dict(tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched, mode=mode, where=where)
     runs = load_runs(results, progress=progress, cache=cache)
     reports = [runs.attrs["report"]]
-    summary = summarize(runs, tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched, mode=mode,
-                        where=where, source="results")
-    runs = runs.assign(source="results")
+    frames = [runs]
     caveats = []
     if baselines:
         base_runs = load_runs(baselines, progress=progress, cache=cache)
         reports.append(base_runs.attrs["report"])
-        base_summary = summarize(base_runs, tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched,
-                                 mode=mode, where=where, source="baselines")
-        runs = pd.concat([runs, base_runs.assign(source="baselines")], ignore_index=True)
-        summary = pd.concat([summary, base_summary], ignore_index=True)
+        frames.append(base_runs)
         for root in baselines:
             caveat = readme_caveat(Path(root))
             if caveat:
                 caveats.append((str(root), caveat))
-    summary = summary.sort_values(["testproblem", "source", "optimizer", "search"], kind="stable").reset_index(
-        drop=True
-    )
-    summary = stats.add_confidence_intervals(summary)
-    comparison = stats.add_comparison_statistics(compare_to_baselines(summary))
-    budget = budget_curves(runs, summary, tuning_seed=tuning_seed, searched=searched, where=where)
-    profile = performance_profile(summary)
+    sources = ["results", "baselines"][: len(frames)]
+    runs = pd.concat([f.assign(source=s) for f, s in zip(frames, sources)], ignore_index=True)
+    runs.attrs = {}
+    key = derived.key(frames, _key_options(options, sources), _registry(runs)) if cache else None
+    tables = derived.cached(key, lambda: _derive(frames, sources, runs, **options))
+    summary, comparison, budget, profile = (tables[name] for name in derived.TABLES)
     settings = {
         "results trees": ", ".join(map(str, results)),
         "baseline trees": ", ".join(map(str, baselines)) or "none",
@@ -111,6 +106,44 @@ def analyse(
     }
     return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats,
                     budget=budget, profile=profile, settings=settings)
+
+
+def _key_options(options: dict, sources: list[str]) -> dict:
+    """The options as the derived-table cache key holds them (JSON-able, filter values as given)."""
+    where = options["where"] or {}
+    return {"tuning_seed": int(options["tuning_seed"]), "rerun_seeds": [int(s) for s in options["rerun_seeds"]],
+            "searched": [str(s) for s in options["searched"]], "mode": str(options["mode"]),
+            "where": [[str(k), type(v).__name__, repr(v)] for k, v in sorted(where.items())], "sources": sources}
+
+
+def _registry(runs: pd.DataFrame) -> dict:
+    """What the registries (built-in and plugin optimizers, test problems) say about the runs' names, as far
+    as the derived tables use it: each optimizer's label and baseline flag, each problem's accuracy flag."""
+    from .loader import registry_has_accuracy
+    from .tables import _registered, short_name
+
+    optimizers = {}
+    for name in sorted(set(runs["optimizer"])):
+        entry = _registered(name)
+        optimizers[name] = [short_name(name), None if entry is None else bool(entry.baseline)]
+    problems = {name: registry_has_accuracy(name) for name in sorted(set(runs["testproblem"]))}
+    return {"optimizers": optimizers, "problems": problems}
+
+
+def _derive(frames: list[pd.DataFrame], sources: list[str], runs: pd.DataFrame, *, tuning_seed: int,
+            rerun_seeds: list[int], searched: Sequence[str], mode: str, where) -> dict[str, pd.DataFrame]:
+    """The derived tables (selection and aggregation, intervals, comparison, budget curves, profile)."""
+    summary = pd.concat([summarize(frame, tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched,
+                                   mode=mode, where=where, source=source)
+                         for frame, source in zip(frames, sources)], ignore_index=True)
+    summary = summary.sort_values(["testproblem", "source", "optimizer", "search"], kind="stable").reset_index(
+        drop=True
+    )
+    summary = stats.add_confidence_intervals(summary)
+    comparison = stats.add_comparison_statistics(compare_to_baselines(summary))
+    budget = budget_curves(runs, summary, tuning_seed=tuning_seed, searched=searched, where=where)
+    profile = performance_profile(summary)
+    return {"summary": summary, "comparison": comparison, "budget": budget, "profile": profile}
 
 
 def _write_text(path: Path, text: str) -> None:
