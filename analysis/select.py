@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from deepobs_tree import RERUN_SEEDS, TUNING_SEED, format_value
+from deepobs_tree.seeds import SEARCHED
 
 from .loader import registry_has_accuracy
 
 MODES = ("final", "best", "most")
-DEFAULT_SEARCHED = ("learning_rate", "power", "momentum")
+DEFAULT_SEARCHED = SEARCHED  # the protocol's searched hyperparameters (deepobs_tree.seeds)
 
 
 def problem_has_accuracy(runs: pd.DataFrame, testproblem: str) -> bool:

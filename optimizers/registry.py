@@ -344,7 +344,8 @@ _RULES = {
 _DECOUPLED: dict[str, str] = {}
 
 
-#: the paper's / Crowded Valley's default search (protocol §3.2, §6); weight_decay_opt is fixed per problem (§2)
+#: the paper's / Crowded Valley's default search (protocol §3.2, §6) of deepobs_tree.seeds.SEARCHED, in its order;
+#: weight_decay_opt is fixed per problem (§2)
 BUILTIN_SEARCH: dict[str, Any] = {
     "learning_rate": {"log_uniform": [1e-4, 1.0]},
     "power": {"randint": [4, 9], "scale": 0.1},

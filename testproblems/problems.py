@@ -13,6 +13,8 @@ import os
 import warnings
 from typing import Any
 
+from deepobs_tree.seeds import TUNING_SEED
+
 from .registry import FIDELITIES, ProblemSpec, default_data_dir, spec
 
 
@@ -31,7 +33,7 @@ class Problem:
     training files, CIFAR-100 one-byte offset); ``'corrected'`` uses a held-out split and the right bytes.
     """
 
-    def __init__(self, name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = 42,
+    def __init__(self, name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED,
                  fidelity: str = "deepobs"):
         self.spec: ProblemSpec = spec(name)
         self.name = self.spec.name
@@ -145,7 +147,7 @@ class Problem:
         return prov
 
 
-def get(name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = 42,
+def get(name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED,
         fidelity: str = "deepobs") -> Problem:
     """The Problem ``name`` with optional overrides (unknown name -> ValueError listing the known ones)."""
     return Problem(name, data_dir=data_dir, batch_size=batch_size, l2=l2, seed=seed, fidelity=fidelity)

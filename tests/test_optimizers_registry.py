@@ -189,3 +189,13 @@ def test_plain_keras_factory_gets_provenance_and_rejects_undeclared_options():
             optimizers.make("PlainAdam", None, learning_rate=0.01, select="all")
     finally:
         optimizers.unregister("PlainAdam")
+
+
+def test_builtin_search_is_over_the_protocols_searched_hyperparameters():
+    """The writer's default distributions and the reader's grouping name the same hyperparameters, once."""
+    from analysis.select import DEFAULT_SEARCHED
+    from deepobs_tree.seeds import SEARCHED
+    from optimizers.registry import BUILTIN_SEARCH
+
+    assert tuple(BUILTIN_SEARCH) == SEARCHED == DEFAULT_SEARCHED
+    assert BUILTIN_SEARCH["power"] == {"randint": [4, 9], "scale": 0.1}  # protocol §3.2: p = 0.1 k, k in {4, ..., 9}
