@@ -5,6 +5,12 @@ imported by the suite's own processes):
 
     TF_USE_LEGACY_KERAS=1 python deepobs_side.py problem IN.npz OUT.npz   # testproblem oracle
     TF_USE_LEGACY_KERAS=1 python deepobs_side.py data IN.json OUT.npz     # DeepOBS' dataset classes
+    TF_USE_LEGACY_KERAS=1 python deepobs_side.py serve                    # the same jobs, read from stdin
+
+``serve`` is the suite's worker (``port_side.DeepOBSWorker``): TensorFlow is imported once and every job
+(a line ``MODE<TAB>SRC<TAB>DST``) runs in a fresh ``tf.Graph`` with the module's placeholder lists emptied,
+so each problem gets the graph, graph seed and op seeds it would get in a process of its own; the reply is
+one line ``<marker>ok`` or ``<marker>error <json traceback>`` on stdout.
 
 The shim gives DeepOBS the TF1 names it uses: ``tf.*`` from ``tf.compat.v1``, ``tf.layers``,
 ``tf.contrib.layers.l2_regularizer(s)`` = s * tf.nn.l2_loss(w) (TF1's definition, s * sum(w^2) / 2),
@@ -166,6 +172,18 @@ INPUT_SHAPES = {  # problem -> (x shape, x dtype, y shape or None, y dtype)
 }
 
 
+SESSIONS: list = []  # the job's sessions, closed when it ends
+
+
+def _session():
+    sess = v1.Session(config=v1.ConfigProto(intra_op_parallelism_threads=2, inter_op_parallelism_threads=1))
+    SESSIONS.append(sess)
+    return sess
+
+
+_DATASET_NAMES: dict = {}  # testproblem module -> names bound to a DeepOBS DataSet class (found once)
+
+
 def _placeholder_dataset(problem: str):
     xs, xd, ys, yd = INPUT_SHAPES[problem]
 
@@ -196,9 +214,11 @@ def run_problem(inp: dict) -> dict:
 
     fake = _placeholder_dataset(problem)
     for mod in mods:
-        for key, value in list(vars(mod).items()):
-            if isinstance(value, type) and issubclass(value, DataSet):
-                setattr(mod, key, fake)
+        if mod.__name__ not in _DATASET_NAMES:  # before any replacement (a second job sees the fakes)
+            _DATASET_NAMES[mod.__name__] = [key for key, value in vars(mod).items()
+                                            if isinstance(value, type) and issubclass(value, DataSet)]
+        for key in _DATASET_NAMES[mod.__name__]:
+            setattr(mod, key, fake)
     cls = getattr(importlib.import_module(f"deepobs.tensorflow.testproblems.{problem}"), problem)
     tp = cls(batch)
     tp.set_up()
@@ -215,7 +235,7 @@ def run_problem(inp: dict) -> dict:
     out = {"names": np.array([v.name for v in variables]), "trainable": np.array([v.trainable for v in variables]),
            "n_regularizers": len(v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)),
            "n_masks": len(MASKS), "n_noise": len(NOISE), "n_bn": len(BN_OUTPUTS)}
-    sess = v1.Session(config=v1.ConfigProto(intra_op_parallelism_threads=2, inter_op_parallelism_threads=1))
+    sess = _session()
     sess.run(v1.global_variables_initializer())
     for i, value in enumerate(sess.run(variables)):
         out[f"init_{i}"] = value  # DeepOBS' own initialisers (graph seed meta['seed'])
@@ -278,7 +298,7 @@ def run_data(meta: dict) -> dict:
     ds = cls(meta["batch_size"], **kwargs)
     del mods
     out = {}
-    sess = v1.Session(config=v1.ConfigProto(intra_op_parallelism_threads=2, inter_op_parallelism_threads=1))
+    sess = _session()
     sess.run(v1.global_variables_initializer())
     for phase in meta["phases"]:
         sess.run(getattr(ds, f"{phase}_init_op"))
@@ -296,17 +316,52 @@ def run_data(meta: dict) -> dict:
     return out
 
 
-def main(argv) -> int:
-    mode, src, dst = argv
-    if mode == "problem":
-        with np.load(src) as f:
-            out = run_problem(dict(f))
-    elif mode == "data":
-        with open(src) as f:
-            out = run_data(json.load(f))
-    else:
-        raise SystemExit(f"unknown mode {mode!r}")
+def run_job(mode: str, src: str, dst: str) -> None:
+    """One job in a fresh graph (and fresh placeholder lists): as in a process of its own."""
+    for registry in (MASKS, NOISE, BN_OUTPUTS, DENSE_OUTPUTS):
+        registry.clear()
+    try:
+        with tf.Graph().as_default():
+            if mode == "problem":
+                with np.load(src) as f:
+                    out = run_problem(dict(f))
+            elif mode == "data":
+                with open(src) as f:
+                    out = run_data(json.load(f))
+            else:
+                raise ValueError(f"unknown mode {mode!r}")
+    finally:
+        while SESSIONS:
+            SESSIONS.pop().close()
     np.savez(dst, **out)
+
+
+REPLY = "@@deepobs_side@@ "  # prefix of the worker's replies (anything else on stdout is TF's chatter)
+
+
+def serve(stdin=sys.stdin, stdout=sys.stdout) -> int:
+    import traceback
+
+    stdout.write(REPLY + "ready\n")
+    stdout.flush()
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            run_job(*line.rstrip("\n").split("\t"))
+            reply = "ok"
+        except Exception:  # reported to the test that sent the job; the worker stays up
+            reply = "error " + json.dumps(traceback.format_exc())
+        stdout.write(REPLY + reply + "\n")
+        stdout.flush()
+    return 0
+
+
+def main(argv) -> int:
+    if argv == ["serve"]:
+        return serve()
+    mode, src, dst = argv
+    run_job(mode, src, dst)
     return 0
 
 

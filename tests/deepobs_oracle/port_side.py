@@ -5,16 +5,22 @@ weights to DeepOBS' variables (call order while building; tolstoi's LSTM kernels
 Keras i,f,c,o -> TF1 i,j,f,o and the forget bias of 1 moved to TF1's run-time ``forget_bias``), draws the
 inputs, dropout masks and VAE noise, and runs 2 SGD training steps then the eval steps eagerly with the
 same masks and noise patched into its Dropout / Reparameterize layers. ``run_deepobs`` feeds the same to
-``deepobs_side.py`` in a ``TF_USE_LEGACY_KERAS=1`` subprocess; ``compare`` lists every relative difference.
+``deepobs_side.py`` in a ``TF_USE_LEGACY_KERAS=1`` subprocess (one worker for the session, ``worker()``); ``compare`` lists every relative difference.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import queue
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -280,19 +286,104 @@ class Port:
             inp[f"{prefix}noise_{k}_{j}"] = e
 
 
-def run_deepobs(inp: dict, workdir: Path, timeout=900) -> dict:
-    """DeepOBS' side in a TF_USE_LEGACY_KERAS=1 subprocess; returns its output arrays."""
+def _tf1_env() -> dict:
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONWARNINGS": "ignore"}
+    env.pop("KERAS_BACKEND", None)
+    return env
+
+
+REPLY = "@@deepobs_side@@ "  # deepobs_side.REPLY (that module is never imported here: it imports tf-keras)
+
+
+class DeepOBSWorker:
+    """One ``TF_USE_LEGACY_KERAS=1`` process running ``deepobs_side.py serve`` for the whole test session.
+
+    TensorFlow is imported there once (started at once, so the import overlaps the port's own work) instead
+    of once per problem; every job runs in a fresh graph (see deepobs_side.run_job), so each problem's graph,
+    seeds and results are those of a process of its own. A job that fails raises with the worker's traceback;
+    a worker that dies or runs past ``timeout`` is killed and the next job starts a new one."""
+
+    def __init__(self, timeout=900):
+        self.timeout = timeout
+        self.proc = None
+        self.jobs = 0
+        self._start()
+
+    def _start(self):
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.cwd = tempfile.mkdtemp(prefix="deepobs_side_")
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "deepobs_side.py"), "serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=_tf1_env(),
+                                     cwd=self.cwd)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, lines):
+        for line in stream:
+            if line.startswith(REPLY):
+                lines.put(line[len(REPLY):].rstrip("\n"))
+        lines.put(None)  # end of file: the worker exited
+
+    def _stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-4000:]
+
+    def run(self, mode: str, src, dst) -> None:
+        src, dst = str(src), str(dst)
+        assert not any(c in src + dst for c in "\t\n"), (src, dst)
+        if self.proc.poll() is not None:
+            self._start()
+        self.proc.stdin.write(f"{mode}\t{src}\t{dst}\n")
+        self.proc.stdin.flush()
+        self.jobs += 1
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                reply = self.lines.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                self.close()
+                raise TimeoutError(f"deepobs_side.py {mode} {src}: no reply within {self.timeout} s") from None
+            if reply is None:
+                self.close()
+                raise RuntimeError(f"deepobs_side.py exited ({self.proc.returncode}):\n{self._stderr()}")
+            if reply == "ok":
+                return
+            if reply.startswith("error "):
+                raise RuntimeError(f"deepobs_side.py {mode} failed:\n{json.loads(reply[6:])}")
+            # "ready": TensorFlow imported
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.cwd, ignore_errors=True)
+
+
+_WORKER: list = []
+
+
+def worker() -> DeepOBSWorker:
+    """The session's one DeepOBS worker (started on first use, closed at exit)."""
+    if not _WORKER:
+        _WORKER.append(DeepOBSWorker())
+        atexit.register(_WORKER[0].close)
+    return _WORKER[0]
+
+
+def run_deepobs(inp: dict, workdir: Path) -> dict:
+    """DeepOBS' side of one problem (in the session's TF_USE_LEGACY_KERAS=1 worker); its output arrays."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     src, dst = workdir / "in.npz", workdir / "out.npz"
     np.savez(src, **inp)
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONWARNINGS": "ignore"}
-    env.pop("KERAS_BACKEND", None)
-    r = subprocess.run([sys.executable, str(HERE / "deepobs_side.py"), "problem", str(src), str(dst)],
-                       capture_output=True, text=True, env=env, timeout=timeout, cwd=workdir)
-    if r.returncode != 0:
-        raise RuntimeError(f"deepobs_side.py failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    worker().run("problem", src, dst)
     with np.load(dst) as f:
         return dict(f)
 

@@ -1,7 +1,7 @@
 """Our NumPy data pipelines against DeepOBS 1.1.2's own TF1 dataset classes (issue 17 §4).
 
 DeepOBS' ``deepobs/tensorflow/datasets/*.py`` run unchanged (under the shim of ``deepobs_side.py``, in a
-``TF_USE_LEGACY_KERAS=1`` subprocess) on the synthetic files in DeepOBS' formats that the suite writes
+``TF_USE_LEGACY_KERAS=1`` subprocess, the session's one worker) on the synthetic files in DeepOBS' formats that the suite writes
 (``testproblems.data.synthetic.write_prepared``). Compared: decoded and per-image standardised test images
 and labels (CIFAR-100's one-byte-early read included: 1.1.2 has the same ``label_offset=1`` quirk), batch
 counts, split sizes and the distributions of the random training augmentations.
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +28,11 @@ from testproblems.data import load_dataset
 from testproblems.data.synthetic import write_prepared
 
 HERE = Path(__file__).resolve().parent
+if "deepobs_oracle_port_side" not in sys.modules:  # one module (and one DeepOBS worker) for both test files
+    _spec = importlib.util.spec_from_file_location("deepobs_oracle_port_side", HERE / "port_side.py")
+    sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules[_spec.name])
+ps = sys.modules["deepobs_oracle_port_side"]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
                                 reason="tf-keras (requirements.lock) not installed: the DeepOBS oracle needs it")
 BATCH = 20
@@ -43,10 +46,7 @@ def deepobs_batches(dataset, data_dir, phases, tmp_path, **kwargs) -> dict:
             "kwargs": kwargs}
     src, dst = tmp_path / f"{dataset}.json", tmp_path / f"{dataset}.npz"
     src.write_text(json.dumps(meta))
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    r = subprocess.run([sys.executable, str(HERE / "deepobs_side.py"), "data", str(src), str(dst)],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    ps.worker().run("data", src, dst)  # the session's TF_USE_LEGACY_KERAS=1 worker (port_side.DeepOBSWorker)
     with np.load(dst) as f:
         return dict(f)
 

@@ -34,10 +34,11 @@ import pytest
 from scipy import stats
 
 HERE = Path(__file__).resolve().parent
-_spec = importlib.util.spec_from_file_location("deepobs_oracle_port_side", HERE / "port_side.py")
-ps = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = ps
-_spec.loader.exec_module(ps)
+if "deepobs_oracle_port_side" not in sys.modules:  # one module (and one DeepOBS worker) for both test files
+    _spec = importlib.util.spec_from_file_location("deepobs_oracle_port_side", HERE / "port_side.py")
+    sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules[_spec.name])
+ps = sys.modules["deepobs_oracle_port_side"]
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
                                 reason="tf-keras (requirements.lock) not installed: the DeepOBS oracle needs it")
@@ -81,6 +82,7 @@ def _port(key, ctx_override=None, **override):
 def oracle(key, tmp_path_factory):
     """(inputs, ours, theirs) of one case, computed once per session."""
     if key not in _RESULTS:
+        ps.worker()  # started first: its TensorFlow import overlaps the port's run
         port, inp, ours = _port(key)
         theirs = ps.run_deepobs(inp, tmp_path_factory.mktemp(f"oracle_{key}"))
         _RESULTS[key] = (inp, ours, theirs)
