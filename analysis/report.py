@@ -14,7 +14,7 @@ import pandas as pd
 
 from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 
-from . import derived, html_report, stats
+from . import derived, figure_cache, html_report, stats
 from . import figures as figs
 from .budget import budget_curves, budget_figures
 from .loader import LoadReport, load_runs
@@ -45,6 +45,7 @@ class Analysis:
     budget: pd.DataFrame = field(default_factory=pd.DataFrame)
     profile: pd.DataFrame = field(default_factory=pd.DataFrame)
     settings: dict = field(default_factory=dict)
+    key: str | None = None  # the derived-table key (analysis.derived); None: nothing cached
 
 
 def readme_caveat(root: Path) -> str | None:
@@ -105,7 +106,7 @@ def analyse(
         "filter": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "none",
     }
     return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats,
-                    budget=budget, profile=profile, settings=settings)
+                    budget=budget, profile=profile, settings=settings, key=key)
 
 
 def _key_options(options: dict, sources: list[str]) -> dict:
@@ -212,9 +213,12 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         written += [path, out / "comparison.md"]
     figure_paths = []
     if figures:
-        figure_paths = figs.all_figures(analysis.runs, summary, out / "figures", tuning_seed)
-        figure_paths += budget_figures(analysis.budget, summary, out / "figures")
-        figure_paths += profile_figure(summary, out / "figures")
+        def draw() -> list[Path]:
+            paths = figs.all_figures(analysis.runs, summary, out / "figures", tuning_seed)
+            paths += budget_figures(analysis.budget, summary, out / "figures")
+            return paths + profile_figure(summary, out / "figures")
+
+        figure_paths = figure_cache.cached(figure_cache.key(analysis.key, tuning_seed), out / "figures", draw)
         written += figure_paths
     extra_md = []
     if not analysis.budget.empty:
