@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="import an optimizer plugin (dotted module or .py path) for its labels and "
                              "baseline flags; repeatable")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the parsed-table cache")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the caches (parsed runs, derived tables, figures)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
