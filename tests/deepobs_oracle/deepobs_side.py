@@ -203,6 +203,25 @@ def _placeholder_dataset(problem: str):
     return PlaceholderDataSet
 
 
+def _tf1_optimizer(meta: dict, grads: list, dense_grads: list, trainable: list):
+    """TF1's own optimizer of the job and the gradients it is given.
+
+    Without ``meta['optimizer']``: ``GradientDescentOptimizer(lr)`` on DeepOBS' gradients (the testproblem
+    oracle). With ``{"power": p | None, "momentum": μ, "nesterov": bool}``: the paper's update as protocol.md
+    §1.1 defines it, built from TF1's pieces only: ĝ = sign(g)·|g|^p on every rank >= 2 variable (§1.2; the
+    dense gradient), then ``tf.train.GradientDescentOptimizer`` (μ = 0) or ``tf.train.MomentumOptimizer(lr, μ,
+    use_nesterov)`` on ĝ."""
+    spec = meta.get("optimizer")
+    if not spec:
+        return v1.train.GradientDescentOptimizer(meta["lr"]), grads
+    p = spec["power"]
+    mapped = [tf.sign(g) * tf.pow(tf.abs(g), tf.cast(p, g.dtype)) if p is not None and len(v.shape) >= 2 else g
+              for g, v in zip(dense_grads, trainable)]
+    if spec["momentum"]:
+        return v1.train.MomentumOptimizer(meta["lr"], spec["momentum"], use_nesterov=spec["nesterov"]), mapped
+    return v1.train.GradientDescentOptimizer(meta["lr"]), mapped
+
+
 def run_problem(inp: dict) -> dict:
     meta = json.loads(str(inp["meta"]))
     problem, batch = meta["problem"], meta["batch_size"]
@@ -223,14 +242,16 @@ def run_problem(inp: dict) -> dict:
     tp = cls(batch)
     tp.set_up()
     data = tp.dataset
-    loss = tf.reduce_mean(tp.losses) + tp.regularizer  # DeepOBS' runner
+    # DeepOBS' runner (a problem without L2 has a float32 zero regulariser: cast for the float64 runs)
+    loss = tf.reduce_mean(tp.losses) + tf.cast(tp.regularizer, tp.losses.dtype)
     variables = [v for v in v1.global_variables() if v.trainable or "moving_" in v.name]
     trainable = v1.trainable_variables()
     grads = tf.gradients(loss, trainable)
     dense_grads = [tf.convert_to_tensor(g) for g in grads]  # the embedding's IndexedSlices, densified
-    opt = v1.train.GradientDescentOptimizer(meta["lr"])
+    opt, step_grads = _tf1_optimizer(meta, grads, dense_grads, trainable)
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):  # as DeepOBS' runner
-        step = opt.apply_gradients(list(zip(grads, trainable)))
+        step = opt.apply_gradients(list(zip(step_grads, trainable)))
+    slots = [opt.get_slot(v, "momentum") for v in trainable] if meta.get("optimizer", {}).get("momentum") else []
     states = [s for pair in getattr(tp, "state_variables", ()) for s in pair]  # (c, h) per layer
     out = {"names": np.array([v.name for v in variables]), "trainable": np.array([v.trainable for v in variables]),
            "n_regularizers": len(v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)),
@@ -272,6 +293,8 @@ def run_problem(inp: dict) -> dict:
             out[f"after_{k}_{i}"] = value
         for i, value in enumerate(sess.run(states)):
             out[f"train_state_{k}_{i}"] = value
+        for i, value in enumerate(sess.run(slots)):
+            out[f"slot_{k}_{i}"] = value
     sess.run(tp.test_init_op)
     for k in range(int(meta["eval_steps"])):
         res = sess.run({"loss": loss, "losses": tp.losses, "reg": tp.regularizer, "acc": acc, "logits": logits},

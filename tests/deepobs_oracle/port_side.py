@@ -3,7 +3,8 @@
 ``case(problem)`` builds the port (``testproblems.get(problem, batch_size=8).build_model()``), maps its
 weights to DeepOBS' variables (call order while building; tolstoi's LSTM kernels stacked [W_x; W_h], gates reordered
 Keras i,f,c,o -> TF1 i,j,f,o and the forget bias of 1 moved to TF1's run-time ``forget_bias``), draws the
-inputs, dropout masks and VAE noise, and runs 2 SGD training steps then the eval steps eagerly with the
+inputs, dropout masks and VAE noise, and runs 2 SGD training steps (or ``train_steps`` of one of our
+optimizers, against TF1's own optimizer of the same rule, ``tf1_optimizer``) then the eval steps eagerly with the
 same masks and noise patched into its Dropout / Reparameterize layers. ``run_deepobs`` feeds the same to
 ``deepobs_side.py`` in a ``TF_USE_LEGACY_KERAS=1`` subprocess (one worker for the session, ``worker()``); ``compare`` lists every relative difference.
 """
@@ -113,14 +114,18 @@ def deepobs_layout(problem, arrays_by_layer, grads=False):
 class Port:
     """The port of ``problem`` at batch 8 with its randomness fed from arrays."""
 
-    def __init__(self, problem, *, seed=42, dtype="float32", l2=None, build=None, lr=LR):
-
+    def __init__(self, problem, *, seed=42, dtype="float32", l2=None, build=None, lr=LR, optimizer=None,
+                 train_steps=2):
+        """``optimizer``: None (Keras SGD, the testproblem oracle) or (registry name, hyperparameters) of one
+        of our optimizers, run against TF1's own optimizer of the protocol's rule (``tf1_optimizer``)."""
         import testproblems
 
         self.problem_name = problem
         self.p = testproblems.get(problem, batch_size=BATCH, seed=seed, l2=l2)
         self.dtype = dtype
         self.lr = lr
+        self.optimizer = optimizer
+        self.train_steps = train_steps
         with float_type(dtype), call_order() as order:
             self.model = build(self.p) if build is not None else self.p.build_model()
         layers = sorted({id(la): la for la in _layers(self.model)}.values(), key=lambda la: order.get(id(la), 1e9))
@@ -222,19 +227,28 @@ class Port:
             out += [c, h]
         return out
 
-    def run(self, train_steps=2, eval_steps=1, seed=0):
+    def run(self, train_steps=None, eval_steps=1, seed=0):
 
         with float_type(self.dtype):  # Keras casts regularisation losses to floatx
-            return self._run(train_steps, eval_steps, seed)
+            return self._run(self.train_steps if train_steps is None else train_steps, eval_steps, seed)
+
+    def _optimizer(self):
+        import keras
+
+        if self.optimizer is None:
+            return keras.optimizers.SGD(learning_rate=self.lr)
+        import optimizers
+
+        name, hp = self.optimizer
+        return optimizers.make(name, self.model, learning_rate=self.lr, **hp)
 
     def _run(self, train_steps, eval_steps, seed):
-        import keras
         import tensorflow as tf
 
         rng = np.random.default_rng(seed)
         inp = {f"w_{i}": w for i, w in enumerate(self.weights())}
         res = {}
-        opt = keras.optimizers.SGD(learning_rate=self.lr)
+        opt = self._optimizer()
         for layer in self.lstms:
             layer.reset_state()
         for k in range(train_steps):
@@ -257,6 +271,12 @@ class Port:
                 res[f"after_{k}_{i}"] = w
             for i, s in enumerate(self.states()):
                 res[f"train_state_{k}_{i}"] = s
+            if getattr(opt, "momentum", 0.0) and hasattr(opt, "_accumulators"):  # our buffers, DeepOBS' layout
+                assert not self.lstms, "momentum buffers are compared for problems without an LSTM only"
+                buf = {id(v): np.asarray(opt._accumulators[opt._get_variable_index(v)]) for v in tv}
+                slay = [(la, [buf[id(w)] for w in la.trainable_weights]) for la in self.layers if la.trainable_weights]
+                for i, a in enumerate(deepobs_layout(self.problem_name, slay, grads=True)):
+                    res[f"slot_{k}_{i}"] = a
         for layer in self.lstms:
             layer.reset_state()
         for k in range(eval_steps):
@@ -272,6 +292,8 @@ class Port:
                 res[f"eval_state_{k}_{i}"] = s
         meta = {"problem": self.problem_name, "batch_size": BATCH, "dtype": self.dtype, "lr": self.lr, "seed": 42,
                 "train_steps": train_steps, "eval_steps": eval_steps, "n_weights": len(self.weights())}
+        if self.optimizer is not None:
+            meta["optimizer"] = tf1_optimizer(*self.optimizer)
         inp["meta"] = np.array(json.dumps(meta))
         return inp, res
 
@@ -284,6 +306,16 @@ class Port:
             inp[f"{prefix}mask_{k}_{j}"] = m
         for j, e in enumerate(d["noise"]):
             inp[f"{prefix}noise_{k}_{j}"] = e
+
+
+def tf1_optimizer(name: str, hp: dict) -> dict:
+    """TF1's optimizer for our optimizer ``name``, read off the name with protocol.md §1's grammar (no code of
+    ``optimizers`` shared): ``PowKernel`` -> φ_p with p = ``power`` on rank >= 2 tensors; ``Momentum`` -> TF1
+    ``MomentumOptimizer`` with μ = ``momentum`` (0.9, §1.3, where not given); trailing ``N`` -> Nesterov."""
+    assert name.startswith("PowKernel") and "W_" not in name, f"{name}: not a protocol §1.1 optimizer without decay"
+    momentum = "MomentumOptimizer" in name
+    return {"power": float(hp["power"]), "momentum": float(hp.get("momentum", 0.9)) if momentum else 0.0,
+            "nesterov": name.endswith("MomentumOptimizerN")}
 
 
 def _tf1_env() -> dict:

@@ -8,6 +8,16 @@ max|ours - theirs| / max|theirs| per tensor: loss with L2, per-example losses, r
 gradient, every variable after each step (BN moving statistics included), BN outputs, eval logits and the
 LSTM state across batches. Tolerance 1e-5 (float32 round-off).
 
+Our optimizers (``OPTIMIZER_CASES``): the same graph trained 4 steps by TF1's own ``GradientDescentOptimizer`` /
+``MomentumOptimizer(μ, use_nesterov)`` fed ĝ = sign(g)|g|^p on the rank >= 2 variables (protocol.md §1.1-1.3,
+read off the optimizer's name, no code of ``optimizers`` shared), against ``optimizers.make(name)`` on the port:
+weights after every step and TF1's momentum slots against our buffers; mutations of the rule (μ, Nesterov,
+dampening, which tensors are mapped, p) must fail. These run in float64 on both sides: φ_p magnifies the
+round-off of small gradient entries (dφ/dg = p|g|^(p-1)), so in float32 TF1's and our momentum buffers differ by
+up to 7e-6 relative after one step (cifar10_3c3d, 0.7 of the tolerance, too little margin across CPUs); in
+float64 the largest is 7.5e-7 (a gradient at step 3 of MN), against ~2e-8 for plain SGD on the same float64
+graphs: some float32 constant on one side, not the rule (a wrong μ, p or Nesterov flag costs > 1e-4).
+
 svhn_wrn164: in float32 the wide ResNet's gradients are not stable to 1e-5 on either side (batch-8 batch
 norm and ReLU sign flips: the two sides' float32 gradients differ by up to ~1e-1 at lr 0.1 and ~1e-2 already
 at step 0), so it is checked twice:
@@ -65,6 +75,18 @@ def _bn_biased():
 CASES = {p: (p, {}, 2 if p == "tolstoi_char_rnn" else 1, contextlib.nullcontext, None) for p in ps.PROBLEMS}
 CASES["svhn_wrn164"] = ("svhn_wrn164", {"lr": 1e-4}, 1, contextlib.nullcontext, "forward")
 CASES["svhn_wrn164_float64"] = ("svhn_wrn164", {"dtype": "float64"}, 1, _bn_biased, None)
+# our optimizers against TF1's own (tf.train.GradientDescentOptimizer / MomentumOptimizer(use_nesterov), fed
+# ĝ = sign(g)|g|^p on rank >= 2 variables): the paper's three non-linear optimizers at its fmnist_2c2d power,
+# 4 steps (the momentum buffers are compared after each), and M on cifar10_3c3d (L2 in the loss)
+OPTIMIZER_CASES = {
+    "fmnist_2c2d_GD": ("fmnist_2c2d", "PowKernelGradientDescentOptimizer"),
+    "fmnist_2c2d_M": ("fmnist_2c2d", "PowKernelMomentumOptimizer"),
+    "fmnist_2c2d_MN": ("fmnist_2c2d", "PowKernelMomentumOptimizerN"),
+    "cifar10_3c3d_M": ("cifar10_3c3d", "PowKernelMomentumOptimizer"),
+}
+for _key, (_problem, _name) in OPTIMIZER_CASES.items():
+    CASES[_key] = (_problem, {"optimizer": (_name, {"power": 0.7}), "lr": 0.05, "train_steps": 4, "dtype": "float64"}, 1,
+                   contextlib.nullcontext, None)
 SLOW = {"tolstoi_char_rnn"}  # DeepOBS' static_rnn graph (50 steps x 2 layers + gradients) takes ~1.5 min
 # regularisation losses in DeepOBS' graph (its collection) and trainable parameters (DeepOBS' unit tests)
 N_REG = {"cifar10_3c3d": 6, "cifar100_allcnnc": 9, "svhn_wrn164": 17}
@@ -143,6 +165,12 @@ def test_port_equals_deepobs(key, tmp_path_factory):
     expected |= {"bn"} if problem == "svhn_wrn164" else set()
     expected |= {"train_state", "eval_state"} if problem == "tolstoi_char_rnn" else set()
     expected |= {"eval_logits"} if problem in ("fmnist_2c2d", "cifar10_3c3d", "svhn_wrn164") else set()
+    if key in OPTIMIZER_CASES:  # every step's weights, and the momentum buffers of M and MN
+        n_vars = len(names)
+        assert all(f"after_{k}_{i}" in diffs for k in range(4) for i in range(n_vars))
+        if "Momentum" in OPTIMIZER_CASES[key][1]:
+            expected |= {"slot"}
+            assert all(f"slot_{k}_{i}" in diffs for k in range(4) for i in range(n_vars))
     assert expected <= kinds, f"not compared: {expected - kinds}"
     if problem == "svhn_wrn164":  # every moving statistic after both steps is among the compared tensors
         moving = [i for i, n in enumerate(names) if "moving_" in n]
@@ -167,16 +195,31 @@ def _mutated_runs():
     def forget_bias():
         return patched(models, "CarriedLSTM", lambda *a, **k: lstm(*a, **{**k, "unit_forget_bias": False}))
 
+    def dampened():  # PyTorch-style dampening a <- μa + (1-μ)ĝ instead of TF1's a <- μa + ĝ
+        from optimizers import transforms
+        return patched(transforms, "accumulate", lambda a, g, mu: a * mu + (1 - mu) * g)
+
+    def pk(name, **hp):
+        return {"optimizer": (name, {"power": 0.7, **hp})}
+
+    m, mn = "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN"
+    nul = contextlib.nullcontext
     return [
         ("cifar10_3c3d", "L2 factor 0.004 instead of 0.002", contextlib.nullcontext, {"l2": 0.004}),
         ("cifar100_allcnnc", "padding 'same' instead of 'valid'", padding_same, {}),
         ("svhn_wrn164", "batch-norm momentum 0.99", momentum, {}),
         ("svhn_wrn164", "Keras' biased moving variance (no Bessel correction)", _bn_biased, {}),
         ("tolstoi_char_rnn", "LSTM without the forget bias of 1", forget_bias, {}),
+        ("fmnist_2c2d_M", "momentum 0.95 instead of 0.9", nul, pk(m, momentum=0.95)),
+        ("fmnist_2c2d_M", "Nesterov instead of heavy ball", nul, pk(mn)),
+        ("fmnist_2c2d_MN", "heavy ball instead of Nesterov", nul, pk(m)),
+        ("fmnist_2c2d_M", "dampened momentum buffer", dampened, {}),
+        ("fmnist_2c2d_M", "φ on the biases too (select='all')", nul, pk(m, select="all")),
+        ("fmnist_2c2d_GD", "power 0.75 instead of 0.7", nul, pk("PowKernelGradientDescentOptimizer", power=0.75)),
     ]
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3, pytest.param(4, marks=pytest.mark.slow)])  # 4: tolstoi
+@pytest.mark.parametrize("index", [0, 1, 2, 3, pytest.param(4, marks=pytest.mark.slow), *range(5, 11)])  # 4: tolstoi
 def test_mutated_port_fails_the_oracle(index, tmp_path_factory):
     key, what, ctx, override = _mutated_runs()[index]
     inp, ours, theirs = oracle(key, tmp_path_factory)
@@ -195,8 +238,8 @@ def test_mutated_port_fails_the_oracle(index, tmp_path_factory):
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key", _params("init"))
 def test_initialisers_match_deepobs_by_distribution(key, tmp_path_factory):
-    if key == "svhn_wrn164_float64":
-        pytest.skip("same initialisers as svhn_wrn164 (float32)")
+    if key == "svhn_wrn164_float64" or key in OPTIMIZER_CASES:
+        pytest.skip(f"same initialisers as {CASES[key][0]} (float32)")
     inp, _, theirs = oracle(key, tmp_path_factory)
     names = [str(n) for n in theirs["names"]]
     report = []
