@@ -69,15 +69,30 @@ def prepare_data(data_dir: Path) -> None:
                     "--only", "fmnist", "--source", str(DEBIAN), "--quiet"], cwd=ROOT, check=True)
 
 
+def _same_spec(result: Path, problem, optimizer, hyperparams, seed, epochs) -> bool:
+    """Whether the run behind ``result`` is the one requested: its provenance sidecar's spec (what was asked
+    for: problem, optimizer, every hyperparameter, seed, epochs, no batch-size, decay or option override such
+    as ``select``, which the DeepOBS file itself does not record) equals ours."""
+    import yaml
+
+    sidecar = result.with_name(result.name[: -len(".json")] + ".provenance.yaml")
+    if not sidecar.is_file():
+        return False
+    spec = (yaml.safe_load(sidecar.read_text()) or {}).get("spec") or {}
+    want = {k: v for k, v in hyperparams.items() if v is not None}
+    return (spec.get("testproblem") == problem and spec.get("optimizer") == optimizer and spec.get("seed") == seed
+            and spec.get("num_epochs") == epochs and spec.get("hyperparams") == want and not spec.get("options")
+            and spec.get("batch_size") is None and spec.get("weight_decay") is None
+            and spec.get("fidelity", "deepobs") == "deepobs")
+
+
 def run_case(problem, optimizer, hyperparams, seed, epochs, out: Path, data_dir: Path, train=True) -> dict | None:
     """Our run (``python -m runners run``), its DeepOBS result file loaded; reused when already there
     (``train=False``: None when it is not there)."""
     results = out / "results"
     folder = results / problem / optimizer
-    existing = [p for p in folder.rglob(f"random_seed__{seed}__*.json")
-                if json.loads(p.read_text())["num_epochs"] == epochs
-                and json.loads(p.read_text())["optimizer_hyperparams"]["learning_rate"]
-                == hyperparams["learning_rate"]] if folder.exists() else []
+    existing = [p for p in sorted(folder.rglob(f"random_seed__{seed}__*.json"))
+                if _same_spec(p, problem, optimizer, hyperparams, seed, epochs)] if folder.exists() else []
     if not existing and not train:
         return None
     if not existing:
