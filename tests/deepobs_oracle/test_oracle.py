@@ -28,6 +28,12 @@ at step 0), so it is checked twice:
 * ``svhn_wrn164_float64`` (float64 on both sides, lr 0.1): everything, gradients included. TF has no float64
   fused batch norm, so DeepOBS' graph falls back to the non-fused one, which feeds the biased variance; the
   port is built with ``bessel_correction=False`` for this run to match that graph.
+
+cifar100_allcnnc: at lr 0.1 in float32 the step-1 gradients depend on the CPU (on an AMD EPYC with AVX-512 the
+two sides differ by 1.7e-3 relative, the weights after step 1 by 7.7e-6, where other machines gave 1.2e-6:
+after one large step some pre-activations sit at ReLU's kink and the two sides' round-off puts them on
+different sides). It runs in float32 at lr 0.01 (everything within 1.7e-6) and in float64 on both sides at lr
+0.1 (``cifar100_allcnnc_float64``, within 5e-8).
 """
 
 from __future__ import annotations
@@ -75,6 +81,8 @@ def _bn_biased():
 CASES = {p: (p, {}, 2 if p == "tolstoi_char_rnn" else 1, contextlib.nullcontext, None) for p in ps.PROBLEMS}
 CASES["svhn_wrn164"] = ("svhn_wrn164", {"lr": 1e-4}, 1, contextlib.nullcontext, "forward")
 CASES["svhn_wrn164_float64"] = ("svhn_wrn164", {"dtype": "float64"}, 1, _bn_biased, None)
+CASES["cifar100_allcnnc"] = ("cifar100_allcnnc", {"lr": 0.01}, 1, contextlib.nullcontext, None)
+CASES["cifar100_allcnnc_float64"] = ("cifar100_allcnnc", {"dtype": "float64"}, 1, contextlib.nullcontext, None)
 # our optimizers against TF1's own (tf.train.GradientDescentOptimizer / MomentumOptimizer(use_nesterov), fed
 # ĝ = sign(g)|g|^p on rank >= 2 variables): the paper's three non-linear optimizers at its fmnist_2c2d power,
 # 4 steps (the momentum buffers are compared after each), and M on cifar10_3c3d (L2 in the loss)
@@ -238,7 +246,7 @@ def test_mutated_port_fails_the_oracle(index, tmp_path_factory):
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key", _params("init"))
 def test_initialisers_match_deepobs_by_distribution(key, tmp_path_factory):
-    if key == "svhn_wrn164_float64" or key in OPTIMIZER_CASES:
+    if key.endswith("_float64") or key in OPTIMIZER_CASES:
         pytest.skip(f"same initialisers as {CASES[key][0]} (float32)")
     inp, _, theirs = oracle(key, tmp_path_factory)
     names = [str(n) for n in theirs["names"]]
