@@ -7,6 +7,13 @@ sample, calls ``rvs()`` on each distribution in the order of the search-space di
 ``np.random.RandomState(seed)`` (bit-identical to the seeded global RNG, but without touching global state),
 so seed 42 gives the paper's 50 (learning rate, power) pairs in order.
 
+``10 ** u`` is computed correctly rounded (``pow10``, in 50-digit decimal arithmetic), not with ``np.power``:
+NumPy's AVX-512 ``power`` (SVML) differs from its AVX2/scalar one in the last bits, so the same seed gave
+learning rates 1 ulp apart on different CPUs (3 of the paper's 50, on an AMD EPYC with AVX-512): run identity
+tolerates that (``runners.spec.same_value``), but the recorded values and every digest of the specs differed.
+The correctly rounded value equals the paper's released learning rates bit for bit in all 50 samples (glibc's
+``pow`` in 49, AVX-512 ``np.power`` in 47).
+
 A search space is an ordered mapping ``name -> distribution``; distributions (also the YAML syntax):
 
 * ``{"log_uniform": [lo, hi]}``   10 ** U(log10 lo, log10 hi)                    (DeepOBS ``log_uniform``)
@@ -19,6 +26,7 @@ A search space is an ordered mapping ``name -> distribution``; distributions (al
 from __future__ import annotations
 
 import copy
+import decimal
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -94,6 +102,14 @@ def is_searched(dist: Any) -> bool:
     return isinstance(dist, Mapping) and "fixed" not in dist
 
 
+_DECIMAL = decimal.Context(prec=50)
+
+
+def pow10(exponent: float) -> float:
+    """10 ** ``exponent`` correctly rounded to float64, the same on every CPU (module docstring)."""
+    return float(_DECIMAL.power(decimal.Decimal(10), decimal.Decimal(exponent)))
+
+
 def _drawer(dist: Any):
     """A function rng -> value for one distribution (frozen scipy distributions built once, not per draw)."""
     if not isinstance(dist, Mapping):
@@ -104,8 +120,8 @@ def _drawer(dist: Any):
     if "log_uniform" in dist:
         lo, hi = (math.log10(v) for v in dist["log_uniform"])
         frozen = stats.uniform(loc=lo, scale=hi - lo)
-        # DeepOBS tuner_utils.log_uniform: np.power(base, uniform(loc, scale).rvs(size=1))[0]
-        return lambda rng: float(np.power(10, frozen.rvs(size=1, random_state=rng))[0])
+        # DeepOBS tuner_utils.log_uniform: np.power(base, uniform(loc, scale).rvs(size=1))[0], correctly rounded
+        return lambda rng: pow10(float(frozen.rvs(size=1, random_state=rng)[0]))
     if "uniform" in dist:
         lo, hi = dist["uniform"]
         frozen = stats.uniform(loc=lo, scale=hi - lo)
