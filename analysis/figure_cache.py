@@ -2,7 +2,9 @@
 
 * Key: a SHA-256 over the derived-table key of the analysis (``analysis.derived.key``: the runs' content, the
   options, the registries' labels, the library versions and the source of every module of ``analysis`` and
-  ``deepobs_tree``, figures.py included), the tuning seed the figures mark, and matplotlib's version. Any
+  ``deepobs_tree``, figures.py included), the tuning seed the figures mark, the versions of matplotlib and of
+  the libraries that write its PNG and PDF bytes (Pillow, fontTools), and matplotlib's effective rcParams
+  when the key is taken (a user's matplotlibrc or style changes the figures without changing our source). Any
   change to any of them is a new key; an analysis without a derived key (an input that cannot be hashed
   exactly, or ``--no-cache``) draws its figures and caches nothing.
 * Entry: the folder ``$NLWU_CACHE/analysis-figures/<key>/`` (default ``.cache``): the figure files and a
@@ -39,8 +41,28 @@ def key(derived_key: str | None, tuning_seed: int) -> str | None:
     """The figure set's key, or None (not cached) where the analysis has no derived-table key."""
     if derived_key is None:
         return None
-    text = json.dumps(["figures", SCHEMA, derived_key, int(tuning_seed), metadata.version("matplotlib")])
+    text = json.dumps(["figures", SCHEMA, derived_key, int(tuning_seed), _versions(), _rc_params()])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for dist in ("matplotlib", "pillow", "fonttools"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _rc_params() -> list[list[str]]:
+    """matplotlib's rcParams as the figures will be drawn with them (after ``figures._plt()`` has applied its
+    own settings over the user's), as text; ``backend`` left out (reading it would pick one, and the files are
+    written by the Agg and PDF canvases whatever it is)."""
+    from . import figures
+
+    rc = figures._plt().rcParams
+    return [[k, repr(dict.__getitem__(rc, k))] for k in sorted(dict.keys(rc)) if k != "backend"]
 
 
 def _sha(data: bytes) -> str:

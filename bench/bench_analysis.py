@@ -9,7 +9,8 @@
   folder of the same trees, measured in the same run (interleaved repetitions; the median is reported).
 
 * warm with figures: the same plus every figure (PNG and PDF), copied from the figure cache
-  (``analysis.figure_cache``, keyed by the derived-table key, the tuning seed and matplotlib's version);
+  (``analysis.figure_cache``, keyed by the derived-table key, the tuning seed, the versions of matplotlib,
+  Pillow and fontTools, and the effective rcParams);
   cold with figures (every figure drawn) is printed once, for information.
 
 Targets (issues 7 and 18): cold <= 10 s, warm <= 2 s and warm with figures <= 2 s on a 2-core machine, and

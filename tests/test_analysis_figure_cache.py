@@ -72,6 +72,21 @@ def test_changed_result_or_option_redraws(tmp_path, monkeypatch):
     assert drawn, "an edited result file must redraw"
 
 
+def test_changed_matplotlib_style_redraws(tmp_path, monkeypatch):
+    """A matplotlibrc or style the user sets changes the figures without changing our source: a new key."""
+    import matplotlib
+
+    tree = small_tree(tmp_path / "tree")
+    cold = report(tree, tmp_path / "cold")
+    drawn = count_draws(monkeypatch)
+    with matplotlib.rc_context({"lines.linewidth": 4.0}):
+        styled = report(tree, tmp_path / "styled")
+    assert drawn, "another rcParams value must redraw"
+    assert styled["figures/" + drawn[0] + ".png"] != cold["figures/" + drawn[0] + ".png"]
+    drawn.clear()
+    assert report(tree, tmp_path / "again") == cold and drawn == []  # the default style: the first entry
+
+
 def test_damaged_entry_is_redrawn_and_replaced(tmp_path, monkeypatch):
     tree = small_tree(tmp_path / "tree")
     cold = report(tree, tmp_path / "cold")
