@@ -204,22 +204,31 @@ def _placeholder_dataset(problem: str):
 
 
 def _tf1_optimizer(meta: dict, grads: list, dense_grads: list, trainable: list):
-    """TF1's own optimizer of the job and the gradients it is given.
+    """TF1's own optimizer of the job, the gradients it is given and the ops that must run before it.
 
     Without ``meta['optimizer']``: ``GradientDescentOptimizer(lr)`` on DeepOBS' gradients (the testproblem
-    oracle). With ``{"power": p | None, "momentum": μ, "nesterov": bool}``: the paper's update as protocol.md
-    §1.1 defines it, built from TF1's pieces only: ĝ = sign(g)·|g|^p on every rank >= 2 variable (§1.2; the
-    dense gradient), then ``tf.train.GradientDescentOptimizer`` (μ = 0) or ``tf.train.MomentumOptimizer(lr, μ,
-    use_nesterov)`` on ĝ."""
+    oracle). With ``{"power": p | None, "momentum": μ, "nesterov": bool, "decay": d, "decay_all": bool}``: the
+    paper's update as protocol.md §1.1 defines it, built from TF1's pieces only: ĝ = sign(g)·|g|^p on every
+    rank >= 2 variable (§1.2; the dense gradient; ĝ = g where p is None), then ``tf.train.GradientDescentOptimizer``
+    (μ = 0) or ``tf.train.MomentumOptimizer(lr, μ, use_nesterov)`` on ĝ; with d > 0 first w <- w - d·w on the
+    rank >= 2 variables (all with ``decay_all``), after the gradients are computed at the pre-decay w (as TF1
+    contrib's / TF Addons' ``DecoupledWeightDecayExtension``: the decay never enters the buffer)."""
     spec = meta.get("optimizer")
     if not spec:
-        return v1.train.GradientDescentOptimizer(meta["lr"]), grads
+        return v1.train.GradientDescentOptimizer(meta["lr"]), grads, []
     p = spec["power"]
     mapped = [tf.sign(g) * tf.pow(tf.abs(g), tf.cast(p, g.dtype)) if p is not None and len(v.shape) >= 2 else g
               for g, v in zip(dense_grads, trainable)]
+    before = []
+    if spec.get("decay"):
+        with tf.control_dependencies(mapped):  # w is read for the gradients before it decays
+            before = [v1.assign_sub(v, tf.cast(spec["decay"], v.dtype.base_dtype) * v) for v in trainable
+                      if spec["decay_all"] or len(v.shape) >= 2]
     if spec["momentum"]:
-        return v1.train.MomentumOptimizer(meta["lr"], spec["momentum"], use_nesterov=spec["nesterov"]), mapped
-    return v1.train.GradientDescentOptimizer(meta["lr"]), mapped
+        opt = v1.train.MomentumOptimizer(meta["lr"], spec["momentum"], use_nesterov=spec["nesterov"])
+    else:
+        opt = v1.train.GradientDescentOptimizer(meta["lr"])
+    return opt, mapped, before
 
 
 def run_problem(inp: dict) -> dict:
@@ -248,8 +257,8 @@ def run_problem(inp: dict) -> dict:
     trainable = v1.trainable_variables()
     grads = tf.gradients(loss, trainable)
     dense_grads = [tf.convert_to_tensor(g) for g in grads]  # the embedding's IndexedSlices, densified
-    opt, step_grads = _tf1_optimizer(meta, grads, dense_grads, trainable)
-    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):  # as DeepOBS' runner
+    opt, step_grads, before = _tf1_optimizer(meta, grads, dense_grads, trainable)
+    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS) + before):  # as DeepOBS' runner
         step = opt.apply_gradients(list(zip(step_grads, trainable)))
     slots = [opt.get_slot(v, "momentum") for v in trainable] if meta.get("optimizer", {}).get("momentum") else []
     states = [s for pair in getattr(tp, "state_variables", ()) for s in pair]  # (c, h) per layer

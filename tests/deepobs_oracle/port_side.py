@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -293,7 +294,7 @@ class Port:
         meta = {"problem": self.problem_name, "batch_size": BATCH, "dtype": self.dtype, "lr": self.lr, "seed": 42,
                 "train_steps": train_steps, "eval_steps": eval_steps, "n_weights": len(self.weights())}
         if self.optimizer is not None:
-            meta["optimizer"] = tf1_optimizer(*self.optimizer)
+            meta["optimizer"] = tf1_optimizer(*self.optimizer, self.lr)
         inp["meta"] = np.array(json.dumps(meta))
         return inp, res
 
@@ -308,14 +309,27 @@ class Port:
             inp[f"{prefix}noise_{k}_{j}"] = e
 
 
-def tf1_optimizer(name: str, hp: dict) -> dict:
+_NAME = re.compile(r"^(PowKernel)?(GradientDescent|Momentum|NAG)Optimizer(N?)(W_(scaled|momscaled))?$")
+
+
+def tf1_optimizer(name: str, hp: dict, lr: float) -> dict:
     """TF1's optimizer for our optimizer ``name``, read off the name with protocol.md §1's grammar (no code of
-    ``optimizers`` shared): ``PowKernel`` -> φ_p with p = ``power`` on rank >= 2 tensors; ``Momentum`` -> TF1
-    ``MomentumOptimizer`` with μ = ``momentum`` (0.9, §1.3, where not given); trailing ``N`` -> Nesterov."""
-    assert name.startswith("PowKernel") and "W_" not in name, f"{name}: not a protocol §1.1 optimizer without decay"
-    momentum = "MomentumOptimizer" in name
-    return {"power": float(hp["power"]), "momentum": float(hp.get("momentum", 0.9)) if momentum else 0.0,
-            "nesterov": name.endswith("MomentumOptimizerN")}
+    ``optimizers`` shared): ``PowKernel`` -> φ_p with p = ``power`` on rank >= 2 tensors (else ĝ = g);
+    ``Momentum`` / ``NAG`` -> TF1 ``MomentumOptimizer`` with μ = ``momentum`` (0.9, §1.3, where not given),
+    ``N`` or ``NAG`` -> Nesterov; ``W_scaled`` / ``W_momscaled`` -> the decoupled decay w <- w - d·w before the
+    step, d = λ·η or λ·η/(1 - μ) with λ = ``weight_decay_opt``, on the rank >= 2 tensors (the project's
+    ``decay_on='selected'``; every tensor with ``decay_on='all'``)."""
+    m = _NAME.match(name)
+    assert m, f"{name}: not a protocol §1 optimizer name"
+    pow_kernel, kind, n_suffix, _, scaling = m.groups()
+    mu = 0.0 if kind == "GradientDescent" else float(hp.get("momentum", 0.9))
+    decay = 0.0
+    if scaling:
+        lam = float(hp["weight_decay_opt"])
+        decay = lam * lr if scaling == "scaled" else lam * lr / (1.0 - mu)
+    return {"power": float(hp["power"]) if pow_kernel else None, "momentum": mu,
+            "nesterov": kind == "NAG" or n_suffix == "N", "decay": decay,
+            "decay_all": hp.get("decay_on", "selected") == "all"}
 
 
 def _tf1_env() -> dict:

@@ -11,8 +11,9 @@ LSTM state across batches. Tolerance 1e-5 (float32 round-off).
 Our optimizers (``OPTIMIZER_CASES``): the same graph trained 4 steps by TF1's own ``GradientDescentOptimizer`` /
 ``MomentumOptimizer(μ, use_nesterov)`` fed ĝ = sign(g)|g|^p on the rank >= 2 variables (protocol.md §1.1-1.3,
 read off the optimizer's name, no code of ``optimizers`` shared), against ``optimizers.make(name)`` on the port:
-weights after every step and TF1's momentum slots against our buffers; mutations of the rule (μ, Nesterov,
-dampening, which tensors are mapped, p) must fail. These run in float64 on both sides: φ_p magnifies the
+weights after every step and TF1's momentum slots against our buffers, for GD/M/MN, their decoupled-decay W
+variants (w <- w - d·w before the step, gradients at the pre-decay w) and a baseline; mutations of the rule
+(μ, Nesterov, dampening, which tensors are mapped, p, λ, which tensors decay, d's scaling) must fail. These run in float64 on both sides: φ_p magnifies the
 round-off of small gradient entries (dφ/dg = p|g|^(p-1)), so in float32 TF1's and our momentum buffers differ by
 up to 7e-6 relative after one step (cifar10_3c3d, 0.7 of the tolerance, too little margin across CPUs); in
 float64 the largest is 7.5e-7 (a gradient at step 3 of MN), against ~2e-8 for plain SGD on the same float64
@@ -84,16 +85,23 @@ CASES["svhn_wrn164_float64"] = ("svhn_wrn164", {"dtype": "float64"}, 1, _bn_bias
 CASES["cifar100_allcnnc"] = ("cifar100_allcnnc", {"lr": 0.01}, 1, contextlib.nullcontext, None)
 CASES["cifar100_allcnnc_float64"] = ("cifar100_allcnnc", {"dtype": "float64"}, 1, contextlib.nullcontext, None)
 # our optimizers against TF1's own (tf.train.GradientDescentOptimizer / MomentumOptimizer(use_nesterov), fed
-# ĝ = sign(g)|g|^p on rank >= 2 variables): the paper's three non-linear optimizers at its fmnist_2c2d power,
-# 4 steps (the momentum buffers are compared after each), and M on cifar10_3c3d (L2 in the loss)
+# ĝ = sign(g)|g|^p on rank >= 2 variables, and the decoupled decay w <- w - d·w before the step): the paper's
+# three non-linear optimizers at its fmnist_2c2d power, their W variants (λ 0.01, larger than the problems'
+# 0.002-0.0005 so that the decay is well above round-off in 4 steps), a baseline (NAG, μ 0.5), 4 steps each
+# (momentum buffers compared after each), and M on cifar10_3c3d (L2 in the loss)
+P = {"power": 0.7}
 OPTIMIZER_CASES = {
-    "fmnist_2c2d_GD": ("fmnist_2c2d", "PowKernelGradientDescentOptimizer"),
-    "fmnist_2c2d_M": ("fmnist_2c2d", "PowKernelMomentumOptimizer"),
-    "fmnist_2c2d_MN": ("fmnist_2c2d", "PowKernelMomentumOptimizerN"),
-    "cifar10_3c3d_M": ("cifar10_3c3d", "PowKernelMomentumOptimizer"),
+    "fmnist_2c2d_GD": ("fmnist_2c2d", "PowKernelGradientDescentOptimizer", P),
+    "fmnist_2c2d_M": ("fmnist_2c2d", "PowKernelMomentumOptimizer", P),
+    "fmnist_2c2d_MN": ("fmnist_2c2d", "PowKernelMomentumOptimizerN", P),
+    "fmnist_2c2d_GDW": ("fmnist_2c2d", "PowKernelGradientDescentOptimizerW_scaled", {**P, "weight_decay_opt": 0.01}),
+    "fmnist_2c2d_MW": ("fmnist_2c2d", "PowKernelMomentumOptimizerW_momscaled", {**P, "weight_decay_opt": 0.01}),
+    "fmnist_2c2d_MNW": ("fmnist_2c2d", "PowKernelMomentumOptimizerNW_momscaled", {**P, "weight_decay_opt": 0.01}),
+    "fmnist_2c2d_NAG": ("fmnist_2c2d", "NAGOptimizer", {"momentum": 0.5}),
+    "cifar10_3c3d_M": ("cifar10_3c3d", "PowKernelMomentumOptimizer", P),
 }
-for _key, (_problem, _name) in OPTIMIZER_CASES.items():
-    CASES[_key] = (_problem, {"optimizer": (_name, {"power": 0.7}), "lr": 0.05, "train_steps": 4, "dtype": "float64"}, 1,
+for _key, (_problem, _name, _hp) in OPTIMIZER_CASES.items():
+    CASES[_key] = (_problem, {"optimizer": (_name, _hp), "lr": 0.05, "train_steps": 4, "dtype": "float64"}, 1,
                    contextlib.nullcontext, None)
 SLOW = {"tolstoi_char_rnn"}  # DeepOBS' static_rnn graph (50 steps x 2 layers + gradients) takes ~1.5 min
 # regularisation losses in DeepOBS' graph (its collection) and trainable parameters (DeepOBS' unit tests)
@@ -176,7 +184,7 @@ def test_port_equals_deepobs(key, tmp_path_factory):
     if key in OPTIMIZER_CASES:  # every step's weights, and the momentum buffers of M and MN
         n_vars = len(names)
         assert all(f"after_{k}_{i}" in diffs for k in range(4) for i in range(n_vars))
-        if "Momentum" in OPTIMIZER_CASES[key][1]:
+        if "Momentum" in OPTIMIZER_CASES[key][1] or "NAG" in OPTIMIZER_CASES[key][1]:
             expected |= {"slot"}
             assert all(f"slot_{k}_{i}" in diffs for k in range(4) for i in range(n_vars))
     assert expected <= kinds, f"not compared: {expected - kinds}"
@@ -210,7 +218,12 @@ def _mutated_runs():
     def pk(name, **hp):
         return {"optimizer": (name, {"power": 0.7, **hp})}
 
-    m, mn = "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN"
+    def scaled_for_momscaled():  # d = λ·η where M-W has d = λ·η/(1 - μ)
+        from optimizers import transforms
+        factor = transforms.decay_factor
+        return patched(transforms, "decay_factor", lambda lr, lam, mu, scaling: factor(lr, lam, mu, "scaled"))
+
+    m, mn, mw = "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN", "PowKernelMomentumOptimizerW_momscaled"
     nul = contextlib.nullcontext
     return [
         ("cifar10_3c3d", "L2 factor 0.004 instead of 0.002", contextlib.nullcontext, {"l2": 0.004}),
@@ -224,10 +237,16 @@ def _mutated_runs():
         ("fmnist_2c2d_M", "dampened momentum buffer", dampened, {}),
         ("fmnist_2c2d_M", "φ on the biases too (select='all')", nul, pk(m, select="all")),
         ("fmnist_2c2d_GD", "power 0.75 instead of 0.7", nul, pk("PowKernelGradientDescentOptimizer", power=0.75)),
+        ("fmnist_2c2d_MW", "decay λ 0.02 instead of 0.01", nul, pk(mw, weight_decay_opt=0.02)),
+        ("fmnist_2c2d_MW", "decay on the biases too (decay_on='all')", nul, pk(mw, weight_decay_opt=0.01,
+                                                                            decay_on="all")),
+        ("fmnist_2c2d_MW", "d = λ·η instead of λ·η/(1 - μ)", scaled_for_momscaled, {}),
+        ("fmnist_2c2d_NAG", "heavy ball instead of Nesterov (baseline)", nul,
+         {"optimizer": ("MomentumOptimizer", {"momentum": 0.5})}),
     ]
 
 
-@pytest.mark.parametrize("index", [0, 1, 2, 3, pytest.param(4, marks=pytest.mark.slow), *range(5, 11)])  # 4: tolstoi
+@pytest.mark.parametrize("index", [0, 1, 2, 3, pytest.param(4, marks=pytest.mark.slow), *range(5, 15)])  # 4: tolstoi
 def test_mutated_port_fails_the_oracle(index, tmp_path_factory):
     key, what, ctx, override = _mutated_runs()[index]
     inp, ours, theirs = oracle(key, tmp_path_factory)
