@@ -248,7 +248,7 @@ def run_problem(inp: dict) -> dict:
         for key in _DATASET_NAMES[mod.__name__]:
             setattr(mod, key, fake)
     cls = getattr(importlib.import_module(f"deepobs.tensorflow.testproblems.{problem}"), problem)
-    tp = cls(batch)
+    tp = cls(batch, weight_decay=meta["weight_decay"]) if "weight_decay" in meta else cls(batch)  # `_nodecay`: 0
     tp.set_up()
     data = tp.dataset
     # DeepOBS' runner (a problem without L2 has a float32 zero regulariser: cast for the float64 runs)

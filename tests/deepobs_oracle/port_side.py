@@ -121,7 +121,9 @@ class Port:
         of our optimizers, run against TF1's own optimizer of the protocol's rule (``tf1_optimizer``)."""
         import testproblems
 
-        self.problem_name = problem
+        # a `_nodecay` problem is DeepOBS' class of its base problem with weight_decay=0 (testproblems.md §9)
+        self.nodecay = problem.endswith("_nodecay")
+        self.problem_name = problem.removesuffix("_nodecay")
         self.p = testproblems.get(problem, batch_size=BATCH, seed=seed, l2=l2)
         self.dtype = dtype
         self.lr = lr
@@ -293,6 +295,8 @@ class Port:
                 res[f"eval_state_{k}_{i}"] = s
         meta = {"problem": self.problem_name, "batch_size": BATCH, "dtype": self.dtype, "lr": self.lr, "seed": 42,
                 "train_steps": train_steps, "eval_steps": eval_steps, "n_weights": len(self.weights())}
+        if self.nodecay:
+            meta["weight_decay"] = 0.0
         if self.optimizer is not None:
             meta["optimizer"] = tf1_optimizer(*self.optimizer, self.lr)
         inp["meta"] = np.array(json.dumps(meta))

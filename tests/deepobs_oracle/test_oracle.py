@@ -82,6 +82,10 @@ def _bn_biased():
 CASES = {p: (p, {}, 2 if p == "tolstoi_char_rnn" else 1, contextlib.nullcontext, None) for p in ps.PROBLEMS}
 CASES["svhn_wrn164"] = ("svhn_wrn164", {"lr": 1e-4}, 1, contextlib.nullcontext, "forward")
 CASES["svhn_wrn164_float64"] = ("svhn_wrn164", {"dtype": "float64"}, 1, _bn_biased, None)
+# the `_nodecay` networks of the W study: DeepOBS' class of the base problem with weight_decay=0 (no L2 term)
+CASES["cifar10_3c3d_nodecay"] = ("cifar10_3c3d_nodecay", {}, 1, contextlib.nullcontext, None)
+CASES["cifar100_allcnnc_nodecay"] = ("cifar100_allcnnc_nodecay", {"lr": 0.01}, 1, contextlib.nullcontext, None)
+CASES["svhn_wrn164_nodecay"] = ("svhn_wrn164_nodecay", {"lr": 1e-4}, 1, contextlib.nullcontext, "forward")
 CASES["cifar100_allcnnc"] = ("cifar100_allcnnc", {"lr": 0.01}, 1, contextlib.nullcontext, None)
 CASES["cifar100_allcnnc_float64"] = ("cifar100_allcnnc", {"dtype": "float64"}, 1, contextlib.nullcontext, None)
 # our optimizers against TF1's own (tf.train.GradientDescentOptimizer / MomentumOptimizer(use_nesterov), fed
@@ -165,22 +169,25 @@ def _params(key):
 def test_port_equals_deepobs(key, tmp_path_factory):
     inp, ours, theirs = oracle(key, tmp_path_factory)
     problem = CASES[key][0]
+    base = problem.removesuffix("_nodecay")  # DeepOBS' class of a `_nodecay` problem, built with weight_decay=0
     names = [str(n) for n in theirs["names"]]
     assert int(theirs["n_regularizers"]) == N_REG.get(problem, 0)
     import testproblems
     n_params = sum(int(np.prod(inp[f"w_{i}"].shape)) for i, t in enumerate(theirs["trainable"]) if t)
     assert n_params == testproblems.spec(problem).trainable_params
     assert int(theirs["n_masks"]) == {"mnist_vae": 5, "fmnist_vae": 5, "cifar100_allcnnc": 3,
-                                      "tolstoi_char_rnn": 4}.get(problem, 0)
-    assert int(theirs["n_bn"]) == (13 if problem == "svhn_wrn164" else 0)
+                                      "tolstoi_char_rnn": 4}.get(base, 0)
+    assert int(theirs["n_bn"]) == (13 if base == "svhn_wrn164" else 0)
+    if problem != base:  # no L2 term on either side
+        assert all(float(theirs[k]) == 0.0 == float(ours[k]) for k in theirs if k.startswith(("train_reg", "eval_reg")))
     diffs = _diffs(key, ours, theirs)
     kinds = {k.split("_")[0] + ("_" + k.split("_")[1] if k.startswith(("train", "eval")) else "") for k in diffs}
     expected = {"train_loss", "train_losses", "train_reg", "train_acc", "after", "eval_loss", "eval_losses",
                 "eval_reg", "eval_acc"}
     expected |= set() if CASES[key][4] == "forward" else {"grad"}
-    expected |= {"bn"} if problem == "svhn_wrn164" else set()
+    expected |= {"bn"} if base == "svhn_wrn164" else set()
     expected |= {"train_state", "eval_state"} if problem == "tolstoi_char_rnn" else set()
-    expected |= {"eval_logits"} if problem in ("fmnist_2c2d", "cifar10_3c3d", "svhn_wrn164") else set()
+    expected |= {"eval_logits"} if base in ("fmnist_2c2d", "cifar10_3c3d", "svhn_wrn164") else set()
     if key in OPTIMIZER_CASES:  # every step's weights, and the momentum buffers of M and MN
         n_vars = len(names)
         assert all(f"after_{k}_{i}" in diffs for k in range(4) for i in range(n_vars))
@@ -188,7 +195,7 @@ def test_port_equals_deepobs(key, tmp_path_factory):
             expected |= {"slot"}
             assert all(f"slot_{k}_{i}" in diffs for k in range(4) for i in range(n_vars))
     assert expected <= kinds, f"not compared: {expected - kinds}"
-    if problem == "svhn_wrn164":  # every moving statistic after both steps is among the compared tensors
+    if base == "svhn_wrn164":  # every moving statistic after both steps is among the compared tensors
         moving = [i for i, n in enumerate(names) if "moving_" in n]
         assert len(moving) == 26 and all(f"after_1_{i}" in diffs for i in moving)
     _record(key, diffs)
