@@ -107,7 +107,10 @@ OPTIMIZER_CASES = {
 for _key, (_problem, _name, _hp) in OPTIMIZER_CASES.items():
     CASES[_key] = (_problem, {"optimizer": (_name, _hp), "lr": 0.05, "train_steps": 4, "dtype": "float64"}, 1,
                    contextlib.nullcontext, None)
-SLOW = {"tolstoi_char_rnn"}  # DeepOBS' static_rnn graph (50 steps x 2 layers + gradients) takes ~1.5 min
+# tolstoi: DeepOBS' static_rnn graph (50 steps x 2 layers + gradients) takes ~1.5 min on some machines;
+# svhn_wrn164_nodecay: svhn_wrn164's batch-norm path again (its moving statistics 6.7e-6 from DeepOBS' on an
+# AMD EPYC, so close to the tolerance that a second copy in the default run would only add flakiness)
+SLOW = {"tolstoi_char_rnn", "svhn_wrn164_nodecay"}
 # regularisation losses in DeepOBS' graph (its collection) and trainable parameters (DeepOBS' unit tests)
 N_REG = {"cifar10_3c3d": 6, "cifar100_allcnnc": 9, "svhn_wrn164": 17}
 _RESULTS: dict = {}
