@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script (make fidelity): the suite's packages for the reuse check
+    sys.path.insert(0, str(ROOT))
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 REFERENCE = ROOT.parent / "shared" / "reference"
 GD, M, MN = "PowKernelGradientDescentOptimizer", "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN"
@@ -70,20 +72,25 @@ def prepare_data(data_dir: Path) -> None:
 
 
 def _same_spec(result: Path, problem, optimizer, hyperparams, seed, epochs) -> bool:
-    """Whether the run behind ``result`` is the one requested: its provenance sidecar's spec (what was asked
-    for: problem, optimizer, every hyperparameter, seed, epochs, no batch-size, decay or option override such
-    as ``select``, which the DeepOBS file itself does not record) equals ours."""
+    """Whether the run behind ``result`` is the one requested: its provenance sidecar's spec has the identity
+    (``runners.spec.RunSpec.identity``, compared with ``same_value``, as the runner's own reuse check) of ours:
+    problem, optimizer, every hyperparameter and option such as ``select`` (which the DeepOBS file itself does
+    not record), seed, epochs, batch size, L2 factor, fidelity. A result without a sidecar is not reused."""
     import yaml
 
-    sidecar = result.with_name(result.name[: -len(".json")] + ".provenance.yaml")
+    from deepobs_tree.naming import provenance_file_name
+    from runners.spec import RunSpec, same_value
+
+    sidecar = result.with_name(provenance_file_name(result.name))
     if not sidecar.is_file():
         return False
-    spec = (yaml.safe_load(sidecar.read_text()) or {}).get("spec") or {}
-    want = {k: v for k, v in hyperparams.items() if v is not None}
-    return (spec.get("testproblem") == problem and spec.get("optimizer") == optimizer and spec.get("seed") == seed
-            and spec.get("num_epochs") == epochs and spec.get("hyperparams") == want and not spec.get("options")
-            and spec.get("batch_size") is None and spec.get("weight_decay") is None
-            and spec.get("fidelity", "deepobs") == "deepobs")
+    try:
+        recorded = RunSpec.from_dict((yaml.safe_load(sidecar.read_text()) or {})["spec"]).identity()
+    except Exception:  # noqa: BLE001 - an unreadable record cannot be verified: not reused
+        return False
+    wanted = RunSpec(problem, optimizer, tuple((k, v) for k, v in hyperparams.items() if v is not None),
+                     seed=seed, num_epochs=epochs).identity()
+    return all(same_value(recorded.get(k), wanted.get(k)) for k in set(recorded) | set(wanted))
 
 
 def run_case(problem, optimizer, hyperparams, seed, epochs, out: Path, data_dir: Path, train=True) -> dict | None:
