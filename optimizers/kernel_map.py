@@ -9,6 +9,14 @@ Per trainable tensor w, with ĝ = φ(g) if w is selected (rule, protocol §1.2) 
 d = 0 without decoupled decay, d = λ·η ('scaled') or λ·η/(1 − μ) ('momscaled') on the decayed tensors
 (the selected ones by default, or all with ``decay_on='all'``). Only ``keras.ops`` in the update, so it
 runs under the tensorflow, jax and torch backends.
+
+Every searched hyperparameter is data, not a Python constant: η (Keras' ``learning_rate`` variable), p
+(``power``), μ (``momentum``) and the decay coefficient (λ, or λ/(1 − μ) for 'momscaled', computed in float64
+as before) are optimizer variables, and the special cases p = 1, p = 0.5 and μ = 0 are chosen with
+``ops.where``. One compiled step therefore serves any values, which is what population training
+(``runners.population``) vmaps over; each value still takes exactly the arithmetic of its special case.
+What stays structural (fixed when the optimizer is built): the map, Nesterov or not, whether there is a
+momentum buffer (``momentum_buffer``, default μ > 0) and whether decoupled decay is applied (λ > 0).
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         decay_scaling: 'scaled' (d = λ·η) or 'momscaled' (d = λ·η/(1 − μ)).
         select: selection rule for φ (``optimizers.select``), default 'rank>=2'.
         decay_on: 'selected' (default) or 'all' trainable tensors get the decoupled decay.
+        momentum_buffer: keep a momentum buffer even for μ = 0 (default: only for μ > 0), so members of a
+            population with μ = 0 and μ > 0 share one program; μ = 0 then steps with ĝ exactly.
         **kwargs: Keras base-optimizer arguments (name, clipnorm, loss_scale_factor, ...).
     """
 
@@ -60,6 +70,7 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         decay_scaling: str = "scaled",
         select: Any = selection.DEFAULT_RULE,
         decay_on: str = "selected",
+        momentum_buffer: bool | None = None,
         name: str | None = None,
         **kwargs,
     ):
@@ -87,6 +98,18 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         self.select = select
         self._select_fn = selection.resolve_rule(select)
         self.decay_on = selection.validate_decay_on(decay_on)
+        self.momentum_buffer = momentum > 0.0 if momentum_buffer is None else bool(momentum_buffer)
+        self.decays = weight_decay_opt > 0.0
+        coefficient = weight_decay_opt / (1.0 - momentum) if decay_scaling == "momscaled" else weight_decay_opt
+        # the hyperparameters as optimizer variables (after iteration and learning_rate, in this order)
+        self.hyper_variables = {}
+        for key, value in (("power", 1.0 if power is None else float(power)), ("momentum", momentum),
+                           ("decay_coefficient", coefficient)):
+            with keras.name_scope(self.name, caller=self):
+                variable = keras.Variable(value, name=key, dtype=keras.backend.floatx(), trainable=False,
+                                          aggregation="only_first_replica")
+            self._track_variable(variable)
+            self.hyper_variables[key] = variable
         self._direction = transforms.nesterov_direction if self.nesterov else transforms.heavy_ball_direction
         self.nlwu_provenance: dict = {
             **maps.map_description(self.elementwise_map),
@@ -104,16 +127,23 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         super().build(variables)
         self._map_mask = [bool(self._select_fn(v)) for v in variables]
         self._decay_mask = [s or self.decay_on == "all" for s in self._map_mask]
-        self._accumulators = (
-            self.add_optimizer_variables(variables, "momentum") if self.momentum > 0.0 else []
-        )
+        self._accumulators = self.add_optimizer_variables(variables, "momentum") if self.momentum_buffer else []
         self.nlwu_provenance.update(
-            selection.selection_record(variables, self.select, self.decay_on if self._decays else None)
+            selection.selection_record(variables, self.select, self.decay_on if self.decays else None)
         )
 
-    @property
-    def _decays(self) -> bool:
-        return self.weight_decay_opt > 0.0
+    def structure(self) -> tuple:
+        """What the compiled step depends on besides the hyperparameter values: optimizers with equal
+        structures run as one program with their variables as data (population training)."""
+        return (type(self).__name__, maps.map_description(self.elementwise_map).get("map"), self.nesterov,
+                self.momentum_buffer, self.decays, self.decay_scaling if self.decays else None,
+                selection.rule_name(self.select), self.decay_on)
+
+    def _mapped(self, gradient):
+        """φ(g), with the power read from its variable when the map takes one (``SignedPower.apply``)."""
+        if hasattr(self.elementwise_map, "apply") and self.power is not None:
+            return self.elementwise_map.apply(gradient, self.hyper_variables["power"])
+        return self.elementwise_map(gradient)
 
     def update_step(self, gradient, variable, learning_rate):
         """One tensor's step: ĝ = φ(g) if selected; momentum buffer; decay-then-descend (module docstring)."""
@@ -121,21 +151,19 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         gradient = dense(gradient)
-        g_hat = self.elementwise_map(gradient) if self._map_mask[i] else gradient
+        g_hat = self._mapped(gradient) if self._map_mask[i] else gradient
         g_hat = ops.cast(g_hat, dtype)
-        if self.momentum > 0.0:
+        if self.momentum_buffer:
+            mu = ops.cast(self.hyper_variables["momentum"], dtype)
             a = self._accumulators[i]
-            a_new = transforms.accumulate(a, g_hat, self.momentum)
+            a_new = transforms.accumulate(a, g_hat, mu)
             self.assign(a, a_new)
-            direction = self._direction(a_new, g_hat, self.momentum)
+            direction = ops.where(ops.greater(mu, 0.0), self._direction(a_new, g_hat, mu), g_hat)
         else:
             direction = g_hat
-        if self._decays and self._decay_mask[i]:
+        if self.decays and self._decay_mask[i]:
             d = ops.cast(
-                transforms.decay_factor(
-                    learning_rate, self.weight_decay_opt, self.momentum, self.decay_scaling
-                ),
-                dtype,
+                transforms.decoupled_decay(learning_rate, self.hyper_variables["decay_coefficient"]), dtype
             )
             self.assign(variable, transforms.decay_then_descend(variable, direction, lr, d))
         else:

@@ -38,17 +38,22 @@ class SignedPower:
         self.power = power
 
     def __call__(self, g):
-        if self.power == 1.0:
-            return g
+        return self.apply(g, self.power)
+
+    def apply(self, g, power):
+        """φ_power(g) for a power given as data (a float, a tensor or an optimizer variable): the special
+        cases p = 1 (g itself) and p = 0.5 (``sqrt``) are chosen with ``ops.where``, never a Python ``if``,
+        so one compiled program serves any power (population training vmaps over it) and each power gets
+        exactly the value of its special case."""
         from keras import ops
 
         dtype = g.dtype
         x = ops.cast(g, _compute_dtype(dtype))
-        if self.power == 0.5:
-            magnitude = ops.sqrt(ops.abs(x))
-        else:
-            magnitude = ops.exp(ops.multiply(ops.log(ops.abs(x)), self.power))
-        return ops.cast(ops.multiply(ops.sign(x), magnitude), dtype)
+        p = ops.cast(power, x.dtype)
+        a = ops.abs(x)
+        magnitude = ops.where(ops.equal(p, 0.5), ops.sqrt(a), ops.exp(ops.multiply(ops.log(a), p)))
+        mapped = ops.cast(ops.multiply(ops.sign(x), magnitude), dtype)
+        return ops.where(ops.equal(p, 1.0), g, mapped)
 
     def config(self) -> dict:
         return {"map": self.name, "power": self.power}
@@ -62,12 +67,12 @@ class PowSignedPower(SignedPower):
 
     name = "signed_power_pow"
 
-    def __call__(self, g):
+    def apply(self, g, power):
         from keras import ops
 
         dtype = g.dtype
         x = ops.cast(g, _compute_dtype(dtype))
-        return ops.cast(ops.multiply(ops.sign(x), ops.power(ops.abs(x), self.power)), dtype)
+        return ops.cast(ops.multiply(ops.sign(x), ops.power(ops.abs(x), ops.cast(power, x.dtype))), dtype)
 
 
 class Identity:

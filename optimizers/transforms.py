@@ -39,6 +39,14 @@ def decay_factor(learning_rate, weight_decay_opt: float, momentum: float, scalin
     raise ValueError(f"decay scaling must be one of {DECAY_SCALINGS}, got {scaling!r}")
 
 
+def decoupled_decay(learning_rate, coefficient):
+    """d = η·c with c = λ ('scaled') or λ/(1 − μ) ('momscaled') given as data (``decay_factor``'s value,
+    with the coefficient computed once in float64)."""
+    from keras import ops
+
+    return ops.multiply(learning_rate, coefficient)
+
+
 def scale_by_learning_rate(direction, learning_rate):
     """Step η·direction (subtracted from w: w ← w − η·direction)."""
     from keras import ops
