@@ -288,8 +288,8 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
         existing = spec.existing_result(out)
         if existing is not None:
             return existing
-        num_epochs, batch_size = spec.effective_num_epochs(), spec.effective_batch_size()
-        recorded = spec.recorded_hyperparams()
+        num_epochs = spec.effective_num_epochs()
+        spec.effective_batch_size(), spec.recorded_hyperparams()  # validated before any training
         folder = spec.setting_dir(out)
     except ValueError as exc:  # includes SpecMismatch
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
@@ -313,7 +313,22 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     finally:
         bar.close()
     wall = time.perf_counter() - t0
+    return write_result(spec, out, problem, optimizer, curves, start=start, wall=wall,
+                        steps_per_epoch=getattr(trainer, "steps_per_epoch", None))
 
+
+def write_result(spec: RunSpec, out: str | Path, problem: Any, optimizer: Any, curves: dict[str, Any], *,
+                 start: float, wall: float, steps_per_epoch: int | None, extra: dict | None = None) -> Path:
+    """Write one finished run: its provenance YAML, then its DeepOBS JSON (atomically, JSON last), under the
+    spec's setting folder; the per-run path and population training (``runners.population``) share it.
+
+    If another process finished the same run meanwhile, its file is kept and returned (never two files per
+    seed). ``extra`` adds provenance entries (a population member records its population).
+    """
+    out = Path(out)
+    num_epochs, batch_size = spec.effective_num_epochs(), spec.effective_batch_size()
+    recorded = spec.recorded_hyperparams()
+    folder = spec.setting_dir(out)
     has_accuracy = bool(problem.spec.has_accuracy)
     output = deepobs_output(
         testproblem=spec.testproblem, batch_size=batch_size, num_epochs=num_epochs, random_seed=spec.seed,
@@ -330,7 +345,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
             "num_epochs": num_epochs,
             "batch_size": batch_size,
             "l2": getattr(problem, "l2", None),
-            "steps_per_epoch": getattr(trainer, "steps_per_epoch", None),
+            "steps_per_epoch": steps_per_epoch,
             "optimizer_hyperparams": recorded,
             "diverged_epoch": curves["diverged_epoch"],
         },
@@ -342,6 +357,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),
         "wall_seconds": round(wall, 3),
+        **(extra or {}),
     }
     import yaml
 

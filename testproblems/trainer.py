@@ -73,28 +73,44 @@ class Trainer:
         self._eval_epoch = epoch + 1
         return logged
 
+    def eval_batches(self, phase: str):
+        """The (x, target) inputs of ``phase``'s evaluation, one per ``test_on_batch`` call (``eval_batches``)."""
+        return eval_batches(self.problem, self.data, phase, self._eval_epoch, self._example_size())
+
     def evaluate(self, phase: str) -> dict:
         """Mean loss (incl. L2) and accuracy over all full batches of ``phase``, model in inference mode."""
-        if phase not in PHASES:
-            raise ValueError(f"unknown phase {phase!r}; use one of: {', '.join(PHASES)}")
+        batches = self.eval_batches(phase)
         self._start_phase()
-        problem, model = self.problem, self.model
-        batches = self.data.batches(phase, epoch=self._eval_epoch)
         losses, accs = [], []
-        nb = self.data.num_batches(phase)
-        if not self.problem.spec.stateful and nb * self.problem.batch_size * self._example_size() <= _MERGE_EVAL_MAX_VALUES:
-            batches = list(batches)
-            if batches:
-                x = np.concatenate([b[0] for b in batches])
-                y = np.concatenate([problem.targets(bx, by) for bx, by in batches])
-                logs = model.test_on_batch(x, y, return_dict=True)
-                return {"loss": float(logs["loss"]),
-                        "accuracy": float(logs["accuracy"]) if self._has_accuracy else None}
         for x, y in batches:
-            logs = model.test_on_batch(x, problem.targets(x, y), return_dict=True)
+            logs = self.model.test_on_batch(x, y, return_dict=True)
             losses.append(float(logs["loss"]))
             if self._has_accuracy:
                 accs.append(float(logs["accuracy"]))
-        if not losses:
-            return {"loss": math.nan, "accuracy": math.nan if self._has_accuracy else None}
-        return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accs)) if self._has_accuracy else None}
+        return mean_logs(losses, accs if self._has_accuracy else None)
+
+
+def eval_batches(problem, data, phase: str, epoch: int, example_size: int):
+    """The (x, target) inputs of ``phase``'s evaluation after ``epoch`` epochs, one per ``test_on_batch``
+    call: all full batches merged into one when the phase is small (``_MERGE_EVAL_MAX_VALUES``), else batch
+    by batch (an iterator). ``Trainer.evaluate`` and population training (``runners.population``) both use
+    it, so a population member's evaluation makes exactly the per-run path's calls."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; use one of: {', '.join(PHASES)}")
+    batches = data.batches(phase, epoch=epoch)
+    nb = data.num_batches(phase)
+    if not problem.spec.stateful and nb * problem.batch_size * example_size <= _MERGE_EVAL_MAX_VALUES:
+        batches = list(batches)
+        if batches:
+            x = np.concatenate([b[0] for b in batches])
+            y = np.concatenate([problem.targets(bx, by) for bx, by in batches])
+            return iter([(x, y)])
+    return ((x, problem.targets(x, y)) for x, y in batches)
+
+
+def mean_logs(losses: list[float], accs: list[float] | None) -> dict:
+    """An evaluation's result from its calls' losses/accuracies (NaN when there was no batch): the mean of
+    one call is that call's value exactly."""
+    if not losses:
+        return {"loss": math.nan, "accuracy": None if accs is None else math.nan}
+    return {"loss": float(np.mean(losses)), "accuracy": None if accs is None else float(np.mean(accs))}

@@ -1,0 +1,428 @@
+"""Population training: runs that differ only in hyperparameter values and seed train as ONE jitted program.
+
+A population is a list of ``RunSpec`` that share problem, optimizer, options, epochs, batch size, L2, data
+and log interval (``population_key``). On the jax backend every member's state (weights, non-trainable
+state such as dropout seeds and batch-norm statistics, optimizer variables, which hold η, p, μ and the decay
+coefficient as data) is stacked on a leading axis and the suite's own Keras step, ``model.train_step`` /
+``model.test_step`` (``model.stateless_call`` + ``optimizer.stateless_apply`` inside), runs under
+``jax.jit(jax.vmap(...))``; the steps of an epoch are compiled as chunks (``lax.scan``) for small problems,
+or one vmapped step per call for convolutional ones (XLA:CPU runs convolutions in a scan far slower).
+
+Each member gets what the per-run path (``runners.run.execute``) gives its seed: the model built from its
+seed, its seed's data order (datasets are loaded once per distinct seed), the same dropout/noise draws
+(the seed-generator state travels in the non-trainable state, evaluations included) and the same
+evaluation calls (``testproblems.trainer.eval_batches``). Its curves go through ``train_curves`` (a replay
+of the recorded values), so divergence is handled exactly as DeepOBS does, and it is written by
+``runners.run.write_result`` (same names, provenance, resume rules). A diverged member (NaN/inf) is
+recorded as diverged; vmapped members never mix values, so it cannot poison the others.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runners.run import (
+    EVAL_PHASES,
+    RunError,
+    check_data,
+    check_inside,
+    check_out,
+    train_curves,
+    write_result,
+)
+from runners.spec import RunSpec
+
+#: problems whose population path is faster than the per-run path, per device kind (the choice rule of
+#: ``choose``; measured by bench/bench_population.py, see docs/population.md). On CPU only the quadratic
+#: problem gains: vmapped convolutions become grouped convolutions, slower per model than TF's per-run path.
+FASTER_AS_POPULATION = {
+    "cpu": frozenset({"quadratic_deep"}),
+    "gpu": frozenset({"quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "cifar10_3c3d",
+                      "cifar10_3c3d_nodecay", "cifar100_allcnnc", "cifar100_allcnnc_nodecay", "svhn_wrn164",
+                      "svhn_wrn164_nodecay"}),
+}
+#: largest population the memory rule picks (compile time grows with it; 64 members keep a CPU busy)
+MAX_SIZE = 64
+#: problems whose epoch is compiled as one ``lax.scan`` (small dense problems; convolutions run per step)
+SCAN_PROBLEMS = frozenset({"quadratic_deep"})
+
+
+class PopulationUnsupported(RunError):
+    """A spec the population path cannot run; the message (one line) says why, the caller runs it per run."""
+
+
+class PopulationOutOfMemory(RunError):
+    """The population did not fit in memory; the message names the size to use instead."""
+
+
+def population_key(spec: RunSpec) -> tuple:
+    """What the members of one population share; specs with different keys are never trained together."""
+    return (spec.testproblem, spec.optimizer, spec.options, spec.effective_num_epochs(),
+            spec.effective_batch_size(), spec.weight_decay, spec.data_dir, spec.fidelity, spec.train_log_interval)
+
+
+def split(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
+    """``specs`` grouped by ``population_key`` (first-seen order kept), each group cut into populations of at
+    most ``size`` members: problems, optimizers, batch sizes and epochs are never mixed."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"population size must be an integer >= 1, got {size!r}")
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(population_key(spec), []).append(spec)
+    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def device_kind() -> str:
+    """'gpu' when jax sees a GPU (``make setup GPU=cuda12``), else 'cpu'; importing jax only."""
+    try:
+        import jax
+
+        return "gpu" if any(d.platform == "gpu" for d in jax.devices()) else "cpu"
+    except Exception:  # no jax, no device: the per-run path
+        return "cpu"
+
+
+def unsupported_reason(spec: RunSpec) -> str | None:
+    """Why ``spec`` cannot train in a population (one line), or None. Needs no Keras."""
+    import testproblems
+    from optimizers import registry
+
+    problem = testproblems.spec(spec.testproblem)
+    if problem.stateful:
+        return f"{spec.testproblem} carries recurrent state across batches (stateful layers)"
+    if registry.origin(spec.optimizer) != "built-in":
+        return (f"optimizer {spec.optimizer} is a plugin: its hyperparameters are Python constants in its "
+                "update, not optimizer variables")
+    return None
+
+
+def choose(testproblem: str, kind: str | None = None) -> tuple[bool, str]:
+    """(population?, one-line reason) for ``testproblem`` on device ``kind`` (default: what jax sees)."""
+    kind = kind or device_kind()
+    if testproblem in FASTER_AS_POPULATION.get(kind, frozenset()):
+        return True, f"{testproblem} on {kind}: population path (faster there, docs/population.md)"
+    return False, (f"{testproblem} on {kind}: per-run path (the population path is not faster there, "
+                   "docs/population.md)")
+
+
+def bytes_per_member(testproblem: str, batch_size: int) -> int:
+    """Estimated memory of one member: weights, gradients, optimizer buffers and step temporaries (4 copies
+    of the parameters, float32) plus its batch's activations (estimated as 64 values per input value)."""
+    import testproblems
+
+    spec = testproblems.spec(testproblem)
+    example = {"quadratic": 100, "mnist": 784, "fmnist": 784, "cifar10": 3072, "cifar100": 3072,
+               "svhn": 3072}.get(spec.dataset, 1000)
+    return 4 * (4 * spec.trainable_params + 64 * batch_size * example)
+
+
+def available_bytes() -> int:
+    """Free memory of the device jax uses (GPU: its limit minus what is in use), else the host's."""
+    try:
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    except Exception:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2 << 30
+
+
+def size_from_memory(testproblem: str, batch_size: int) -> int:
+    """Population size that uses at most half the free memory (at least 1, at most ``MAX_SIZE``)."""
+    return max(1, min(MAX_SIZE, available_bytes() // 2 // bytes_per_member(testproblem, batch_size)))
+
+
+# ------------------------------------------------------------------------------------------------ training
+class _Replay:
+    """A trainer for ``train_curves`` that hands back one member's recorded evaluations and logged losses,
+    so a member's curves and divergence handling are exactly the per-run path's code."""
+
+    def __init__(self, evals: list[dict], logged: list[list[float]]):
+        self._evals, self._logged, self._epoch = evals, logged, 0
+
+    def evaluate(self, phase: str) -> dict:
+        return self._evals[self._epoch][phase]
+
+    def train_epoch(self, epoch: int, log_interval: int = 10, on_step=None) -> list[float]:
+        self._epoch = epoch + 1
+        return self._logged[epoch]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text \
+        or "out of memory" in text
+
+
+class Population:
+    """The members' stacked state and the compiled vmapped steps of one population (jax backend).
+
+    ``specs`` must share ``population_key``; raises PopulationUnsupported (one line) for what the path
+    cannot batch. ``run(on_epoch)`` trains every epoch and returns each member's curves (``train_curves``).
+    """
+
+    def __init__(self, specs: Sequence[RunSpec], *, scan: bool | None = None):
+        import jax
+        import jax.numpy as jnp
+        import keras
+
+        import optimizers
+        import testproblems
+        from optimizers.kernel_map import KernelMapOptimizer
+
+        specs = list(specs)
+        if not specs:
+            raise ValueError("a population needs at least one run")
+        keys = {population_key(s) for s in specs}
+        if len(keys) != 1:
+            raise ValueError(f"a population shares problem, optimizer, epochs, batch size, L2 and data; got "
+                             f"{len(keys)} different ones (use population.split)")
+        if keras.backend.backend() != "jax":
+            raise PopulationUnsupported(f"population training needs KERAS_BACKEND=jax (this process runs "
+                                        f"{keras.backend.backend()})")
+        for spec in specs:
+            reason = unsupported_reason(spec)
+            if reason:
+                raise PopulationUnsupported(reason)
+        self.specs = specs
+        first = specs[0]
+        self.num_epochs = first.effective_num_epochs()
+        self.log_interval = first.train_log_interval
+        self.scan = first.testproblem in SCAN_PROBLEMS if scan is None else bool(scan)
+        seeds = sorted({s.seed for s in specs})
+        self.seed_index = jnp.asarray([seeds.index(s.seed) for s in specs], dtype=jnp.int32)
+        self.problems, models = {}, {}
+        for seed in seeds:  # one problem (data) and one model (initial weights) per distinct seed
+            keras.backend.clear_session(free_memory=False)
+            keras.utils.set_random_seed(seed)
+            problem = testproblems.get(first.testproblem, data_dir=first.data_dir, batch_size=first.batch_size,
+                                       l2=first.weight_decay, seed=seed, fidelity=first.fidelity)
+            self.problems[seed], models[seed] = problem, problem.build_model()
+        self.member_problems = [self.problems[s.seed] for s in specs]
+        self.optimizers = []
+        for spec in specs:
+            try:
+                opt = optimizers.make(spec.optimizer, models[spec.seed], **spec.hyperparams_dict,
+                                      **spec.options_dict)
+            except ValueError as exc:
+                raise RunError(str(exc).splitlines()[0]) from None
+            if not isinstance(opt, KernelMapOptimizer) or not isinstance(opt.learning_rate, keras.Variable):
+                raise PopulationUnsupported(f"optimizer {spec.optimizer} does not keep its hyperparameters as "
+                                            "optimizer variables")
+            opt.build(models[spec.seed].trainable_variables)
+            self.optimizers.append(opt)
+        if len({o.structure() for o in self.optimizers}) != 1:
+            # e.g. momentum 0 for some members and > 0 for others: rebuild all with a momentum buffer
+            self.optimizers = [self._with_buffer(spec, models[spec.seed]) for spec in specs]
+        template_problem, self.model = self.problems[seeds[0]], models[seeds[0]]
+        template_opt = optimizers.make(first.optimizer, self.model, **first.hyperparams_dict,
+                                       **first.options_dict)
+        if template_opt.structure() != self.optimizers[0].structure():
+            template_opt = self._with_buffer(first, self.model)
+        self.template = template_problem.trainer(self.model, template_opt)
+        x, y = next(iter(template_problem.dataset().batches("train", epoch=0)))
+        self.model._symbolic_build(data_batch=(x, template_problem.targets(x, y), None))
+        if not template_opt.built:
+            template_opt.build(self.model.trainable_variables)
+        self.model.reset_metrics()
+        self._metrics0 = [v.value for v in self.model.metrics_variables]
+        self.example_size = self.template._example_size()
+        self.has_accuracy = bool(template_problem.spec.has_accuracy)
+
+        def stack(per_member):
+            return [jnp.stack(leaves) for leaves in zip(*per_member)]
+
+        self.trainable = stack([[v.value for v in models[s.seed].trainable_variables] for s in specs])
+        self.non_trainable = stack([[v.value for v in models[s.seed].non_trainable_variables] for s in specs])
+        self.optimizer_state = stack([[v.value for v in o.variables] for o in self.optimizers])
+        self._compile(jax)
+
+    @staticmethod
+    def _with_buffer(spec: RunSpec, model):
+        import optimizers
+
+        opt = optimizers.make(spec.optimizer, None, **spec.hyperparams_dict, **spec.options_dict)
+        from optimizers.kernel_map import KernelMapOptimizer
+
+        rebuilt = KernelMapOptimizer(
+            learning_rate=float(opt.learning_rate.numpy()), elementwise_map=opt.elementwise_map,
+            power=opt.power, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay_opt=opt.weight_decay_opt,
+            decay_scaling=opt.decay_scaling, select=opt.select, decay_on=opt.decay_on, momentum_buffer=True)
+        rebuilt.nlwu_provenance = dict(optimizers.make(spec.optimizer, model, **spec.hyperparams_dict,
+                                                       **spec.options_dict).nlwu_provenance)
+        rebuilt.build(model.trainable_variables)
+        return rebuilt
+
+    @property
+    def size(self) -> int:
+        return len(self.specs)
+
+    def _compile(self, jax) -> None:
+        model, metrics0 = self.model, self._metrics0
+
+        def train_step(state, x, y):
+            trainable, non_trainable, opt_vars = state
+            logs, (trainable, non_trainable, opt_vars, _) = model.train_step(
+                (trainable, non_trainable, opt_vars, metrics0), (x, y))
+            return (trainable, non_trainable, opt_vars), logs["loss"]
+
+        def member_chunk(state, xs, ys):  # xs: (steps, batch, ...)
+            return jax.lax.scan(lambda st, xy: train_step(st, *xy), state, (xs, ys))
+
+        def eval_step(trainable, non_trainable, x, y):
+            logs, (_, non_trainable, _) = model.test_step((trainable, non_trainable, metrics0), (x, y))
+            return non_trainable, logs
+
+        step = member_chunk if self.scan else train_step
+        self._train = jax.jit(lambda state, xs, ys, idx: jax.vmap(step)(state, xs[idx], ys[idx]),
+                              donate_argnums=0)
+        self._eval = jax.jit(lambda tv, ntv, x, y, idx: jax.vmap(eval_step)(tv, ntv, x[idx], y[idx]))
+
+    # -- one epoch / one evaluation of every member -----------------------------------------------------
+    def _per_seed(self, iterators):
+        import numpy as np
+
+        items = [next(it, None) for it in iterators]
+        if any(item is None for item in items):
+            return None
+        return np.stack([item[0] for item in items]), np.stack([item[1] for item in items])
+
+    def evaluate(self, phase: str, epoch: int) -> list[dict]:
+        """Every member's ``Trainer.evaluate(phase)`` after ``epoch`` trained epochs."""
+        import numpy as np
+
+        from testproblems.trainer import eval_batches, mean_logs
+
+        iterators = [eval_batches(p, p.dataset(), phase, epoch, self.example_size) for p in self.problems.values()]
+        losses, accs = [[] for _ in self.specs], [[] for _ in self.specs]
+        while (batch := self._per_seed(iterators)) is not None:
+            self.non_trainable, logs = self._eval(self.trainable, self.non_trainable, *batch, self.seed_index)
+            loss = np.asarray(logs["loss"])
+            acc = np.asarray(logs["accuracy"]) if self.has_accuracy else None
+            for i in range(self.size):
+                losses[i].append(float(loss[i]))
+                if acc is not None:
+                    accs[i].append(float(acc[i]))
+        return [mean_logs(losses[i], accs[i] if self.has_accuracy else None) for i in range(self.size)]
+
+    def train_epoch(self, epoch: int, chunk_steps: int = 64) -> list[list[float]]:
+        """One training epoch of every member; each member's losses of steps s with s % log_interval == 0."""
+        import numpy as np
+
+        iterators = [iter(p.dataset().batches("train", epoch=epoch)) for p in self.problems.values()]
+        targets = self.member_problems[0].targets
+        losses = []
+        while True:
+            xs, ys = [], []
+            for _ in range(chunk_steps if self.scan else 1):
+                batch = self._per_seed(iterators)
+                if batch is None:
+                    break
+                xs.append(batch[0])
+                ys.append(np.stack([targets(x, y) for x, y in zip(*batch)]))
+            if not xs:
+                break
+            state = (self.trainable, self.non_trainable, self.optimizer_state)
+            if self.scan:
+                state, loss = self._train(state, np.stack(xs, axis=1), np.stack(ys, axis=1), self.seed_index)
+                losses.append(np.asarray(loss))  # (members, steps)
+            else:
+                state, loss = self._train(state, xs[0], ys[0], self.seed_index)
+                losses.append(np.asarray(loss)[:, None])
+            self.trainable, self.non_trainable, self.optimizer_state = state
+        steps = np.concatenate(losses, axis=1)
+        return [[float(v) for v in steps[i, ::self.log_interval]] for i in range(self.size)]
+
+    def run(self, on_epoch=None) -> list[dict[str, Any]]:
+        """Train all epochs (DeepOBS' loop, as ``train_curves``) and return each member's curves. Members that
+        diverged stop being recorded after their epoch, as the per-run path stops; when all have, training
+        stops."""
+        evals: list[list[dict]] = [[] for _ in self.specs]
+        logged: list[list[list[float]]] = [[] for _ in self.specs]
+        done = [False] * self.size
+        for n in range(self.num_epochs + 1):
+            results = {phase: self.evaluate(phase, n) for phase in EVAL_PHASES}
+            for i in range(self.size):
+                if not done[i]:
+                    evals[i].append({phase: results[phase][i] for phase in EVAL_PHASES})
+            if on_epoch is not None:
+                on_epoch(n, results)
+            if n == self.num_epochs:
+                break
+            epoch_losses = self.train_epoch(n)
+            for i in range(self.size):
+                if not done[i]:
+                    logged[i].append(epoch_losses[i])
+                    done[i] = not math.isfinite(epoch_losses[i][-1])
+            if all(done):
+                break
+        return [train_curves(_Replay(evals[i], logged[i]), self.num_epochs, self.log_interval)
+                for i in range(self.size)]
+
+
+def execute_population(specs: Sequence[RunSpec], out: str | Path, progress: bool = True,
+                       scan: bool | None = None) -> list[Path]:
+    """Train ``specs`` (one population_key) as one population and write each member's DeepOBS JSON; return
+    the result paths in ``specs`` order. Members whose result exists are not trained again (resume)."""
+    out = Path(out)
+    specs = list(specs)
+    paths: list[Path | None] = [None] * len(specs)
+    pending = []
+    for i, spec in enumerate(specs):
+        try:
+            spec.validate()
+            paths[i] = spec.existing_result(out)
+            folder = spec.setting_dir(out)
+            spec.effective_batch_size(), spec.recorded_hyperparams()
+        except ValueError as exc:
+            raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
+        if paths[i] is None:
+            check_out(out)
+            check_inside(out, folder)
+            pending.append(i)
+    if not pending:
+        return paths
+    check_data(specs[pending[0]])
+    for i in pending:  # one data check per distinct seed
+        if specs[i].seed != specs[pending[0]].seed:
+            check_data(specs[i])
+    start = time.time()
+    t0 = time.perf_counter()
+    members = [specs[i] for i in pending]
+    try:
+        population = Population(members, scan=scan)
+        from tqdm.auto import tqdm
+
+        first = members[0]
+        bar = tqdm(total=population.num_epochs, desc=f"{first.testproblem}/{first.optimizer} x{len(members)}",
+                   unit="epoch", disable=not progress, leave=False, dynamic_ncols=True)
+        try:
+            curves = population.run(on_epoch=lambda n, _: bar.update(1) if n else None)
+        finally:
+            bar.close()
+    except RunError:
+        raise
+    except Exception as exc:
+        if _is_oom(exc):
+            raise PopulationOutOfMemory(
+                f"a population of {len(members)} {members[0].testproblem} runs ran out of memory; use "
+                f"--population {max(1, len(members) // 2)} (finished results are kept)") from None
+        raise
+    wall = time.perf_counter() - t0
+    steps = population.template.steps_per_epoch
+    for j, i in enumerate(pending):
+        extra = {"population": {"size": len(members), "member": j, "backend": "jax",
+                                "scan": population.scan, "wall_seconds_shared": round(wall, 3)}}
+        paths[i] = write_result(specs[i], out, population.member_problems[j], population.optimizers[j], curves[j],
+                                start=start, wall=wall / len(members), steps_per_epoch=steps, extra=extra)
+    return paths
