@@ -110,8 +110,8 @@ def _load(args):
 
 def _sweep(args) -> int:
     from runners.commandline import run_command
+    from runners.executors import make_executor
     from runners.ledger import pending
-    from runners.pool import make_executor
     from runners.sweep import run_sweep, study_specs
 
     if args.address and args.backend != "ray":
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_run(argv[1:], prog=f"{PROG} run")
     from runners.config import ConfigError
-    from runners.pool import BackendError
+    from runners.executors import BackendError
     from runners.run import RunError
     from runners.spec import SpecMismatch
 

@@ -121,7 +121,7 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout
 
-    from runners.ray_executor import RayExecutor
+    from runners.executors.ray import RayExecutor
     from runners.sweep import run_sweep
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
