@@ -98,13 +98,18 @@ class Constant(Distribution):
 
 
 @dataclasses.dataclass(frozen=True)
-class LogUniform(Distribution):
+class _Interval(Distribution):
+    """A continuous draw on [low, high]."""
+
     low: float
     high: float
 
     def bounds(self):
         return self.low, self.high
 
+
+@dataclasses.dataclass(frozen=True)
+class LogUniform(_Interval):
     def midpoint(self):
         return math.sqrt(self.low * self.high)
 
@@ -118,13 +123,7 @@ class LogUniform(Distribution):
 
 
 @dataclasses.dataclass(frozen=True)
-class Uniform(Distribution):
-    low: float
-    high: float
-
-    def bounds(self):
-        return self.low, self.high
-
+class Uniform(_Interval):
     def midpoint(self):
         return (self.low + self.high) / 2
 
@@ -293,7 +292,7 @@ def check_range(name: str, dist: Any, allowed: Any = None) -> Distribution:
     if allowed is None:
         return parsed
     ok, text = range_check(allowed)
-    if isinstance(parsed, Uniform | LogUniform):
+    if isinstance(parsed, _Interval):
         low, high = parse_range(allowed)[:2]  # a continuous draw hits an open end with probability 0
         ok = lambda x: low <= x <= high  # noqa: E731
     for value in parsed.bounds():
