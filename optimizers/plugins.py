@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .distributions import Distribution, allowed_range, check_range
 from .registry import PluginError
-from .space import midpoint
+from .space import search_space
 
 __all__ = ["Plugin", "PluginError", "changed", "command_line_args", "forget", "load", "load_all", "loaded",
            "plugin_of", "provenance", "validate", "validate_optimizer"]
@@ -163,7 +164,7 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
         if validate:
             for name in new:
                 try:
-                    space = registry.search_space(name)
+                    space = search_space(name)
                 except PluginError as exc:
                     if "has no search distribution" in str(exc):
                         continue  # the study may give one: validated at planning time
@@ -189,11 +190,9 @@ def _check_declarations(label: str, name: str) -> None:
     entry = registry.spec(name)
     if entry.twin is not None and entry.twin not in registry.names():
         raise PluginError(f"{label}: optimizer {name} declares twin={entry.twin!r}, which is not registered")
-    from .space import check_distribution
-
     for key, dist in entry.search.items():
         try:
-            check_distribution(key, dist, entry.ranges.get(key) or registry.BUILTIN_RANGES.get(key))
+            check_range(key, dist, allowed_range(entry.ranges, key))
         except ValueError as exc:
             raise PluginError(f"{label}: optimizer {name}: declared search of {exc}") from None
 
@@ -246,10 +245,10 @@ def changed(records: Iterable[Mapping[str, Any]]) -> list[str]:
     return out
 
 
-def validate_optimizer(name: str, space: Mapping[str, Any], fixed: Mapping[str, Any] | None = None) -> None:
-    """Build ``name`` once with the middle of each distribution of ``space`` (plus ``fixed``) on a tiny
+def validate_optimizer(name: str, space: Mapping[str, Distribution], fixed: Mapping[str, Any] | None = None) -> None:
+    """Build ``name`` once with the middle of each (parsed) distribution of ``space`` (plus ``fixed``) on a tiny
     Keras model and apply one step; PluginError if the factory raises or returns no Keras optimizer."""
-    values = {**{k: midpoint(d) for k, d in space.items()}, **dict(fixed or {})}
+    values = {**{k: d.midpoint() for k, d in space.items()}, **dict(fixed or {})}
     key = (name, tuple(sorted((k, repr(v)) for k, v in values.items())))
     if key in _VALIDATED:
         return
@@ -276,10 +275,10 @@ def validate_optimizer(name: str, space: Mapping[str, Any], fixed: Mapping[str, 
 
 
 def validate(name: str, study_space: Mapping[str, Any] | None = None,
-             fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             fixed: Mapping[str, Any] | None = None) -> dict[str, Distribution]:
     """Planning-time check of one (study, optimizer) search: the merged search space
     (``optimizers.search_space``) is complete and valid and the optimizer builds; returns the space."""
-    space = registry.search_space(name, study_space, fixed=tuple(fixed or ()))
+    space = search_space(name, study_space, fixed=tuple(fixed or ()))
     validate_optimizer(name, space, fixed)
     return space
 

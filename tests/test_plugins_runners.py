@@ -19,7 +19,7 @@ from runners.config import DEFAULT_SPACE, load_study
 ROOT = Path(__file__).resolve().parents[1]
 
 # sha256 of the JSON of configs/reproduce_default.yaml's tuning specs (must never change: same draws, same
-# folders). Recomputed once, when log_uniform became correctly rounded (runners/sampler.py ``pow10``): the
+# folders). Recomputed once, when log_uniform became correctly rounded (optimizers/distributions.py ``pow10``): the
 # digest before, d919b0cd..., held only on CPUs without AVX-512 (NumPy's AVX-512 np.power moved some learning
 # rates by 1 ulp); this one is the same on every CPU, and the setting folders are unchanged
 # (tests/test_runners_core_sampler.py).
@@ -33,7 +33,7 @@ def test_reproduce_default_gives_exactly_the_run_specs_of_before():
     assert len(specs) == 300 and digest == REPRODUCE_DEFAULT_SPECS
     for entry in study.entries:  # the old default space, restricted to what the optimizer records, in order
         assert [n for n, _ in entry.space] == [n for n in DEFAULT_SPACE if n in dict(entry.space)]
-        assert dict(entry.space) == {n: d for n, d in DEFAULT_SPACE.items() if n in dict(entry.space)}
+        assert {n: d.syntax for n, d in entry.space} == {n: d for n, d in DEFAULT_SPACE.items() if n in dict(entry.space)}
 
 
 # ----------------------------------------------------------------------------------------------------------
