@@ -17,11 +17,20 @@ DATA_DIR ?= data
 PLUGINS ?=
 
 .PHONY: setup test test-slow lint figures paper-figures bench bench-analysis bench-optimizers bench-testproblems \
-	bench-data bench-runners data run reproduce clean fidelity
+	bench-data bench-runners bench-population gpu-check data run reproduce clean fidelity
 
-$(STAMP): requirements.lock pyproject.toml
+# GPU=cuda12 also installs the pinned jax CUDA plugin (requirements-cuda12.lock), so population training runs on the
+# GPU; default: cuda12 when `nvidia-smi -L` lists a GPU, else none (CPU). GPU= (empty) forces the CPU-only setup.
+GPU ?= $(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo cuda12)
+ifneq ($(filter-out cuda12,$(GPU)),)
+$(error GPU must be cuda12 or empty, got '$(GPU)')
+endif
+GPU_LOCK := $(if $(GPU),requirements-$(GPU).lock)
+
+$(STAMP): requirements.lock pyproject.toml $(GPU_LOCK)
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(if $(GPU_LOCK),$(PY) -m pip install -q --disable-pip-version-check -r $(GPU_LOCK))
 	touch $@
 
 setup: $(STAMP)
@@ -57,6 +66,8 @@ figures: $(STAMP)
 # a fresh folder (below), resumable, then `make figures` on it and the verdict. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
 PRESET ?=
 WORKERS ?=
+# POPULATION=N: N runs per jitted jax population (1 = one run at a time); empty = auto per problem and device
+POPULATION ?=
 BACKEND ?= local
 ADDRESS ?=
 # RESULTS here defaults to a fresh folder, results/<config name>[_<preset>]/ (so it trains, and a smoke run never
@@ -68,7 +79,7 @@ export NLWU_RESULTS_GIVEN := $(if $(filter command line environment,$(origin RES
 reproduce: $(STAMP)
 	results="$$NLWU_ARG_RESULTS"; if [ -z "$$NLWU_RESULTS_GIVEN" ]; then config="$${NLWU_ARG_CONFIG##*/}"; \
 		results="results/$${config%.*}$${NLWU_ARG_PRESET:+_$$NLWU_ARG_PRESET}"; fi; \
-	args=(); for v in PRESET WORKERS ADDRESS; do value="NLWU_ARG_$$v"; \
+	args=(); for v in PRESET WORKERS ADDRESS POPULATION; do value="NLWU_ARG_$$v"; \
 		if [ -n "$${!value}" ]; then args+=("--$${v,,}" "$${!value}"); fi; done; \
 	read -ra plugins <<< "$$NLWU_ARG_PLUGINS"; plugin_args=(); \
 		for p in "$${plugins[@]}"; do plugin_args+=(--plugin "$$p"); done; \
@@ -100,7 +111,7 @@ run: $(STAMP)
 # parses them (no ; ` " breaking out), OUT="my reports" stays one argument, and the lists (RESULTS, BASELINES,
 # HP, ONLY, PLUGINS, BENCH_ARGS) split on whitespace with `read -ra` (no globbing, no evaluation). `unexport` keeps make
 # from expanding the originals to pass them on. Checked by tests/test_makefile_quoting.py.
-USER_VARS := RESULTS OUT BASELINES REFERENCE CACHE CONFIG DATA_DIR SOURCE ONLY PRESET WORKERS BACKEND ADDRESS \
+USER_VARS := RESULTS OUT BASELINES REFERENCE CACHE CONFIG DATA_DIR SOURCE ONLY PRESET WORKERS BACKEND ADDRESS POPULATION \
 	PROBLEM OPTIMIZER HP SEED EPOCHS BENCH_ARGS REPRO_REFERENCE PROTOCOL PLUGINS
 $(foreach v,$(USER_VARS),$(eval export NLWU_ARG_$(v) := $$(value $(v))))
 unexport $(USER_VARS)
@@ -137,6 +148,14 @@ bench: bench-analysis bench-optimizers bench-testproblems bench-data bench-runne
 # default study wall time (BENCH_ARGS="--study-fraction 0.2" to time a share), pool efficiency, one run vs DeepOBS TF1
 bench-runners: $(STAMP)
 	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_runners.py "$${args[@]}"
+
+# population training (issue 30): the default study as populations vs per run, vs single runs, fmnist_2c2d on CPU
+bench-population: $(STAMP)
+	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_population.py "$${args[@]}"
+
+# on a machine with an NVIDIA GPU (after `make setup GPU=cuda12`): device, epoch times, equality, memory -> JSON
+gpu-check: $(STAMP)
+	bash bench/gpu_check.sh
 
 # Real-data evidence (issue 17): fmnist_2c2d (GD, M, MN) and fmnist_vae (GD) at the paper's chosen settings,
 # seeds 42-44, first 5 epochs, against the paper's 10 seeds (mean ± 3 se); needs dataset-fashion-mnist.

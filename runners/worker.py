@@ -7,10 +7,12 @@ its result does not depend on what ran before in the same process.
 Protocol (``python -m runners.worker [--out DIR] [--progress] [--plugin FILE ...]``; each plugin is imported once, at start-up):
 
 * request, one JSON object per line: a RunSpec dict (``RunSpec.to_dict()``; the results root is ``--out``), or
-  ``{"spec": {...RunSpec...}, "out": "DIR"}``. Blank lines are ignored; EOF ends the worker (exit 0).
+  ``{"spec": {...RunSpec...}, "out": "DIR"}``, or ``{"population": [{...RunSpec...}, ...], "out": "DIR"}``
+  (one population, trained together: ``runners.executors.population``; needs KERAS_BACKEND=jax). Blank lines are ignored; EOF ends the worker (exit 0).
 * reply, one JSON line per request on stdout, in order:
   ``{"run_id": str|null, "status": "ok"|"failed", "path": str|null, "error": str|null, "seconds": float}``
-  (failed replies also carry ``"traceback"``). A failing run never kills the worker.
+  (failed replies also carry ``"traceback"``; a population's reply has ``"paths"``, one per member, and
+  ``"run_ids"``). A failing run never kills the worker.
 
 Everything else the run prints (Keras, TF, progress bars) goes to stderr: the worker moves file descriptor 1
 to stderr at start-up and keeps a private copy of the real stdout for replies only.
@@ -42,6 +44,8 @@ def handle(line: str, default_out: str | Path | None, progress: bool = False) ->
             request = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"malformed request JSON: {exc}") from None
+        if isinstance(request, dict) and "population" in request:
+            return _population(request, default_out, t0)
         if isinstance(request, dict) and "spec" in request:
             extra = sorted(set(request) - {"spec", "out"})
             if extra:
@@ -61,6 +65,21 @@ def handle(line: str, default_out: str | Path | None, progress: bool = False) ->
         message = str(exc).splitlines()[0] if str(exc) else ""
         return {"run_id": run_id, "status": "failed", "path": None, "error": f"{type(exc).__name__}: {message}",
                 "seconds": round(time.perf_counter() - t0, 3), "traceback": traceback.format_exc()}
+
+
+def _population(request: dict, default_out, t0: float) -> dict[str, Any]:
+    from runners.executors.population import execute_population
+
+    extra = sorted(set(request) - {"population", "out"})
+    if extra:
+        raise ValueError(f"unknown request key(s) {extra}; allowed: population, out")
+    specs = [RunSpec.from_dict(s) for s in request["population"]]
+    out = request.get("out", default_out)
+    if out is None:
+        raise ValueError("no results root: start the worker with --out DIR or send {'population': ..., 'out': DIR}")
+    paths = execute_population(specs, out, progress=False)
+    return {"run_id": None, "run_ids": [s.run_id for s in specs], "status": "ok", "path": str(paths[0]),
+            "paths": [str(p) for p in paths], "error": None, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def serve(lines: Iterable[str], reply: IO[str], default_out: str | Path | None = None,

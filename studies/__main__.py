@@ -80,11 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print one `python -m runners run ...` line per pending run instead of running "
                          "(tuning runs first; once they are all done, the reruns)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sw.add_argument("--population", type=_population, default=None,
+                    help="runs trained together as one jitted jax program: N per population (1 = one run at a "
+                         "time, the per-run path), or auto (default: per problem and device, docs/population.md; "
+                         "env POPULATION)")
 
     st = sub.add_parser("status", help="done / running / failed / missing runs of a study")
     _study_args(st)
     st.add_argument("-v", "--verbose", action="store_true", help="list every run that is not done")
     return parser
+
+
+def _population(text: str) -> int | None:
+    if text.strip() == "auto":
+        return None
+    return _positive_int(text)
 
 
 def _fail(message: str) -> int:
@@ -142,6 +152,12 @@ def _sweep(args) -> int:
     executor = make_executor(args.backend, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              address=args.address, num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
                              max_retries=args.max_retries)
+    from runners.executors.population_pool import wrap
+
+    try:
+        executor = wrap(executor, args.population)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return run_sweep(study, out, executor, progress=not args.no_progress)
 
 

@@ -1,4 +1,4 @@
-"""Population training (runners.population) against the per-run path, both on the jax backend (subprocesses
+"""Population training (runners.executors.population) against the per-run path, both on the jax backend (subprocesses
 with KERAS_BACKEND=jax): every member's per-epoch losses/accuracies and logged minibatch losses equal its own
 per-run result, its file lands where the per-run file lands, and diverged members are flagged alike.
 
@@ -32,7 +32,7 @@ import json, sys
 from pathlib import Path
 from runners.spec import RunSpec
 from runners import run
-from runners.population import execute_population
+from runners.executors.population import execute_population
 cases, out = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
 result = []
 for population in cases:

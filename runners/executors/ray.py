@@ -204,3 +204,83 @@ def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
     if result is None:
         raise RuntimeError(f"the Ray task for {spec.label()} returned no result file")
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# populations (runners.executors.population_pool): one Ray task trains a population on one device
+# ---------------------------------------------------------------------------------------------------------
+def ray_run_population(specs_json: list[str], plugin_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The Ray task of a population (its worker runs with KERAS_BACKEND=jax): train ``specs_json`` together
+    into a private temporary tree and return each member's files (relative path -> bytes), in order."""
+    from deepobs_tree import provenance_file_name
+
+    specs = [RunSpec.from_json(s) for s in specs_json]
+    with tempfile.TemporaryDirectory(prefix="nlwu-ray-") as tmp:
+        try:
+            ensure_plugins(plugin_files or [])
+            from runners.executors.population import execute_population
+
+            paths = execute_population(specs, tmp, progress=False)
+        except Exception as exc:  # noqa: BLE001 - reported to the driver as every member's failure
+            return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        members = []
+        for path in paths:
+            side = path.parent / provenance_file_name(path.name)
+            members.append({str(p.relative_to(tmp)): p.read_bytes() for p in (path, side) if p.is_file()})
+    return {"status": "ok", "members": members, "host": socket.gethostname()}
+
+
+def run_populations(executor: RayExecutor, populations: list[list[RunSpec]], out: Path, report, leftover: list,
+                    desc: str, progress: bool) -> None:
+    """Train ``populations`` as Ray tasks (each with the executor's CPUs/GPUs per run, on the jax backend),
+    taking every member's lock first (members another sweep holds go to ``leftover``), and write the results
+    into ``out``; failures are recorded per member in ``report`` and the ledger."""
+    import ray
+    from tqdm.auto import tqdm
+
+    from runners.ledger import RunLock, clean_partials, clear_failure, record_failure
+
+    executor._ensure_started(out)
+    task = ray.remote(num_cpus=executor.num_cpus, num_gpus=executor.num_gpus, max_retries=0,
+                      runtime_env={"env_vars": {"KERAS_BACKEND": "jax"}})(ray_run_population)
+    refs: dict[Any, tuple[list[RunSpec], dict]] = {}
+    bar = tqdm(total=sum(len(p) for p in populations), desc=f"{desc} (populations)", unit="run",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for population in populations:
+            members, locks = [], {}
+            for spec in population:
+                lock = RunLock.acquire(out, spec.run_id, backend="ray")
+                if lock is None:
+                    leftover.append(spec)
+                    continue
+                clean_partials(spec, out)
+                locks[spec.run_id], members = lock, members + [spec]
+            if members:
+                refs[task.remote([s.to_json() for s in members], executor._plugins)] = (members, locks)
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                members, locks = refs.pop(ref)
+                try:
+                    answer = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the task died (memory, node lost)
+                    answer = {"status": "failed", "error": f"Ray task failed: {type(exc).__name__}: {exc}; use "
+                                                           f"--population {max(1, len(members) // 2)}"}
+                for i, spec in enumerate(members):
+                    try:
+                        if answer.get("status") != "ok":
+                            raise RuntimeError(parse_answer(spec, answer)[2])
+                        report.done[spec.run_id] = _install_files(answer["members"][i], out, spec)
+                        report.ran.append(spec.run_id)
+                        clear_failure(out, spec.run_id)
+                    except (OSError, RuntimeError) as exc:
+                        record_failure(out, spec, str(exc), "ray")
+                        report.failed[spec.run_id] = str(exc)
+                    locks.pop(spec.run_id).release()
+                bar.update(len(members))
+    finally:
+        for _, locks in refs.values():
+            for lock in locks.values():
+                lock.release()
+        bar.close()

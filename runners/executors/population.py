@@ -78,13 +78,20 @@ def split(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
 
 
 def device_kind() -> str:
-    """'gpu' when jax sees a GPU (``make setup GPU=cuda12``), else 'cpu'; importing jax only."""
-    try:
-        import jax
+    """'gpu' when a GPU is visible and the jax CUDA plugin is installed (``make setup GPU=cuda12``), else
+    'cpu'; without importing jax (the sweep's driver stays light and forks no jax threads)."""
+    import importlib.util
 
-        return "gpu" if any(d.platform == "gpu" for d in jax.devices()) else "cpu"
-    except Exception:  # no jax, no device: the per-run path
-        return "cpu"
+    from runners.executors.local import visible_gpus
+
+    def found(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    has_plugin = found("jax_cuda12_plugin") or found("jax_plugins.xla_cuda12")
+    return "gpu" if has_plugin and visible_gpus() else "cpu"
 
 
 def unsupported_reason(spec: RunSpec) -> str | None:
@@ -121,25 +128,30 @@ def bytes_per_member(testproblem: str, batch_size: int) -> int:
     return 4 * (4 * spec.trainable_params + 64 * batch_size * example)
 
 
-def available_bytes() -> int:
-    """Free memory of the device jax uses (GPU: its limit minus what is in use), else the host's."""
-    try:
-        import jax
+def available_bytes(kind: str = "cpu") -> int:
+    """Free memory for a population, without importing jax (the sweep's driver stays light): on 'gpu' the
+    first GPU's free memory (``nvidia-smi``), else the host's available memory."""
+    if kind == "gpu":
+        import shutil
+        import subprocess
 
-        stats = jax.devices()[0].memory_stats() or {}
-        if "bytes_limit" in stats:
-            return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    except Exception:
-        pass
+        smi = shutil.which("nvidia-smi")
+        if smi:
+            try:
+                text = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                                      capture_output=True, text=True, timeout=20).stdout.split()
+                return int(float(text[0])) << 20
+            except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+                pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 2 << 30
 
 
-def size_from_memory(testproblem: str, batch_size: int) -> int:
+def size_from_memory(testproblem: str, batch_size: int, kind: str = "cpu") -> int:
     """Population size that uses at most half the free memory (at least 1, at most ``MAX_SIZE``)."""
-    return max(1, min(MAX_SIZE, available_bytes() // 2 // bytes_per_member(testproblem, batch_size)))
+    return max(1, min(MAX_SIZE, available_bytes(kind) // 2 // bytes_per_member(testproblem, batch_size)))
 
 
 # ------------------------------------------------------------------------------------------------ training
