@@ -14,7 +14,7 @@ Every searched hyperparameter is data, not a Python constant: η (Keras' ``learn
 (``power``), μ (``momentum``) and the decay coefficient (λ, or λ/(1 − μ) for 'momscaled', computed in float64
 as before) are optimizer variables, and the special cases p = 1, p = 0.5 and μ = 0 are chosen with
 ``ops.where``. One compiled step therefore serves any values, which is what population training
-(``runners.population``) vmaps over; each value still takes exactly the arithmetic of its special case.
+(``runners.executors.population``) vmaps over; each value still takes exactly the arithmetic of its special case.
 What stays structural (fixed when the optimizer is built): the map, Nesterov or not, whether there is a
 momentum buffer (``momentum_buffer``, default μ > 0) and whether decoupled decay is applied (λ > 0).
 """

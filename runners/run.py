@@ -320,7 +320,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
 def write_result(spec: RunSpec, out: str | Path, problem: Any, optimizer: Any, curves: dict[str, Any], *,
                  start: float, wall: float, steps_per_epoch: int | None, extra: dict | None = None) -> Path:
     """Write one finished run: its provenance YAML, then its DeepOBS JSON (atomically, JSON last), under the
-    spec's setting folder; the per-run path and population training (``runners.population``) share it.
+    spec's setting folder; the per-run path and population training (``runners.executors.population``) share it.
 
     If another process finished the same run meanwhile, its file is kept and returned (never two files per
     seed). ``extra`` adds provenance entries (a population member records its population).

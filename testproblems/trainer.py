@@ -93,7 +93,7 @@ class Trainer:
 def eval_batches(problem, data, phase: str, epoch: int, example_size: int):
     """The (x, target) inputs of ``phase``'s evaluation after ``epoch`` epochs, one per ``test_on_batch``
     call: all full batches merged into one when the phase is small (``_MERGE_EVAL_MAX_VALUES``), else batch
-    by batch (an iterator). ``Trainer.evaluate`` and population training (``runners.population``) both use
+    by batch (an iterator). ``Trainer.evaluate`` and population training (``runners.executors.population``) both use
     it, so a population member's evaluation makes exactly the per-run path's calls."""
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; use one of: {', '.join(PHASES)}")
