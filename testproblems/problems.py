@@ -84,11 +84,10 @@ class Problem:
     # -- model, loss, metrics -----------------------------------------------------------------------------
     def build_model(self):
         """A fresh keras.Model, initialised deterministically from the seed; needs no data files."""
-        import keras
 
         from . import models
 
-        keras.utils.set_random_seed(self.seed)
+        set_random_seed(self.seed)
         builder = getattr(models, self.spec.network)
         return builder(models._Seeds(self.seed), self.l2, self.batch_size, name=self.name)
 
@@ -145,6 +144,33 @@ class Problem:
             except Exception as exc:  # provenance must never break a finished run
                 prov["data"] = f"unavailable: {exc}"
         return prov
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without TensorFlow's seed when Keras runs on another backend and TF is
+    not loaded: that call imports TensorFlow (seconds, in every population worker) to seed nothing a jax or
+    torch model uses. Under TensorFlow it is Keras' own call."""
+    import sys
+
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    global_state.set_global_attribute("global_random_seed", seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def get(name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED,

@@ -216,7 +216,6 @@ class Population:
         self.problems, models = {}, {}
         for seed in seeds:  # one problem (data) and one model (initial weights) per distinct seed
             keras.backend.clear_session(free_memory=False)
-            keras.utils.set_random_seed(seed)
             problem = testproblems.get(first.testproblem, data_dir=first.data_dir, batch_size=first.batch_size,
                                        l2=first.weight_decay, seed=seed, fidelity=first.fidelity)
             self.problems[seed], models[seed] = problem, problem.build_model()
