@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable, Sequence
@@ -28,8 +29,12 @@ import numpy as np
 import pandas as pd
 
 from deepobs_tree import CURVES, AtomicFile, format_value, parse_result_file_name, parse_setting_folder
+from deepobs_tree.safe_io import check_regular, os_error_text, read_regular
+from deepobs_tree.schema import ResultSchemaError, check_result
 
-CACHE_VERSION = 6  # 6: hp_key includes the folder's extra tokens
+CACHE_VERSION = 7  # 7: schema-checked files (deepobs_tree.schema); 6: hp_key includes the folder's extra tokens
+#: the runners' state folder at a results root (``runners.ledger.STATE``): never walked for results
+STATE_FOLDER = ".nlwu"
 INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
 
 
@@ -110,6 +115,8 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
             except OSError as err:
                 problems.append((str(path), f"cannot stat ({err.strerror or type(err).__name__})"))
                 continue
+            if is_dir and entry.name == STATE_FOLDER and depth == 0:
+                continue  # the runners' book-keeping (locks, failures, files moved aside), never results
             if is_dir:
                 real = os.path.realpath(path) if is_link else os.path.join(folder_real, entry.name)
                 if real in ancestors:
@@ -117,8 +124,10 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                     continue
                 walk(path, depth + 1, ancestors | {real}, real)
             elif depth >= 3 and parse_result_file_name(entry.name):
-                if is_link and not path.exists():
-                    problems.append((str(path), f"dangling symlink (to {os.readlink(path)})"))
+                try:  # only regular files: a FIFO or device would block the reader, a loop never ends
+                    check_regular(path)
+                except OSError as err:
+                    problems.append((str(path), err.strerror or os_error_text(err)))
                     continue
                 found.append(path)
 
@@ -142,9 +151,14 @@ def _strip_minibatch(text: str) -> tuple[str, int | None, bool]:
     if start < 0 or end < 0:
         return text, None, False  # truncated: let json.loads report it
     body = text[start + 1 : end]
+    if _NOT_NUMBERS.search(body):
+        return text, None, False  # not a list of numbers: let json.loads and the schema check judge it
     length = body.count(",") + 1 if body.strip() else 0
     nonfinite = "NaN" in body or "Infinity" in body
     return text[: start + 1] + text[end:], length, nonfinite
+
+
+_NOT_NUMBERS = re.compile(r"[^-+.,0-9eENaInfity \t\r\n]")
 
 
 def _final(curve: np.ndarray | None) -> float:
@@ -178,16 +192,18 @@ _CURVE_TYPES = frozenset({int, float, type(None)})
 
 def parse_run_file(path: Path, root: Path) -> dict:
     """One result file -> one row (raises ValueError/UnicodeDecodeError for unreadable content)."""
-    raw = path.read_bytes()
+    raw = read_regular(path)  # never blocks on a FIFO swapped in since the walk
     text = raw.decode("utf-8")
     text, minibatch_len, diverged = _strip_minibatch(text)
     try:
         data = json.loads(text)
     except RecursionError as err:
         raise MalformedResult("JSON nested too deeply") from err
-    if not isinstance(data, dict):
-        raise MalformedResult("top level is not a JSON object")
     seed_from_name, timestamp = parse_result_file_name(path.name)
+    try:
+        check_result(data, seed=seed_from_name)
+    except ResultSchemaError as err:
+        raise MalformedResult(str(err)) from None
     setting_dir = path.parent
     optimizer_dir = setting_dir.parent
     problem_dir = optimizer_dir.parent
