@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepobs_tree.safe_io import short
+
 DEFAULT_OUT = "deepobs_results_medium_budget"
 PROG = "python -m runners"
 
@@ -33,9 +35,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short(text)}")
     return value
 
 
@@ -43,9 +45,9 @@ def _nonneg_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {short(text)}") from None
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {short(text)}")
     return value
 
 
@@ -55,6 +57,28 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help=f"results root (default: {DEFAULT_OUT})")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                    help="plugin module or .py file registering optimizers (repeatable; also `plugins:` in the study)")
+
+
+def _lock_args(p: argparse.ArgumentParser, sweep: bool) -> None:
+    from runners.ledger import STALE_AGE
+
+    p.add_argument("--stale-lock-age", type=_positive_float, default=STALE_AGE, metavar="SECONDS",
+                   help="a lock of another host not touched for this long is stale (its holders touch it every "
+                        f"minute; default {STALE_AGE:g})")
+    if sweep:
+        p.add_argument("--break-stale-locks", action="store_true",
+                       help="take over the runs of stale locks (another host's sweep that is gone) instead of "
+                            "waiting for them")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {short(text)}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {short(text)}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--gpus-per-run", type=_nonneg_float, default=0.0, help="ray: GPUs per run (default 0)")
     sw.add_argument("--max-retries", type=int, default=None,
                     help="retries of a run whose worker died (default: local 1, ray 3)")
+    sw.add_argument("--memory-per-run", type=_nonneg_float, default=0.0, metavar="GB",
+                    help="ray: memory per run in GB (default 0: not reserved)")
+    _lock_args(sw, sweep=True)
     sw.add_argument("--emit-commands", action="store_true",
                     help="print one `python -m runners run ...` line per pending run instead of running "
                          "(tuning runs first; once they are all done, the reruns)")
@@ -84,17 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="done / running / failed / missing runs of a study")
     _study_args(st)
     st.add_argument("-v", "--verbose", action="store_true", help="list every run that is not done")
+    _lock_args(st, sweep=False)
     return parser
 
 
+#: longest error line the command prints (values inside are cut shorter by ``safe_io.short``)
+MAX_ERROR = 1000
+
+
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    message = message.splitlines()[0] if message else "unknown error"
+    print(f"error: {message[:MAX_ERROR]}", file=sys.stderr)
     return 2
 
 
 def _load(args):
+    from deepobs_tree import provenance_file_name, result_file_name
+    from deepobs_tree.safe_io import name_problem
     from optimizers import PluginError, plugins
     from runners.config import load_study
+    from runners.ledger import state_dir
     from runners.run import check_inside, check_out
 
     out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
@@ -103,7 +139,17 @@ def _load(args):
     except PluginError as exc:
         raise UsageError(f"--plugin: {exc}") from None
     study = load_study(args.config, preset=args.preset)
-    for folder in sorted({spec.setting_dir(out) for spec in study.tuning_specs()}):
+    state = state_dir(out)
+    if os.path.lexists(state) and not state.is_dir():
+        raise UsageError(f"{state} is not a folder: it is where sweeps keep their locks and failure records; "
+                         "move that file away (or choose another --out)")
+    for folder, spec in sorted({spec.setting_dir(out): spec for spec in study.tuning_specs()}.items(),
+                               key=lambda item: str(item[0])):
+        # the longest name written there: the provenance file's temp file
+        problem = name_problem(folder / f".{provenance_file_name(result_file_name(spec.seed))}.12345678.tmp")
+        if problem:
+            raise UsageError(f"{spec.label()[:200]}: cannot write its results under {short(str(folder), 120)}: "
+                             f"{problem}; use shorter option values or a shorter --out")
         check_inside(out, folder)  # no result may land outside --out through a symlink
     return study, out
 
@@ -111,7 +157,7 @@ def _load(args):
 def _sweep(args) -> int:
     from runners.commandline import run_command
     from runners.executors import make_executor
-    from runners.ledger import pending
+    from runners.ledger import LockPolicy, pending
     from runners.sweep import run_sweep, study_specs
 
     if args.address and args.backend != "ray":
@@ -141,15 +187,17 @@ def _sweep(args) -> int:
         return 0
     executor = make_executor(args.backend, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              address=args.address, num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
-                             max_retries=args.max_retries)
+                             max_retries=args.max_retries, memory_gb=args.memory_per_run)
+    executor.lock_policy = LockPolicy(stale_age=args.stale_lock_age, break_stale=args.break_stale_locks)
     return run_sweep(study, out, executor, progress=not args.no_progress)
 
 
 def _status(args) -> int:
+    from runners.ledger import LockPolicy
     from runners.status import format_status
 
     study, out = _load(args)
-    print(format_status(study, out, verbose=args.verbose))
+    print(format_status(study, out, verbose=args.verbose, policy=LockPolicy(stale_age=args.stale_lock_age)))
     return 0
 
 
@@ -172,6 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args)
     except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a full disk, a read-only folder, no permission: one line, nothing half-written
+        from deepobs_tree.safe_io import os_error_text
+
+        if argv[:1] == ["sweep"]:
+            where = f"cannot write {exc.filename}" if exc.filename else "cannot write the results"
+            return _fail(f"{where}: {os_error_text(exc)}; the sweep stopped, every finished result is kept: "
+                         "fix it and rerun the same command to resume")
+        return _fail(f"{exc.filename or 'the results tree'}: {os_error_text(exc)}")
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deepobs_tree import TUNING_SEED
+from deepobs_tree.safe_io import os_error_text, short
 from runners.run import RunError, check_names, check_out
 from runners.spec import RunSpec
 
@@ -71,7 +72,7 @@ def parse_value(text: str) -> Any:
     except ValueError:
         return text
     if not math.isfinite(value):
-        raise RunError(f"value {text!r} is not finite")
+        raise RunError(f"value {short(text)} is not finite")
     return value
 
 
@@ -80,9 +81,9 @@ def parse_hp(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise RunError(f"--hp {item!r}: expected name=value, e.g. --hp learning_rate=0.01")
+            raise RunError(f"--hp {short(item)}: expected name=value, e.g. --hp learning_rate=0.01")
         if name.strip() in result:
-            raise RunError(f"--hp {name.strip()!r} given twice")
+            raise RunError(f"--hp {short(name.strip())} given twice")
         result[name.strip()] = parse_value(value)
     return result
 
@@ -168,6 +169,10 @@ def _load_plugins(refs: Sequence[str]) -> None:
         raise RunError(f"--plugin: {exc}") from None
 
 
+#: longest error line a command prints (values inside are cut shorter by ``safe_io.short``)
+MAX_ERROR = 1000
+
+
 def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners run") -> int:
     """``run`` subcommand: 0 on success (prints the result path), 2 with one error line on bad input."""
     parser = build_parser(prog, parser_class=_Parser)
@@ -183,7 +188,11 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         path = execute(spec, args.out, progress=not args.no_progress)
     except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
+        print(f"error: {prog.removeprefix('python -m ')}: {message[:MAX_ERROR]}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or non-folder parent, permissions: nothing half-written stays
+        where = f"cannot write {exc.filename}" if exc.filename else "cannot write the result"
+        print(f"error: {prog.removeprefix('python -m ')}: {where}: {os_error_text(exc)}", file=sys.stderr)
         return 2
     print(("exists: " if existed else "") + str(path))
     return 0

@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from deepobs_tree import (
     result_file_name,
     write_atomic,
 )
+from deepobs_tree.safe_io import name_problem, short
 from runners.spec import RunSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -206,13 +208,16 @@ def check_names(testproblem: str, optimizer: str) -> None:
     except ValueError as exc:
         raise RunError(str(exc)) from None
     if optimizer not in optimizers.names():
-        raise RunError(f"unknown optimizer {optimizer!r}; known: {', '.join(optimizers.names())}")
+        raise RunError(f"unknown optimizer {short(optimizer)}; known: {', '.join(optimizers.names())}")
 
 
 def check_out(out: str | Path, flag: str = "--out") -> Path:
     """RunError unless ``out`` is a folder (or can be made one) this process can write to; creates nothing.
     Called before any training, so a bad ``--out`` never costs the compute of a run."""
     out = Path(out)
+    problem_name = name_problem(out)
+    if problem_name:
+        raise RunError(f"{flag} {short(str(out), 120)}: {problem_name}")
     if out.exists() and not out.is_dir():
         raise RunError(f"{flag} {out} exists and is not a folder; pass a results folder")
     probe = out
@@ -285,7 +290,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     out = Path(out)
     try:
         spec.validate()
-        existing = spec.existing_result(out)
+        existing, rejected = spec.result_files(out)
         if existing is not None:
             return existing
         num_epochs, batch_size = spec.effective_num_epochs(), spec.effective_batch_size()
@@ -294,7 +299,16 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     except ValueError as exc:  # includes SpecMismatch
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     check_out(out)
+    problem_name = name_problem(folder / (".x" + provenance_file_name(result_file_name(spec.seed)) + ".12345678.tmp"))
+    if problem_name:
+        raise RunError(f"cannot write the result under {short(str(folder), 120)}: {problem_name}; use shorter "
+                       "option values or a shorter --out")
     check_inside(out, folder)
+    for bad in rejected:  # never reused: moved aside (not deleted), the run is trained again
+        from runners.ledger import quarantine
+
+        moved = quarantine(out, bad.path)
+        print(f"warning: {bad.path}: {bad.reason}; moved to {moved}", file=sys.stderr)
     check_data(spec)  # before TensorFlow loads: bad data fail in a second, without TF's log lines
     start = time.time()
     t0 = time.perf_counter()
@@ -353,6 +367,10 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     if existing is not None:
         return existing
     check_inside(out, folder)  # again: a link may have appeared while training
-    write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
-    write_atomic(path, dump_deepobs_json(output))
+    prov = write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
+    try:
+        write_atomic(path, dump_deepobs_json(output))
+    except BaseException:
+        prov.unlink(missing_ok=True)  # a provenance without its result would be a partial run
+        raise
     return path

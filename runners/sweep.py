@@ -46,12 +46,13 @@ def search_label(entry: Search) -> str:
     return f"{entry.problem}/{entry.optimizer}"
 
 
-def load_results(out: str | Path):
-    """The results tree as ``analysis.load_runs`` reads it, or None when it holds no result yet."""
+def load_results(out: str | Path, warn: bool = True):
+    """The results tree as ``analysis.load_runs`` reads it, or None when it holds no result yet. ``warn``:
+    one warning line per file or folder it skips (the sweep warns once, on its first read)."""
     from analysis import AnalysisError, load_runs
 
     try:
-        return load_runs([out], progress=False, cache=False)
+        return load_runs([out], progress=False, cache=False, warn=warn)
     except AnalysisError:
         return None
 
@@ -114,7 +115,7 @@ def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | Non
     from analysis import summarize
 
     out = Path(out)
-    runs = load_results(out)
+    runs = load_results(out, warn=False)  # the sweep warned on its first read
     if runs is None:
         return pd.DataFrame()
     tables = []

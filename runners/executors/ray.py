@@ -87,7 +87,9 @@ class RayExecutor(Executor):
     backend = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, num_cpus: float = 1,
-                 num_gpus: float = 0, max_retries: int = 3, max_in_flight: int | None = None):
+                 num_gpus: float = 0, max_retries: int = 3, max_in_flight: int | None = None,
+                 memory_gb: float = 0):
+        self.memory = int(memory_gb * 2**30)
         self.address = address
         self.workers = workers
         self.num_cpus = num_cpus
@@ -127,6 +129,13 @@ class RayExecutor(Executor):
                 raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: "
                                    f"{first_line(str(exc))} (start one with `ray start --head`)") from None
             self._owns_ray = True
+        try:  # before any run is submitted: a request no node can meet would wait forever
+            check_resources(ray.nodes(), self.num_cpus, self.num_gpus, self.memory)
+        except BackendError:
+            if self._owns_ray:
+                ray.shutdown()
+                self._owns_ray = False
+            raise
         total = ray.cluster_resources()
         if self.num_gpus:
             cap = int(total.get("GPU", 0) // self.num_gpus)
@@ -134,7 +143,7 @@ class RayExecutor(Executor):
             cap = int(total.get("CPU", 1) // max(self.num_cpus, 1e-9))
         self._cap = max(1, self.max_in_flight or (2 * cap))
         self._plugins = ray.put(plugin_payload())  # once per sweep; every task gets the same object
-        self._task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+        self._task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory or None,
                                 max_retries=self.max_retries)(ray_run_one)
 
     def capacity(self) -> int:
@@ -176,6 +185,34 @@ class RayExecutor(Executor):
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
+
+
+def check_resources(nodes: list[dict[str, Any]], num_cpus: float, num_gpus: float, memory: int) -> None:
+    """BackendError naming what was asked and what the cluster has, unless one alive node (``ray.nodes()``)
+    offers a run's CPUs, GPUs and memory (bytes) at once. Ray itself would queue such a task forever."""
+    alive = [node.get("Resources") or {} for node in nodes if node.get("Alive", True)]
+    asks = {"CPU": num_cpus, "GPU": num_gpus, "memory": memory}
+    if not alive:
+        raise BackendError("the Ray cluster has no alive node: start one with `ray start --head`")
+
+    def show(key: str, value: float) -> str:
+        return f"{value / 2**30:.3g} GB memory" if key == "memory" else f"{value:g} {key}s"
+
+    for key, asked in asks.items():
+        if asked > 0:
+            largest = max(res.get(key, 0.0) for res in alive)
+            if largest < asked:
+                total = sum(res.get(key, 0.0) for res in alive)
+                flag = {"CPU": "--cpus-per-run", "GPU": "--gpus-per-run", "memory": "--memory-per-run"}[key]
+                raise BackendError(
+                    f"each run asks for {show(key, asked)} ({flag}), but no node of the Ray cluster has that: the "
+                    f"largest has {show(key, largest)} ({len(alive)} node(s), {show(key, total)} in all); "
+                    f"lower {flag} or add a node that has them")
+    if not any(all(res.get(k, 0.0) >= v for k, v in asks.items() if v > 0) for res in alive):
+        asked = ", ".join(show(k, v) for k, v in asks.items() if v > 0)
+        have = "; ".join(", ".join(show(k, res.get(k, 0.0)) for k, v in asks.items() if v > 0) for res in alive[:4])
+        raise BackendError(f"each run asks for {asked} on one node, but no node of the Ray cluster has all of them "
+                           f"(nodes: {have}); lower the request")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
