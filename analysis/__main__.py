@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"bad --rerun-seeds '{args.rerun_seeds}': write an increasing range or a list, e.g. 43-51 or "
                      "43,44,45")
+    from deepobs_tree.safe_io import name_problem, os_error_text, short
+
+    for path, what in ((args.out, "--out"), *((r, "results path") for r in [*args.results, *args.baselines])):
+        if (problem := name_problem(path)) is not None:  # before any stat could fail with ENAMETOOLONG
+            print(f"error: {what} {short(str(path), 120)}: {problem}", file=sys.stderr)
+            return 2
     problem = out_problem(args.out)
     if problem:
         parser.error(problem)
@@ -122,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
-        print(f"error: cannot write the report under '{args.out}': {err.strerror or err}", file=sys.stderr)
+    except OSError as err:  # a full disk, a read-only folder, no permission: the report is left as it was
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: cannot write the report under '{args.out}'{where}: {os_error_text(err)}", file=sys.stderr)
         return 2
     n_rows = len(analysis.summary)
     n_figs = sum(1 for p in written if p.suffix == ".png")

@@ -13,6 +13,7 @@ default factor; 0/0.0 stay 0, which is the default of the ``_nodecay`` problems)
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -113,7 +114,9 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                 is_dir = entry.is_dir()  # follows links
                 is_link = entry.is_symlink()
             except OSError as err:
-                problems.append((str(path), f"cannot stat ({err.strerror or type(err).__name__})"))
+                loop = err.errno == errno.ELOOP
+                problems.append((str(path), "symlink loop, not followed" if loop
+                                 else f"cannot stat ({err.strerror or type(err).__name__})"))
                 continue
             if is_dir and entry.name == STATE_FOLDER and depth == 0:
                 continue  # the runners' book-keeping (locks, failures, files moved aside), never results

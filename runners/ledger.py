@@ -119,9 +119,15 @@ def format_age(seconds: float) -> str:
     return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
+def lock_host(info: dict[str, Any]) -> str:
+    """The host a lock names, printable and cut to 40 characters (the file may hold anything)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(info.get("host", "?")))
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def describe_lock(info: dict[str, Any], age: float) -> str:
     """``host X pid P, heartbeat Y ago``: who holds a lock (values from the file, cut short)."""
-    return f"host {short(info.get('host'), 40)} pid {short(info.get('pid'), 12)}, heartbeat {format_age(age)} ago"
+    return f"host {lock_host(info)} pid {short(info.get('pid'), 12)}, heartbeat {format_age(age)} ago"
 
 
 def read_lock(out: str | Path, run_id: str) -> dict[str, Any] | None:

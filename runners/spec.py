@@ -346,7 +346,7 @@ class RunSpec:
             if parsed is None or parsed[0] != self.seed:
                 continue
             path = folder / name
-            reason = self._verdict(path)
+            reason = self.untrusted_reason(path)
             if reason is None:
                 trusted = path
             else:
@@ -355,7 +355,7 @@ class RunSpec:
             self.check_provenance(trusted)
         return trusted, rejected
 
-    def _verdict(self, path: Path) -> str | None:
+    def untrusted_reason(self, path: Path) -> str | None:
         """Why ``path`` is not a trusted result of this run (None: trusted); memoised on the file's and its
         provenance's identity (device, inode, size, mtime)."""
         key = (str(path), _stat_key(path), _stat_key(path.with_name(provenance_file_name(path.name))), self.run_id)
@@ -374,7 +374,7 @@ class RunSpec:
         except UnicodeDecodeError as exc:
             return f"not UTF-8 text (byte {exc.start})"
         except json.JSONDecodeError as exc:
-            return f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}; truncated?)"
+            return f"not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}; truncated?)"
         except (ValueError, RecursionError) as exc:
             return f"not a result file ({str(exc)[:80] or type(exc).__name__})"
         try:
@@ -398,7 +398,8 @@ class RunSpec:
         try:
             RunSpec.from_dict(load_yaml(text)["spec"]).identity()
         except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
-            return f"its provenance {prov.name} is unreadable ({type(exc).__name__}); cannot check the spec"
+            return (f"its provenance {prov.name} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); cannot "
+                    "check the spec")
         return None
 
     def check_provenance(self, result: Path) -> None:

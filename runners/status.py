@@ -15,9 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deepobs_tree import provenance_file_name
-from deepobs_tree.safe_io import short
 from runners.config import Study
-from runners.ledger import DEFAULT_POLICY, LockPolicy, describe_lock, format_age, lock_state, read_failure
+from runners.ledger import (
+    DEFAULT_POLICY,
+    LockPolicy,
+    describe_lock,
+    format_age,
+    lock_host,
+    lock_state,
+    read_failure,
+)
 from runners.spec import RunSpec
 from runners.sweep import choose, load_results, search_label
 
@@ -44,7 +51,7 @@ def run_state(spec: RunSpec, out: Path, phase: str, policy: LockPolicy = DEFAULT
     if lock is not None:
         state, info, age = lock
         if state == "stale":
-            return RunState(spec, phase, "stale", f"stale (host {short(info.get('host'), 40)}, age "
+            return RunState(spec, phase, "stale", f"stale (host {lock_host(info)}, age "
                                                   f"{format_age(age)})", rejected)
         return RunState(spec, phase, "running", describe_lock(info, age), rejected)
     if rejected:
@@ -84,6 +91,7 @@ def plugin_changes(states: Sequence[RunState], out: str | Path) -> dict[str, lis
     """{change line (``plugins.changed``): run labels} over the done runs whose provenance records plugins."""
     import yaml
 
+    from deepobs_tree.safe_io import MAX_YAML_BYTES, load_yaml, read_regular
     from optimizers import plugins
 
     cache: dict[str, list[str]] = {}
@@ -93,9 +101,9 @@ def plugin_changes(states: Sequence[RunState], out: str | Path) -> dict[str, lis
             continue
         result = Path(out) / st.detail
         try:
-            records = (yaml.safe_load((result.parent / provenance_file_name(result.name)).read_text()) or {}).get(
-                "plugins") or []
-        except (OSError, yaml.YAMLError, AttributeError):
+            text = read_regular(result.parent / provenance_file_name(result.name), MAX_YAML_BYTES).decode()
+            records = (load_yaml(text) or {}).get("plugins") or []
+        except (OSError, ValueError, yaml.YAMLError, AttributeError):  # ValueError: YAML limits, not UTF-8
             continue  # no (readable) provenance: nothing to compare
         for record in records:
             key = repr(sorted(record.items()))

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree.safe_io import short
 from runners.ledger import (
     DEFAULT_POLICY,
     LockPolicy,
@@ -29,6 +28,7 @@ from runners.ledger import (
     failure_path,
     file_mtime,
     format_age,
+    lock_host,
     lock_state,
     quarantine,
     read_failure,
@@ -240,7 +240,7 @@ def waiting_message(held: list[tuple[RunSpec, tuple[str, dict, float]]], policy:
     stale = [(spec, st) for spec, st in held if st[0] == "stale"]
     lines = [f"waiting for {len(held)} run(s) locked by other processes ({len(stale)} stale)"]
     for spec, (state, info, age) in held[:3]:
-        what = (f"stale (host {short(info.get('host'), 40)}, age {format_age(age)})" if state == "stale"
+        what = (f"stale (host {lock_host(info)}, age {format_age(age)})" if state == "stale"
                 else describe_lock(info, age))
         lines.append(f"  {spec.label()} [{spec.run_id}]: {what}")
     if len(held) > 3:

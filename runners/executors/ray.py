@@ -232,12 +232,17 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
     """Write a Ray task's files into ``out`` (side files first, the result JSON last, each atomically) and
     return the result JSON's path."""
-    result = None
-    for rel, data in sorted(files.items(), key=lambda kv: parse_result_file_name(Path(kv[0]).name) is not None):
-        target = out / rel
-        if parse_result_file_name(target.name) is not None:
-            result = target
-        write_atomic(target, data)
+    result, written = None, []
+    try:
+        for rel, data in sorted(files.items(), key=lambda kv: parse_result_file_name(Path(kv[0]).name) is not None):
+            target = out / rel
+            if parse_result_file_name(target.name) is not None:
+                result = target
+            written.append(write_atomic(target, data))
+    except BaseException:
+        for path in written:  # a side file without its result would be a partial run
+            path.unlink(missing_ok=True)
+        raise
     if result is None:
         raise RuntimeError(f"the Ray task for {spec.label()} returned no result file")
     return result
