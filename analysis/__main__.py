@@ -15,6 +15,7 @@ from .select import DEFAULT_SEARCHED, MODES
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2, no usage dump
+        message = message if len(message) <= 600 else message[:600] + "... (cut)"  # a user value is unbounded
         print(f"error: {message} (see python -m analysis --help)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for root in [*args.results, *args.baselines]:  # all of them before any parsing (and cache writing)
         if not Path(root).is_dir():
             what = "is not a folder" if Path(root).exists() else "does not exist"
-            print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
+            print(f"error: results path '{str(root)[:300]}' {what}: pass the root of a DeepOBS results tree",
+                  file=sys.stderr)
             return 2
     searched = _searched(args.searched, args.plugin)
     try:
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError("no run matches the given filters: relax --filter")
         written = write_report(analysis, args.out, figures=not args.no_figures, tuning_seed=args.tuning_seed)
     except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {str(err)[:1000]}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: the report is left as it was
         where = f" ({err.filename})" if err.filename else ""

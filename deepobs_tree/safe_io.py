@@ -34,8 +34,10 @@ def short(value: Any, limit: int = 60) -> str:
 
 def os_error_text(err: OSError) -> str:
     """``No space left on device (ENOSPC)``: the cause of an OSError, without its traceback or path."""
-    name = errno.errorcode.get(err.errno or 0)
     cause = err.strerror or str(err) or type(err).__name__
+    if isinstance(err, NotRegularFile):
+        return cause  # "a FIFO, not a regular file": the errno would add nothing
+    name = errno.errorcode.get(err.errno or 0)
     return f"{cause} ({name})" if name else cause
 
 
@@ -91,7 +93,7 @@ def check_regular(path: str | Path) -> os.stat_result:
             raise NotRegularFile(errno.ENOENT, f"dangling symlink (to {short(os.readlink(path), 80)})") from None
         raise
     if not stat.S_ISREG(info.st_mode):
-        raise NotRegularFile(errno.EINVAL, f"{_kind(info.st_mode)}, not a regular file; skipped")
+        raise NotRegularFile(errno.EINVAL, f"{_kind(info.st_mode)}, not a regular file")
     return info
 
 
@@ -104,7 +106,7 @@ def read_regular(path: str | Path, max_bytes: int | None = None) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise NotRegularFile(errno.EINVAL, f"{_kind(info.st_mode)}, not a regular file; skipped")
+            raise NotRegularFile(errno.EINVAL, f"{_kind(info.st_mode)}, not a regular file")
         if max_bytes is not None and info.st_size > max_bytes:
             raise ValueError(f"{info.st_size} bytes, above the limit of {max_bytes}")
         chunks = []

@@ -309,7 +309,8 @@ if _code:
 
 def test_run_on_a_full_disk_then_resume(tmp_path):
     """`runners run` on a full disk: one error line naming the file and ENOSPC, exit 2, no file left (no
-    temp, no provenance without its result); the same command later writes the result once."""
+    temp, no provenance without its result); the same command later (a truncated result planted meanwhile)
+    moves the truncated file aside with one warning and writes the result once."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)
@@ -322,10 +323,16 @@ def test_run_on_a_full_disk_then_resume(tmp_path):
     [line] = _error_lines(proc.stderr)
     assert "No space left on device (ENOSPC)" in line and str(SPEC.setting_dir(out)) in line, line
     assert _files(out) == {}
+    truncated = _plant(SPEC, out, dump_deepobs_json(_result(SPEC))[:100])  # and a truncated result on top
     proc = _cmd("runners", *args, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    [warning] = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert str(truncated) in warning and "not valid JSON" in warning and "moved to" in warning, warning
     assert _results(out) == [(str(SPEC.setting_dir(out).relative_to(out)), 42)]
-    assert len(_files(out)) == 2  # the result and its provenance
+    assert SPEC.existing_result(out) is not None and not truncated.exists()
+    kept = out / ".nlwu" / "quarantine" / truncated.relative_to(out)
+    assert kept.read_text() == dump_deepobs_json(_result(SPEC))[:100]
+    assert len(_files(out)) == 3  # the result, its provenance and the truncated file moved aside
 
 
 def test_sweep_on_a_full_disk_stops_cleanly_then_resumes(tmp_path):
@@ -349,8 +356,9 @@ def test_sweep_on_a_full_disk_stops_cleanly_then_resumes(tmp_path):
 
 
 def test_long_names_and_non_folder_parents_are_one_error_line(tmp_path, capsys):
-    """A name longer than the file system allows, a state folder that is a file, an --out below a file:
-    one error line, exit 2, nothing created (run, sweep, status and the analysis alike)."""
+    """A name longer than the file system allows, a state folder that is a file, an --out below a file, a
+    FIFO as the study file: one error line, exit 2, nothing created, nothing blocks (run, sweep, status and
+    the analysis alike)."""
     from analysis.__main__ import main as analysis_main
     from runners.__main__ import main as runners_main
 
@@ -360,6 +368,8 @@ def test_long_names_and_non_folder_parents_are_one_error_line(tmp_path, capsys):
            "power=0.5", "--epochs", "1", "--no-progress"]
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
+    fifo = tmp_path / "study.yaml"
+    os.mkfifo(fifo)  # a study "file" that would block a plain open forever
     state_file = tmp_path / "state"
     state_file.mkdir()
     (state_file / ".nlwu").write_text("not a folder")
@@ -372,6 +382,7 @@ def test_long_names_and_non_folder_parents_are_one_error_line(tmp_path, capsys):
         (runners_main, ["sweep", config, "--out", state_file], ".nlwu is not a folder"),
         (runners_main, ["status", config, "--out", state_file], ".nlwu is not a folder"),
         (runners_main, [*run, "--out", afile / "sub"], "is not a folder"),
+        (runners_main, ["status", fifo, "--out", tmp_path / "o"], "a FIFO, not a regular file"),
         (runners_main, ["sweep", config, "--out", afile / "sub"], "is not a folder"),
     ]
     before = _files(tmp_path)
