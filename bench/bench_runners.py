@@ -94,7 +94,7 @@ def bench_pool(repeats: int) -> dict:
     print(f"\n[pool] {load()}", flush=True)
     from runners.config import load_study
     from runners.executors.local import LocalPool
-    from runners.sweep import selections
+    from studies.sweep import selections
 
     study = load_study(STUDY, preset="smoke")
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:

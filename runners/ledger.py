@@ -21,23 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import PROVENANCE_SUFFIX, provenance_file_name, write_atomic
+from deepobs_tree import write_atomic
 from deepobs_tree.safe_io import read_regular, short
 from runners.commandline import run_command
+from runners.quarantine import STATE, quarantine  # noqa: F401 - quarantine: part of the ledger's API
 from runners.spec import RunSpec
-
-STATE = ".nlwu"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -251,40 +248,6 @@ def live_lock(out: str | Path, run_id: str, policy: LockPolicy = DEFAULT_POLICY)
     if state is None or (state[0] == "stale" and policy.break_stale):
         return None
     return state[1]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Results that cannot be trusted
-# ---------------------------------------------------------------------------------------------------------
-def quarantine(out: str | Path, path: Path) -> Path:
-    """Move a result file that cannot be trusted (and its provenance, if any) to ``<out>/.nlwu/quarantine/``
-    under its path relative to ``out`` (a numbered suffix if that is taken); return where it went. Never
-    deletes: the user's data stay, out of the results tree the analysis and the resume read."""
-    out = Path(out)
-    try:
-        rel = path.relative_to(out)
-    except ValueError:
-        rel = Path(path.name)
-    target = state_dir(out) / "quarantine" / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while os.path.lexists(target):
-        n += 1
-        target = target.with_name(f"{rel.name}.{n}")
-    prov = path.with_name(provenance_file_name(path.name))
-    _move(path, target)
-    if os.path.lexists(prov):
-        _move(prov, target.with_name(target.name.removesuffix(".json") + PROVENANCE_SUFFIX))
-    return target
-
-
-def _move(source: Path, target: Path) -> None:
-    try:
-        os.rename(source, target)
-    except OSError as err:
-        if err.errno != errno.EXDEV:
-            raise
-        shutil.move(str(source), str(target))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from deepobs_tree import (
     write_atomic,
 )
 from deepobs_tree.safe_io import name_problem, short
+from runners.quarantine import quarantine
 from runners.spec import RunSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -305,8 +306,6 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
                        "option values or a shorter --out")
     check_inside(out, folder)
     for bad in rejected:  # never reused: moved aside (not deleted), the run is trained again
-        from runners.ledger import quarantine
-
         moved = quarantine(out, bad.path)
         print(f"warning: {bad.path}: {bad.reason}; moved to {moved}", file=sys.stderr)
     check_data(spec)  # before TensorFlow loads: bad data fail in a second, without TF's log lines

@@ -102,7 +102,7 @@ def _results(out: Path) -> list[tuple[str, int]]:
 
 def _assert_complete(config: Path, out: Path) -> None:
     """Every run of the study exactly once, every one trusted, no temp file, no lock, no stray provenance."""
-    from runners.sweep import selections
+    from studies.sweep import selections
 
     study = load_study(config)
     choices = selections(study, out)

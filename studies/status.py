@@ -26,7 +26,7 @@ from runners.ledger import (
     read_failure,
 )
 from runners.spec import RunSpec
-from runners.sweep import choose, load_results, search_label
+from studies.sweep import choose, load_results, search_label
 
 STATES = ("done", "running", "failed", "missing")
 #: states shown only when some run is in them (so the usual total line stays as it was)
