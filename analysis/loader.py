@@ -27,17 +27,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import CURVES, AtomicFile, extra_tokens, format_value, parse_result_file_name
+from deepobs_tree import CURVES, AtomicFile, NlwuError, extra_tokens, format_value, parse_result_file_name
 
 CACHE_VERSION = 6  # 6: hp_key includes the folder's extra tokens
 INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
 
 
-class AnalysisError(ValueError):
+class AnalysisError(NlwuError, ValueError):
     """Bad input for the analysis: the message names the thing and how to fix it."""
 
 
-class MalformedResult(ValueError):
+class MalformedResult(NlwuError, ValueError):
     """A result file that parses but does not have the DeepOBS structure."""
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepobs_tree.errors import NlwuError
+
 from .distributions import DEFAULT_RANGES, DEFAULT_SEARCH, parse_range, range_check
 
 DEFAULT_MOMENTUM = 0.9
@@ -63,12 +65,12 @@ _REGISTRY: dict[str, OptimizerSpec] = {}
 _ORIGINS: dict[str, str] = {}  # name -> 'plugin <module> (<path>)', filled in by optimizers.plugins
 
 
-class PluginError(ValueError):
+class PluginError(NlwuError, ValueError):
     """A bad plugin or a bad optimizer declaration; the message is one line naming the plugin (or optimizer)
     and, where relevant, the hyperparameter."""
 
 
-class AlreadyRegistered(ValueError):
+class AlreadyRegistered(NlwuError, ValueError):
     """``register`` of a name that is taken (a built-in or another plugin's)."""
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import TUNING_SEED
+from deepobs_tree import TUNING_SEED, NlwuError, UsageError, fail
 from runners.run import RunError, check_names, check_out
 from runners.spec import RunSpec
 
@@ -99,13 +99,9 @@ def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dic
     return hp, opts
 
 
-class _ArgError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        raise _ArgError(message)
+        raise UsageError(message)
 
 
 def build_parser(prog: str = "python -m runners run", parser_class=argparse.ArgumentParser):
@@ -181,9 +177,9 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         from runners.run import execute
 
         path = execute(spec, args.out, progress=not args.no_progress)
-    except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
-        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # RunError, SpecMismatch, a hyperparameter out of its range
+        return fail(f"{prog.removeprefix('python -m ')}: {str(exc).strip() or repr(exc)}")
+    except NlwuError as exc:  # UsageError, ...
+        return fail(f"{prog.removeprefix('python -m ')}: {exc}")
     print(("exists: " if existed else "") + str(path))
     return 0

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import RERUN_SEEDS, TUNING_SEED
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, NlwuError
 from optimizers.distributions import DEFAULT_SEARCH, PAPER_BUDGET, Constant, SpaceError, parse
 from runners.sampler import sample_search
 from runners.spec import MAX_SEED, RunSpec
@@ -57,7 +57,7 @@ from runners.spec import MAX_SEED, RunSpec
 MAX_BUDGET = 10_000
 
 
-class ConfigError(ValueError):
+class ConfigError(NlwuError, ValueError):
     """A bad study file; the message is one line naming the file and the key."""
 
 

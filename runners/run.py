@@ -28,6 +28,7 @@ from typing import Any
 from deepobs_tree import (
     ACCURACY_KEYS,
     CURVE_KEYS,
+    NlwuError,
     deepobs_output,
     dump_deepobs_json,
     provenance_file_name,
@@ -42,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_PHASES = ("train_eval", "valid", "test")
 
 
-class RunError(ValueError):
+class RunError(NlwuError, ValueError):
     """Bad input to a run (unknown name, bad value, missing data): one line, exit code 2 on the CLI."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from deepobs_tree import (
     RUN_FIELD_DEFAULTS,
     TUNING_SEED,
+    NlwuError,
     parse_result_file_name,
     provenance_file_name,
     setting_folder_name,
@@ -42,7 +43,7 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
-class SpecMismatch(ValueError):
+class SpecMismatch(NlwuError, ValueError):
     """A result exists in the run's folder but was made with a different spec (one line: what differs)."""
 
 #: fields that define a run (hashed into run_id); data_dir is deliberately absent.

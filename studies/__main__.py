@@ -16,12 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepobs_tree import NlwuError, UsageError, fail
+
 DEFAULT_OUT = "deepobs_results_medium_budget"
 PROG = "python -m runners"
-
-
-class UsageError(Exception):
-    """Bad command-line input: one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,11 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     _study_args(st)
     st.add_argument("-v", "--verbose", action="store_true", help="list every run that is not done")
     return parser
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
 
 def _load(args):
@@ -160,18 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runners.commandline import main_run
 
         return main_run(argv[1:], prog=f"{PROG} run")
-    from runners.config import ConfigError
-    from runners.executors import BackendError
-    from runners.run import RunError
-    from runners.spec import SpecMismatch
 
     try:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             return _sweep(args)
         return _status(args)
-    except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
-        return _fail(str(exc))
+    except NlwuError as exc:  # ConfigError, BackendError, RunError, SpecMismatch, UsageError, ...
+        return fail(exc)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

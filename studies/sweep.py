@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import AnalysisError, load_runs, select_best, summarize
-from deepobs_tree import extra_tokens
+from deepobs_tree import NlwuError, extra_tokens
 from runners.config import Search, Study
 from runners.spec import RunSpec
 
@@ -30,7 +30,7 @@ SUMMARY_COLUMNS = ("testproblem", "optimizer", "learning_rate", "power", "moment
                    "n_samples", "n_seeds", "metric", "final_test_mean", "final_test_std", "tie")
 
 
-class SweepError(RuntimeError):
+class SweepError(NlwuError, RuntimeError):
     """The sweep could not complete (failed runs); the message says which and where the errors are."""
 
 

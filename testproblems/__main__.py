@@ -12,6 +12,8 @@ import math
 import os
 import sys
 
+from deepobs_tree import UsageError, fail
+
 
 def info_rows(names=None) -> list[dict]:
     """One dict per problem: name, trainable_params (counted on the built model), batch_size, num_epochs, l2."""
@@ -54,10 +56,6 @@ def _prepare_module():
     return prepare, None
 
 
-class UsageError(Exception):
-    """Bad command-line input: one ``error:`` line, exit code 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UsageError(f"{self.prog}: {message} (--help lists the options)")
@@ -82,9 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _prepare_missing(args) -> int:
     _, exc = _prepare_module()
-    print(f"error: prepare-data is unavailable (testproblems.data.prepare cannot be imported: {exc})",
-          file=sys.stderr)
-    return 2
+    return fail(f"prepare-data is unavailable (testproblems.data.prepare cannot be imported: {exc})")
 
 
 def main(argv=None) -> int:
@@ -92,8 +88,7 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     return int(args.func(args) or 0)
 
 

@@ -57,3 +57,27 @@ def test_a_planted_violation_breaks_a_contract(tree_copy, module, planted, needl
     proc = lint(tree_copy)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "BROKEN" in proc.stdout and needle in proc.stdout, proc.stdout[-3000:]
+
+
+def test_every_error_of_the_suite_has_the_one_base_class():
+    """Each public exception class of the packages derives from deepobs_tree.NlwuError, so one handler
+    (``deepobs_tree.fail``: one ``error:`` line, exit 2) reports them all."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from deepobs_tree import NlwuError
+
+    found = {}
+    for package in PACKAGES:
+        pkg = importlib.import_module(package)
+        for info in pkgutil.walk_packages(pkg.__path__, f"{package}."):
+            if info.name.endswith("__main__") or ".deepobs_reference" in info.name:
+                continue
+            module = importlib.import_module(info.name)
+            for name, cls in inspect.getmembers(module, inspect.isclass):
+                if issubclass(cls, Exception) and cls.__module__ == info.name and not name.startswith("_"):
+                    found[f"{info.name}.{name}"] = cls
+    internal = {"analysis.derived.Unencodable"}  # control flow (a table is then not cached), never reported
+    assert len(found) >= 12
+    assert [n for n, cls in found.items() if not issubclass(cls, NlwuError) and n not in internal] == []

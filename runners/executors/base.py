@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deepobs_tree import NlwuError
 from runners.ledger import (
     RunLock,
     clean_partials,
@@ -32,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5
 
 
-class BackendError(RuntimeError):
+class BackendError(NlwuError, RuntimeError):
     """The backend could not start (e.g. no Ray cluster at the address): one line, exit code 2."""
 
 

@@ -16,13 +16,15 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepobs_tree.errors import NlwuError
+
 from ._common import FOLDERS, AtomicFile
 
 DOWNLOADS = ".downloads"
 CHUNK = 1 << 20
 
 
-class PrepareError(Exception):
+class PrepareError(NlwuError):
     """A failure with a one-line message for the user."""
 
 
