@@ -8,19 +8,17 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tree_helpers import small_tree
 
 from analysis import derived
 from analysis.report import analyse, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_analysis_stats import write_run  # noqa: E402
 
 TABLE_FILES = ("summary.csv", "summary.md", "summary.tex", "comparison.csv", "comparison.md", "budget_curves.csv",
                "performance_profile.csv", "performance_profile.md", "report.md", "report.html")
@@ -29,20 +27,6 @@ TABLE_FILES = ("summary.csv", "summary.md", "summary.tex", "comparison.csv", "co
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
-
-
-def small_tree(root: Path) -> Path:
-    """Two optimizers on quadratic_deep (one a baseline), three settings each, seeds 42-45 of the best."""
-    rng = np.random.default_rng(0)
-    for optimizer, base in (("PowKernelGradientDescentOptimizer", 86.0), ("GradientDescentOptimizer", 86.5)):
-        for i, lr in enumerate((0.01, 0.02, 0.05)):
-            hp = {"learning_rate": lr, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": lr}
-            write_run(root, "quadratic_deep", optimizer, hp, 42, [100.0, base + i], [100.0, base + 1 + i])
-        best = {"learning_rate": 0.01, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": 0.01}
-        for seed in range(43, 46):
-            write_run(root, "quadratic_deep", optimizer, best, seed, [100.0, base],
-                      [100.0, base + 1 + rng.normal(0, 0.1)])
-    return root
 
 
 def run_cli(python, tree: Path, out: Path, cache: Path, *extra: str) -> None:

@@ -5,19 +5,16 @@ cached file is caught by its hash and redrawn, and an unwritable cache folder on
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import small_tree, write_run
 
 from analysis import figure_cache
 from analysis import figures as figs
 from analysis.report import analyse, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_analysis_derived import small_tree  # noqa: E402
-from test_analysis_stats import write_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
