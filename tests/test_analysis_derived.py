@@ -17,6 +17,7 @@ from tree_helpers import small_tree
 
 from analysis import derived
 from analysis.report import analyse, write_report
+from deepobs_tree import cache as cache_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +43,10 @@ def tables(out: Path) -> dict[str, bytes]:
 
 def entries(cache: Path) -> list[Path]:
     folder = cache / "analysis-derived"
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return sorted(folder.glob("*/tables.json")) if folder.is_dir() else []
 
 
-def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tmp_path, python):
+def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tmp_path, python, monkeypatch):
     tree, cache = small_tree(tmp_path / "tree"), tmp_path / "cli-cache"
     run_cli(python, tree, tmp_path / "cold", cache)
     [entry] = entries(cache)
@@ -60,7 +61,8 @@ def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tm
     summary = derived.decode_frame(data["tables"]["summary"])
     summary.loc[0, "final_test_mean"] = 12.345
     data["tables"]["summary"] = derived.encode_frame(summary)
-    entry.write_text(json.dumps(data))
+    monkeypatch.setenv("NLWU_CACHE", str(cache))
+    cache_module.write("analysis-derived", entry.parent.name, {"tables.json": json.dumps(data).encode()})
     run_cli(python, tree, tmp_path / "planted", cache)
     assert "12.345" in (tmp_path / "planted" / "summary.csv").read_text()
     # edit one result file's final test loss (quadratic_deep's metric) in a copy: a new key, a new summary, as without any cache
@@ -133,7 +135,7 @@ def test_damaged_entries_are_recomputed_and_no_cache_writes_none(tmp_path):
         entry.write_bytes(damage)
         again = analyse([tree], rerun_seeds=range(43, 46), progress=False)
         pd.testing.assert_frame_equal(again.summary, reference.summary, check_exact=True)
-        assert derived.load(entry.stem) is not None  # rewritten whole
+        assert derived.load(entry.parent.name) is not None  # rewritten whole
     out1, out2 = tmp_path / "o1", tmp_path / "o2"
     write_report(reference, out1, figures=False)
     write_report(again, out2, figures=False)
