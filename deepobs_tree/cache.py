@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -113,7 +114,6 @@ def write(kind: str, key_: str, files: Mapping[str, bytes]) -> bool:
 def unpack(archives: Iterable[Path], dest: Path | None = None) -> Path:
     """Extract the ``.tar.xz`` archives into ``dest`` (default the ``reference`` kind's folder) unless the
     extraction there was made from archives with the same content (their SHA-256s in ``.unpacked``)."""
-    import tarfile  # tarfile (and lzma) only for the one-off unpacking
 
     archives = [Path(a) for a in archives]
     dest = Path(dest) if dest is not None else folder("reference")

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import optimizers
 from deepobs_tree import TUNING_SEED, NlwuError, UsageError, fail
-from runners.run import RunError, check_names, check_out
+from optimizers import PluginError, plugins
+from runners.run import RunError, check_names, check_out, execute
 from runners.spec import RunSpec
 
 
@@ -30,7 +32,6 @@ def cli_token(value: Any) -> str:
 
 def run_command(spec: RunSpec, out: str | Path, python: str = "python") -> str:
     """The shell command that performs one run with ``python -m runners run`` (SLURM arrays, GNU parallel)."""
-    from optimizers import plugins
 
     parts = [python, "-m", "runners", "run", *plugins.command_line_args(), "--problem", spec.testproblem,
              "--optimizer", spec.optimizer]
@@ -90,7 +91,6 @@ def parse_hp(items: Sequence[str]) -> dict[str, Any]:
 def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dict]:
     """(hyperparams, options): names the optimizer records or declares go to hyperparams, the rest
     (select rule, decay_on, ...) to options; both are passed to ``optimizers.make``."""
-    import optimizers
 
     ospec = optimizers.spec(optimizer)
     declared = set(ospec.hyperparams) | set(getattr(ospec, "defaults", {}) or {})
@@ -128,8 +128,6 @@ def build_parser(prog: str = "python -m runners run", parser_class=argparse.Argu
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    import optimizers
-
     check_names(args.problem, args.optimizer)
     for name in ("epochs", "batch_size", "train_log_interval"):
         value = getattr(args, name)
@@ -156,7 +154,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 def _load_plugins(refs: Sequence[str]) -> None:
     """``--plugin`` options: import each (once), build its optimizers once; a bad one is a RunError."""
-    from optimizers import PluginError, plugins
 
     try:
         plugins.load_all(refs)
@@ -174,7 +171,6 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         check_out(args.out)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         existed = spec.existing_result(args.out)
-        from runners.run import execute
 
         path = execute(spec, args.out, progress=not args.no_progress)
     except ValueError as exc:  # RunError, SpecMismatch, a hyperparameter out of its range

@@ -17,6 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deepobs_tree import NlwuError, UsageError, fail
+from optimizers import PluginError, plugins
+from runners.commandline import main_run, run_command
+from runners.config import load_study
+from runners.executors import make_executor
+from runners.ledger import pending
+from runners.run import check_inside, check_out
 
 DEFAULT_OUT = "deepobs_results_medium_budget"
 PROG = "python -m runners"
@@ -86,10 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from optimizers import PluginError, plugins
-    from runners.config import load_study
-    from runners.run import check_inside, check_out
-
     out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
     try:
         plugins.load_all(args.plugin)  # before the study names their optimizers
@@ -102,10 +104,7 @@ def _load(args):
 
 
 def _sweep(args) -> int:
-    from runners.commandline import run_command
-    from runners.executors import make_executor
-    from runners.ledger import pending
-    from studies.sweep import run_sweep, study_specs
+    from studies.sweep import run_sweep, study_specs  # the sweep imports the analysis (pandas): not for `run`
 
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
@@ -113,7 +112,7 @@ def _sweep(args) -> int:
         raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.backend == "ray" and not args.emit_commands:
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401 - optional: only to report that Ray is missing
         except ImportError:
             raise UsageError("--backend ray needs the ray package (pip install 'ray[default]')") from None
     study, out = _load(args)
@@ -139,7 +138,7 @@ def _sweep(args) -> int:
 
 
 def _status(args) -> int:
-    from studies.status import format_status
+    from studies.status import format_status  # status imports the analysis (pandas): not for `run`
 
     study, out = _load(args)
     print(format_status(study, out, verbose=args.verbose))
@@ -150,8 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if argv and argv[0] == "run":
-        from runners.commandline import main_run
-
         return main_run(argv[1:], prog=f"{PROG} run")
 
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from analysis import AnalysisError, load_runs, select_best, summarize
 from deepobs_tree import NlwuError, extra_tokens
@@ -128,8 +129,6 @@ def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | Non
 
 
 def format_summary(table) -> str:
-    from tabulate import tabulate
-
     if table is None or table.empty:
         return "(no results yet)"
     table = table.assign(folder_tokens=[_folder_tokens(row) for _, row in table.iterrows()])

@@ -12,15 +12,15 @@ import math
 import os
 import sys
 
+import testproblems
 from deepobs_tree import UsageError, fail
 
 
 def info_rows(names=None) -> list[dict]:
     """One dict per problem: name, trainable_params (counted on the built model), batch_size, num_epochs, l2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    import keras  # Keras only for `info` (it builds each model)
 
-    import testproblems
 
     rows = []
     for name in names or testproblems.names():
@@ -50,7 +50,7 @@ def _info(args) -> int:
 
 def _prepare_module():
     try:
-        from testproblems.data import prepare
+        from testproblems.data import prepare  # optional: a missing one is one error line
     except ImportError as exc:
         return None, exc
     return prepare, None

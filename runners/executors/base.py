@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from deepobs_tree import NlwuError
 from runners.ledger import (
     RunLock,
@@ -99,8 +101,6 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, specs: Sequence[RunSpec], out: str | Path, *, desc: str = "runs", progress: bool = True):
-        from tqdm.auto import tqdm
-
         out = Path(out)
         report = Report()
         unique: dict[str, RunSpec] = {}

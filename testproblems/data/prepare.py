@@ -264,7 +264,7 @@ def svhn_records(mat: dict, path) -> np.ndarray:
 def _prep_svhn(name, paths, folder) -> list[str]:
     """SVHN .mat -> CIFAR-style records: all 73,257 training images, 12,800 per data_batch_k.bin (the last
     file holds the remaining 9,257), and test_batch.bin with all 26,032 test images."""
-    import scipy.io
+    import scipy.io  # SciPy (~0.8 s) only to read SVHN's .mat files
 
     out = []
     for fname, kind in (("train_32x32.mat", "train"), ("test_32x32.mat", "test")):
