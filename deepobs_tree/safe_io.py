@@ -14,6 +14,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .errors import NlwuError
+
 __all__ = [
     "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "NotRegularFile", "YamlLimitError", "check_regular",
     "load_yaml", "name_problem", "os_error_text", "read_regular", "short",
@@ -78,7 +82,7 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-class NotRegularFile(OSError):
+class NotRegularFile(NlwuError, OSError):
     """The path is a FIFO, device, socket, folder, symlink loop or dangling link: never opened for reading."""
 
 
@@ -120,13 +124,11 @@ def read_regular(path: str | Path, max_bytes: int | None = None) -> bytes:
 # ---------------------------------------------------------------------------------------------------------
 # YAML within limits
 # ---------------------------------------------------------------------------------------------------------
-class YamlLimitError(ValueError):
+class YamlLimitError(NlwuError, ValueError):
     """A YAML document beyond one of the limits (bytes, nodes after alias expansion, nesting depth)."""
 
 
 def _children(node) -> list:
-    import yaml
-
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     if isinstance(node, yaml.MappingNode):
@@ -170,8 +172,6 @@ def load_yaml(text: str | bytes, *, max_bytes: int = MAX_YAML_BYTES, max_nodes: 
     nesting deeper than ``max_depth`` (checked while composing, before the parser's recursion can overflow) or
     more than ``max_nodes`` nodes after alias expansion (checked before anything is constructed). Other
     malformed YAML raises ``yaml.YAMLError`` as ``safe_load`` does."""
-    import yaml
-
     size = len(text.encode() if isinstance(text, str) else text)
     if size > max_bytes:
         raise YamlLimitError(f"{size} bytes, above the limit of {max_bytes}")

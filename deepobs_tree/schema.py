@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .errors import NlwuError
 from .result import CURVES
 
 __all__ = ["INT_LIMIT", "ResultSchemaError", "check_result"]
@@ -24,7 +25,7 @@ __all__ = ["INT_LIMIT", "ResultSchemaError", "check_result"]
 INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
 
 
-class ResultSchemaError(ValueError):
+class ResultSchemaError(NlwuError, ValueError):
     """A file that parses but is not a DeepOBS result; the message is the reason (one short line)."""
 
 

@@ -23,12 +23,19 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+from tqdm.auto import tqdm
+
+import optimizers
+import testproblems
 from deepobs_tree import (
     ACCURACY_KEYS,
     CURVE_KEYS,
+    NlwuError,
     deepobs_output,
     dump_deepobs_json,
     provenance_file_name,
@@ -36,6 +43,7 @@ from deepobs_tree import (
     write_atomic,
 )
 from deepobs_tree.safe_io import name_problem, short
+from optimizers import plugins
 from runners.quarantine import quarantine
 from runners.spec import RunSpec
 
@@ -45,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_PHASES = ("train_eval", "valid", "test")
 
 
-class RunError(ValueError):
+class RunError(NlwuError, ValueError):
     """Bad input to a run (unknown name, bad value, missing data): one line, exit code 2 on the CLI."""
 
 
@@ -98,7 +106,6 @@ def train_curves(
 # side effects: provenance, Keras state
 def _plugin_provenance() -> list[dict]:
     """Every plugin loaded in this process (module, path, sha256, optimizers): ``runners status`` compares them."""
-    from optimizers import plugins
 
     return plugins.provenance()
 
@@ -125,8 +132,6 @@ def git_state() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "scipy", "nlwu-bench"):
         try:
@@ -155,10 +160,9 @@ def import_keras():
     before absl::InitializeLog()" and the CUDA/oneDNN notes straight to file descriptor 2 whatever
     TF_CPP_MIN_LOG_LEVEL says, so the first import runs with fd 2 on /dev/null (Python errors are raised after
     it is restored). ``NLWU_TF_LOGS=1`` keeps them."""
-    import sys
 
     if "keras" in sys.modules or os.environ.get("NLWU_TF_LOGS") == "1":
-        import keras
+        import keras  # Keras/TensorFlow (seconds) only when a run trains
 
         return keras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -168,7 +172,7 @@ def import_keras():
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
         try:
-            import keras
+            import keras  # Keras/TensorFlow (seconds) only when a run trains
         finally:
             os.dup2(saved, 2)
     finally:
@@ -186,23 +190,17 @@ def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
 
 
 def _large_model(testproblem: str) -> bool:
-    import testproblems
-
     params = getattr(testproblems.spec(testproblem), "trainable_params", None)
     return params is None or params > 10_000
 
 
 def _bar(spec: RunSpec, num_epochs: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=num_epochs, desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}",
                 unit="epoch", disable=not enabled, leave=False, dynamic_ncols=True)
 
 
 def check_names(testproblem: str, optimizer: str) -> None:
     """RunError (one line listing what is known) for an unregistered problem or optimizer."""
-    import optimizers
-    import testproblems
 
     try:
         testproblems.spec(testproblem)
@@ -248,7 +246,6 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
 def check_data(spec: RunSpec) -> None:
     """RunError (one line, naming the file and the fix) unless the run's data load and give at least one
     training batch; NumPy only, so it runs before TensorFlow is imported. The readers cache what they read."""
-    import testproblems
 
     try:
         with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
@@ -265,8 +262,6 @@ def check_data(spec: RunSpec) -> None:
 
 def build(spec: RunSpec):
     """(problem, model, optimizer, trainer) for ``spec``; bad names/values raise RunError with one line."""
-    import optimizers
-    import testproblems
 
     check_names(spec.testproblem, spec.optimizer)
     try:
@@ -356,7 +351,6 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),
         "wall_seconds": round(wall, 3),
     }
-    import yaml
 
     # another process may have finished the same run meanwhile: keep theirs, never two files per seed
     try:

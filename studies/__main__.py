@@ -16,14 +16,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepobs_tree.safe_io import short
+from deepobs_tree import NlwuError, UsageError, fail, provenance_file_name, result_file_name
+from deepobs_tree.safe_io import name_problem, os_error_text, short
+from optimizers import PluginError, plugins
+from runners.commandline import main_run, run_command
+from runners.config import load_study
+from runners.executors import make_executor
+from runners.ledger import STALE_AGE, LockPolicy, pending, state_dir
+from runners.run import check_inside, check_out
 
 DEFAULT_OUT = "deepobs_results_medium_budget"
 PROG = "python -m runners"
-
-
-class UsageError(Exception):
-    """Bad command-line input: one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,8 +63,6 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lock_args(p: argparse.ArgumentParser, sweep: bool) -> None:
-    from runners.ledger import STALE_AGE
-
     p.add_argument("--stale-lock-age", type=_positive_float, default=STALE_AGE, metavar="SECONDS",
                    help="a lock of another host not touched for this long is stale (its holders touch it every "
                         f"minute; default {STALE_AGE:g})")
@@ -115,24 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: longest error line the command prints (values inside are cut shorter by ``safe_io.short``)
-MAX_ERROR = 1000
-
-
-def _fail(message: str) -> int:
-    message = message.splitlines()[0] if message else "unknown error"
-    print(f"error: {message[:MAX_ERROR]}", file=sys.stderr)
-    return 2
-
-
 def _load(args):
-    from deepobs_tree import provenance_file_name, result_file_name
-    from deepobs_tree.safe_io import name_problem
-    from optimizers import PluginError, plugins
-    from runners.config import load_study
-    from runners.ledger import state_dir
-    from runners.run import check_inside, check_out
-
     out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
     try:
         plugins.load_all(args.plugin)  # before the study names their optimizers
@@ -155,10 +139,7 @@ def _load(args):
 
 
 def _sweep(args) -> int:
-    from runners.commandline import run_command
-    from runners.executors import make_executor
-    from runners.ledger import LockPolicy, pending
-    from studies.sweep import run_sweep, study_specs
+    from studies.sweep import run_sweep, study_specs  # the sweep imports the analysis (pandas): not for `run`
 
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
@@ -166,7 +147,7 @@ def _sweep(args) -> int:
         raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.backend == "ray" and not args.emit_commands:
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401 - optional: only to report that Ray is missing
         except ImportError:
             raise UsageError("--backend ray needs the ray package (pip install 'ray[default]')") from None
     study, out = _load(args)
@@ -193,8 +174,7 @@ def _sweep(args) -> int:
 
 
 def _status(args) -> int:
-    from runners.ledger import LockPolicy
-    from studies.status import format_status
+    from studies.status import format_status  # status imports the analysis (pandas): not for `run`
 
     study, out = _load(args)
     print(format_status(study, out, verbose=args.verbose, policy=LockPolicy(stale_age=args.stale_lock_age)))
@@ -205,29 +185,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if argv and argv[0] == "run":
-        from runners.commandline import main_run
-
         return main_run(argv[1:], prog=f"{PROG} run")
-    from runners.config import ConfigError
-    from runners.executors import BackendError
-    from runners.run import RunError
-    from runners.spec import SpecMismatch
 
     try:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             return _sweep(args)
         return _status(args)
-    except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
-        return _fail(str(exc))
+    except NlwuError as exc:  # ConfigError, BackendError, RunError, SpecMismatch, UsageError, ...
+        return fail(exc)
     except OSError as exc:  # a full disk, a read-only folder, no permission: one line, nothing half-written
-        from deepobs_tree.safe_io import os_error_text
-
         if argv[:1] == ["sweep"]:
             where = f"cannot write {exc.filename}" if exc.filename else "cannot write the results"
-            return _fail(f"{where}: {os_error_text(exc)}; the sweep stopped, every finished result is kept: "
-                         "fix it and rerun the same command to resume")
-        return _fail(f"{exc.filename or 'the results tree'}: {os_error_text(exc)}")
+            return fail(f"{where}: {os_error_text(exc)}; the sweep stopped, every finished result is kept: "
+                        "fix it and rerun the same command to resume")
+        return fail(f"{exc.filename or 'the results tree'}: {os_error_text(exc)}")
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -14,7 +14,13 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from tabulate import tabulate
+
+from analysis import AnalysisError, load_runs
 from deepobs_tree import provenance_file_name
+from deepobs_tree.safe_io import MAX_YAML_BYTES, load_yaml, read_regular
+from optimizers import plugins
 from runners.config import Study
 from runners.ledger import (
     DEFAULT_POLICY,
@@ -89,11 +95,6 @@ def study_status(study: Study, out: str | Path,
 
 def plugin_changes(states: Sequence[RunState], out: str | Path) -> dict[str, list[str]]:
     """{change line (``plugins.changed``): run labels} over the done runs whose provenance records plugins."""
-    import yaml
-
-    from deepobs_tree.safe_io import MAX_YAML_BYTES, load_yaml, read_regular
-    from optimizers import plugins
-
     cache: dict[str, list[str]] = {}
     flagged: dict[str, list[str]] = {}
     for st in states:
@@ -117,8 +118,6 @@ def plugin_changes(states: Sequence[RunState], out: str | Path) -> dict[str, lis
 def untrusted_warnings(states: Sequence[RunState], out: str | Path) -> list[str]:
     """One warning line per file in the tree that is not trusted: each run's rejected files, then every other
     file the analysis skips (foreign JSON, FIFOs, symlink loops, unreadable folders)."""
-    from analysis import AnalysisError, load_runs
-
     lines, named = [], set()
     for st in states:
         for bad in st.rejected:
@@ -141,8 +140,6 @@ def _count(states: Sequence[RunState], state: str) -> int:
 
 
 def format_status(study: Study, out: str | Path, verbose: bool = False, policy: LockPolicy = DEFAULT_POLICY) -> str:
-    from tabulate import tabulate
-
     rows, states = study_status(study, out, policy)
     lines = [f"study {study.name}{f' (preset {study.preset})' if study.preset else ''} in {out}",
              tabulate(rows, headers="keys")]

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from deepobs_tree import NlwuError
 from runners.ledger import (
     DEFAULT_POLICY,
     LockPolicy,
@@ -47,7 +50,7 @@ FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
 _ERRNO_RE = re.compile(r"\[Errno (\d+)\]")
 
 
-class BackendError(RuntimeError):
+class BackendError(NlwuError, RuntimeError):
     """The backend could not start (e.g. no Ray cluster at the address): one line, exit code 2."""
 
 
@@ -128,8 +131,6 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, specs: Sequence[RunSpec], out: str | Path, *, desc: str = "runs", progress: bool = True):
-        from tqdm.auto import tqdm
-
         out = Path(out)
         report = Report()
         unique: dict[str, RunSpec] = {}
