@@ -51,6 +51,24 @@ def table_html(frame: pd.DataFrame, columns: Sequence[str], headers: Sequence[st
     return "".join(out)
 
 
+def verdict_html(line: str, claims: pd.DataFrame) -> str:
+    """The verdict section: the headline, the judged claims, the rules, how many were not run."""
+    from .verdict import CLAIM_VIEW, RULES
+
+    judged = claims[claims["status"] != "not run"]
+    parts = ['<section id="verdict"><h2>Verdict: the paper\'s claims on these results</h2>',
+             f'<p id="verdict-headline"><strong>{html.escape(line)}</strong></p>']
+    if not judged.empty:
+        parts.append(table_html(judged, [c for c, _ in CLAIM_VIEW], [h for _, h in CLAIM_VIEW],
+                                table_id="table-verdict"))
+    not_run = claims[claims["status"] == "not run"]
+    if not not_run.empty:
+        parts.append(f"<p>{len(not_run)} claims not run (no search with reruns in these results), on: "
+                     f"{html.escape(', '.join(sorted(set(not_run['testproblem']))))}.</p>")
+    parts.append(f"<p>{html.escape(RULES)}</p></section>")
+    return "".join(parts)
+
+
 def image_html(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
@@ -66,11 +84,16 @@ def budget_excerpt(curves: pd.DataFrame, ks: Sequence[int] = (1, 2, 5, 10, 20, 5
 
 
 def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list[str], list[str]]],
-                figure_paths: Sequence[Path], settings: dict, title: str = "Results report") -> str:
-    """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance."""
+                figure_paths: Sequence[Path], settings: dict, title: str = "Results report",
+                verdict: tuple[str, pd.DataFrame] | None = None) -> str:
+    """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance;
+    ``verdict``: (headline, judged claims) for the verdict section, first after the title."""
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", "<h2 id=\"provenance\">Provenance</h2><ul>"]
+             f"<h1>{html.escape(title)}</h1>"]
+    if verdict is not None:
+        parts.append(verdict_html(*verdict))
+    parts.append("<h2 id=\"provenance\">Provenance</h2><ul>")
     for report in analysis.reports:
         parts.append(
             f"<li><code>{html.escape(', '.join(report.roots))}</code>: {report.n_files} result files, "

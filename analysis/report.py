@@ -14,7 +14,7 @@ import pandas as pd
 
 from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 
-from . import derived, figure_cache, html_report, stats
+from . import derived, figure_cache, html_report, stats, verdict
 from . import figures as figs
 from .budget import budget_curves, budget_figures
 from .loader import LoadReport, load_runs
@@ -151,21 +151,33 @@ def _write_text(path: Path, text: str) -> None:
     write_atomic(path, text)
 
 
+MANIFEST = ".report-files"
+#: outputs an older report may have left without a manifest (never beside a new report)
+LEGACY_OUTPUTS = ("verdict.md", "verdict.csv", "verdict_searches.csv", "comparison.csv", "comparison.md",
+                  "performance_profile.csv", "performance_profile.md", "budget_curves.csv")
+
+
 def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
-                 tuning_seed: int = TUNING_SEED) -> list[Path]:
+                 tuning_seed: int = TUNING_SEED, protocol: Path | None | str = "default") -> list[Path]:
     """Write every output file under ``out``, completely or not at all; returns the paths written.
 
     Everything is built in a hidden temporary folder next to ``out`` and then moved into place (one rename
     where ``out`` does not exist yet; otherwise file by file, ``report.md`` last). On any error the
     temporary folder and every parent folder this call created are removed and ``out`` is left as it was.
+    ``out`` never mixes runs: the files of the previous report there (listed in its ``.report-files``, or
+    the known output names) that this one does not write are removed. ``protocol``: the paper's table for
+    the verdict section (``analysis.verdict``; "default": ``verdict.default_protocol()``; None: no paper).
     """
+    if protocol == "default":
+        protocol = verdict.default_protocol()
     out = Path(out)
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
-        staged = _write_outputs(analysis, stage, figures=figures, tuning_seed=tuning_seed)
+        staged = _write_outputs(analysis, stage, figures=figures, tuning_seed=tuning_seed, protocol=protocol)
         relative = [p.relative_to(stage) for p in staged]
+        write_atomic(stage / MANIFEST, "".join(f"{r.as_posix()}\n" for r in relative))
         if not out.exists():
             os.chmod(stage, 0o777 & ~_umask())
             stage.rename(out)
@@ -175,6 +187,8 @@ def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = 
             for rel in sorted(relative, key=lambda r: r == Path("report.md")):
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(stage / rel, out / rel)
+            _remove_stale(out, set(relative))
+            os.replace(stage / MANIFEST, out / MANIFEST)
     except BaseException:
         if created:
             shutil.rmtree(created[-1], ignore_errors=True)
@@ -184,16 +198,38 @@ def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = 
     return [out / rel for rel in relative]
 
 
+def _remove_stale(out: Path, keep: set[Path]) -> None:
+    """Remove the previous report's files under ``out`` that the new one did not write."""
+    try:
+        listed = [Path(line) for line in (out / MANIFEST).read_text(encoding="utf-8").splitlines() if line]
+    except OSError:
+        listed = [Path(n) for n in LEGACY_OUTPUTS]
+        if (out / "figures").is_dir():
+            listed += [p.relative_to(out) for p in (out / "figures").iterdir() if p.suffix in (".png", ".pdf")]
+    for rel in listed:
+        if rel not in keep and not rel.is_absolute() and ".." not in rel.parts:
+            (out / rel).unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int) -> list[Path]:
+def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int,
+                   protocol: Path | None = None) -> list[Path]:
     """Every output file, written into the (empty, staging) folder ``out``."""
     written = []
     summary = analysis.summary
+    results = analysis.settings.get("results trees", "these results")
+    claims, searches, paper = verdict.evaluate(summary, protocol)
+    line = verdict.headline(claims, results)
+    written += verdict.write_verdict(out, claims, searches, line, results, None,
+                                     str(protocol) if paper is not None else None)
+    verdict_md = ["## Verdict: the paper's claims on these results", "", f"**{line}**", "",
+                  verdict.claims_markdown(claims), "Per search (outcome within the paper's mean ± "
+                  f"{verdict.K_SE:g} SE, chosen setting): verdict.md.", ""]
     _write_text(out / "summary.csv", summary_csv_frame(summary).to_csv(index=False, float_format="%.17g"))
     written.append(out / "summary.csv")
     shown, columns, headers = view(summary, SUMMARY_VIEW)
@@ -236,9 +272,9 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         written += [out / "performance_profile.csv", out / "performance_profile.md"]
         extra_md += [_profile_heading(analysis.profile), "", profile_md]
     _write_text(out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out,
-                                                 extra_md))
+                                                 extra_md, verdict_md))
     written.append(out / "report.md")
-    _write_text(out / "report.html", render_html(analysis, figure_paths))
+    _write_text(out / "report.html", render_html(analysis, figure_paths, (line, claims)))
     written.append(out / "report.html")
     return written
 
@@ -266,8 +302,8 @@ def _profile_heading(profile: pd.DataFrame) -> str:
     return text
 
 
-def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
-    """The self-contained report.html (``analysis.html_report``)."""
+def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple | None = None) -> str:
+    """The self-contained report.html (``analysis.html_report``); ``judged``: (headline, claims table)."""
     tables = []
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
@@ -286,11 +322,12 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
                        *view(html_report.budget_excerpt(analysis.budget), BUDGET_VIEW)))
     settings = dict(analysis.settings)
     settings["performance-profile τ grid"] = ", ".join(f"{t:g}" for t in TAUS)
-    return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings)
+    return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings,
+                                   verdict=judged)
 
 
 def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figure_paths: Sequence[Path],
-                  out: Path, extra_md: Sequence[str] = ()) -> str:
+                  out: Path, extra_md: Sequence[str] = (), verdict_md: Sequence[str] = ()) -> str:
     lines = ["# Results report", ""]
     for report in analysis.reports:
         lines.append(
@@ -316,6 +353,7 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
         lines.append("Exact ties at the top (first in folder-name order chosen): " + ", ".join(
             f"{r.testproblem}/{r.optimizer}" for r in ties.itertuples()) + ".")
         lines.append("")
+    lines += list(verdict_md)
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
         lines += ["## Final test metric of the chosen settings (mean ± population std (seeds))", "",
