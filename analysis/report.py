@@ -102,11 +102,29 @@ def analyse(
                           "non-finite scores last, exact ties to the first setting folder in name order",
         "searched hyperparameters": ", ".join(searched),
         "tuning seed": tuning_seed,
-        "rerun seeds": " ".join(map(str, rerun_seeds)),
+        "rerun seeds": _rerun_seeds_text(summary, rerun_seeds),
         "filter": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "none",
     }
     return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats,
                     budget=budget, profile=profile, settings=settings, key=key)
+
+
+def _rerun_seeds_text(summary: pd.DataFrame, rerun_seeds: list[int]) -> str:
+    """The rerun seeds that ran (in any reported row), and the requested ones when some never ran."""
+    present: set[int] = set()
+    for seeds in summary.get("seeds", []):
+        present |= {int(s) for s in str(seeds).split() if s.lstrip("-").isdigit()}
+    ran = [s for s in rerun_seeds if s in present]
+    text = " ".join(map(str, ran)) or "none"
+    if len(ran) < len(rerun_seeds):
+        text += f" (of the requested {_seed_range(rerun_seeds)}; the others have no result file)"
+    return text
+
+
+def _seed_range(seeds: list[int]) -> str:
+    if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return " ".join(map(str, seeds))
 
 
 def _key_options(options: dict, sources: list[str]) -> dict:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_OUT = "deepobs_results_medium_budget"
-PROG = "python -m runners"
+PROG = os.environ.get("NLWU_PROG", "python -m runners")  # `nlwu` sets it: hints name the command typed
 
 
 class UsageError(Exception):

@@ -64,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m testproblems",
+    parser = _Parser(prog=os.environ.get("NLWU_PROG", "python -m testproblems"),
                      description="DeepOBS test problems on Keras 3: metadata and data preparation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_info = sub.add_parser("info", help="list the problems: trainable parameters, batch size, epochs, L2 factor")
