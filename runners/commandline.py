@@ -11,6 +11,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -180,10 +181,28 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         existed = spec.existing_result(args.out)
         from runners.run import execute
 
+        t0 = time.perf_counter()
         path = execute(spec, args.out, progress=not args.no_progress)
+        wall = time.perf_counter() - t0
     except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
         message = str(exc).splitlines()[0] if str(exc) else repr(exc)
         print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
         return 2
-    print(("exists: " if existed else "") + str(path))
+    if not args.no_progress:
+        print(run_summary(path, None if existed else wall), file=sys.stderr)
+    print(("exists: " if existed else "") + str(path))  # stdout: the file alone, for scripts
     return 0
+
+
+def run_summary(path: Path, wall: float | None) -> str:
+    """One line: the run's final test loss (and accuracy), epochs, wall time and file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = f"final test loss {float(data['test_losses'][-1]):.6g}"
+        if data.get("test_accuracies"):
+            text += f", test accuracy {float(data['test_accuracies'][-1]):.4f}"
+        text += f" after {data['num_epochs']} epochs"
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        text = "result file unreadable"
+    took = f"{wall:.1f} s" if wall is not None else "already there, not trained again"
+    return f"done: {text} ({took}) -> {path}"

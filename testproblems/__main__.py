@@ -15,9 +15,9 @@ import sys
 
 def info_rows(names=None) -> list[dict]:
     """One dict per problem: name, trainable_params (counted on the built model), batch_size, num_epochs, l2."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    from testproblems.quiet import import_keras
 
+    keras = import_keras()
     import testproblems
 
     rows = []
