@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_rows = len(analysis.summary)
     n_figs = sum(1 for p in written if p.suffix == ".png")
+    names = {p.name for p in written}
+    extra = [n for n in ("comparison.csv", "budget_curves.csv", "performance_profile.csv") if n in names]
     print(f"wrote {args.out}/summary.csv, summary.md, summary.tex ({n_rows} rows), {n_figs} figures "
-          f"(PNG+PDF), budget_curves.csv, performance_profile.csv, verdict.md, report.md and report.html")
+          f"(PNG+PDF), {', '.join(extra + ['verdict.md'])}, report.md and report.html")
     return 0
 
 

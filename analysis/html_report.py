@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
-from .tables import _fmt
+from .tables import PHI_LEGEND, _fmt
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -85,7 +85,7 @@ def budget_excerpt(curves: pd.DataFrame, ks: Sequence[int] = (1, 2, 5, 10, 20, 5
 
 def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list[str], list[str]]],
                 figure_paths: Sequence[Path], settings: dict, title: str = "Results report",
-                verdict: tuple[str, pd.DataFrame] | None = None) -> str:
+                verdict: tuple[str, pd.DataFrame] | None = None, notes: Sequence[str] = ()) -> str:
     """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance;
     ``verdict``: (headline, judged claims) for the verdict section, first after the title."""
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -110,12 +110,15 @@ def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list
         f"<li>confidence intervals: 95% bootstrap of the mean over the reported seeds (ascending seed order), "
         f"scipy.stats.bootstrap {stats.METHOD}, {stats.N_RESAMPLES:,} resamples, random_state={stats.RANDOM_STATE}; "
         "fewer than 2 seeds or a non-finite value: no interval (–); all seeds equal: the point itself</li>"
-        "<li>comparison p-values: Welch t-test over seeds, Holm-corrected over the table's tests</li></ul>")
+        "<li>comparison p-values: Welch t-test over seeds, Holm-corrected over the table's tests</li>"
+        f"<li>labels: {html.escape(PHI_LEGEND)}</li></ul>")
     for anchor, heading, frame, columns, headers in tables:
         if frame is None or frame.empty:
             continue
         parts.append(f"<h2 id=\"{html.escape(anchor)}\">{html.escape(heading)}</h2>")
         parts.append(table_html(frame, columns, headers, table_id=f"table-{anchor}"))
+    for note in notes:
+        parts.append(f'<p class="note">{html.escape(note)}</p>')
     for root, caveat in getattr(analysis, "caveats", []):
         parts.append(f"<h3>Caveat of the baseline tree <code>{html.escape(root)}</code></h3>"
                      f"<p>{html.escape(caveat)}</p>")

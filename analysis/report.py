@@ -275,6 +275,8 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         figure_paths = figure_cache.cached(figure_cache.key(analysis.key, tuning_seed), out / "figures", draw)
         written += figure_paths
     extra_md = []
+    if diverged_note(analysis.budget):
+        extra_md += [diverged_note(analysis.budget), ""]
     if not analysis.budget.empty:
         _write_text(out / "budget_curves.csv", analysis.budget.to_csv(index=False, float_format="%.17g"))
         written.append(out / "budget_curves.csv")
@@ -283,7 +285,10 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         extra_md += ["## Tuning-budget curves (expected over k random-search samples; budget_curves.csv has "
                      "every k)", "", markdown_table(shown, columns, headers)]
     profile_md = ""
-    if not analysis.profile.empty:
+    omitted = profile_omitted(analysis.profile)
+    if omitted:
+        extra_md += [omitted, ""]
+    elif not analysis.profile.empty:
         _write_text(out / "performance_profile.csv", analysis.profile.to_csv(index=False, float_format="%.17g"))
         profile_md = markdown_table(analysis.profile, list(analysis.profile.columns))
         _write_text(out / "performance_profile.md", profile_md)
@@ -309,6 +314,31 @@ BUDGET_VIEW = [
 ]
 
 
+def profile_omitted(profile: pd.DataFrame) -> str | None:
+    """The report's line saying why there is no performance profile (fewer than two problems), or None."""
+    from .profiles import omitted_reason
+
+    return omitted_reason(profile)
+
+
+def diverged_note(budget: pd.DataFrame) -> str | None:
+    """Which searches had diverged tuning samples (named and counted; the budget figure's curves count each
+    as its search's worst converged sample instead of plotting it at, e.g., 1e12)."""
+    if budget.empty or "n_diverged" not in budget:
+        return None
+    first = budget.drop_duplicates(["testproblem", "optimizer", "search", "source"])
+    first = first[first["n_diverged"] > 0]
+    if first.empty:
+        return None
+    from .tables import label
+
+    parts = [f"{r.testproblem}/{label(r.optimizer)} {int(r.n_diverged)} of {int(r.n_samples)}"
+             for r in first.itertuples()]
+    return ("Diverged tuning samples (non-finite, or a final validation loss above the untrained model's): "
+            + ", ".join(parts) + ". The budget figures count each as its search's worst converged sample; "
+            "budget_curves.csv has both versions.")
+
+
 def _profile_heading(profile: pd.DataFrame) -> str:
     problems = profile.attrs.get("problems", [])
     excluded = profile.attrs.get("excluded", [])
@@ -332,7 +362,7 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple 
     if not analysis.comparison.empty:
         tables.append(("comparison", "Difference to the best baseline (BCa CI of the difference; Welch p, "
                                      "Holm-corrected)", *view(analysis.comparison, COMPARISON_VIEW)))
-    if not analysis.profile.empty:
+    if not analysis.profile.empty and not profile_omitted(analysis.profile):
         tables.append(("profile", _profile_heading(analysis.profile).lstrip("# ").split("\n")[0],
                        analysis.profile, list(analysis.profile.columns), list(analysis.profile.columns)))
     if not analysis.budget.empty:
@@ -340,8 +370,9 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple 
                        *view(html_report.budget_excerpt(analysis.budget), BUDGET_VIEW)))
     settings = dict(analysis.settings)
     settings["performance-profile τ grid"] = ", ".join(f"{t:g}" for t in TAUS)
+    notes = [n for n in (profile_omitted(analysis.profile), diverged_note(analysis.budget)) if n]
     return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings,
-                                   verdict=judged)
+                                   verdict=judged, notes=notes)
 
 
 def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figure_paths: Sequence[Path],
@@ -376,6 +407,10 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
     if not matrix.empty:
         lines += ["## Final test metric of the chosen settings (mean ± population std (seeds))", "",
                   markdown_table(matrix, list(matrix.columns)), ""]
+    from .tables import PHI_LEGEND
+
+    lines += [f"Labels: {PHI_LEGEND} (e.g. \"GD φ_p\" is PowKernelGradientDescentOptimizer, \"SGD\" its "
+              "linear twin GradientDescentOptimizer).", ""]
     lines += ["## Summary (one row per search)", "", summary_md]
     if comparison_md:
         lines += ["## Difference to the best baseline (BCa 95% CI of the difference; Welch t-test over seeds, "
