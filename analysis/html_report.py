@@ -29,6 +29,7 @@ th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f0f0f0}td:first-child,td:nth-child(2),th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.85em;color:#555}
 code{background:#f5f5f5;padding:0 3px}.scroll{overflow-x:auto}
+#table-verdict td{text-align:left}#verdict-headline{font-size:1.05em}
 """
 
 LOADED_CHECK = (
