@@ -28,11 +28,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# ruff, and the layers of .importlinter (which package may import which; no import cycles)
 lint: $(STAMP)
 	@$(PY) -m ruff check .
+	@$(VENV)/bin/lint-imports --no-cache
 
-test: $(STAMP)
-	@$(PY) -m ruff check .
+test: lint
 	@$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)

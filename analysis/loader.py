@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import CURVES, AtomicFile, format_value, parse_result_file_name, parse_setting_folder
+from deepobs_tree import CURVES, AtomicFile, extra_tokens, format_value, parse_result_file_name
 
 CACHE_VERSION = 6  # 6: hp_key includes the folder's extra tokens
 INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
@@ -263,23 +263,8 @@ def parse_run_file(path: Path, root: Path) -> dict:
         row[f"final_{name}"] = _final(curves.get(name))
         row[name] = curves.get(name)
     row["hp_key"] = tuple(sorted([(k, _hp_token(v)) for k, v in hyperparams.items()]
-                                 + list(folder_extras(setting_dir.name, hyperparams).items())))
+                                 + list(extra_tokens(setting_dir.name, hyperparams).items())))
     return row
-
-
-#: folder tokens that are not optimizer hyperparameters
-_FOLDER_FIELDS = ("num_epochs", "batch_size", "weight_decay")
-
-
-def folder_extras(folder: str, hyperparams: dict) -> dict[str, str]:
-    """Tokens of a setting folder beyond the JSON's values (``momentum__5.e-01`` of a PowKernel run whose
-    momentum is provenance-only, ``select__all``, ...): the runners add them for values that change the math
-    but are not recorded, so they are part of the setting's identity. Foreign folder names give none."""
-    try:
-        tokens = parse_setting_folder(folder)
-    except ValueError:
-        return {}
-    return {k: v for k, v in tokens.items() if k not in _FOLDER_FIELDS and k not in hyperparams}
 
 
 def setting_key(row: pd.Series | dict) -> tuple:

@@ -502,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                              "../shared/spec/protocol.md beside the checkout)")
     parser.add_argument("--out", default="reports", help="folder for verdict.md / verdict.csv")
     args = parser.parse_args(argv)
-    from .loader import AnalysisError
-    from .report import analyse
+    from .loader import AnalysisError, load_runs
+    from .select import summarize
 
     for root in [args.results] + ([args.reference] if args.reference else []):
         if not Path(root).is_dir():
@@ -511,8 +511,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
             return 2
     try:
-        ours = analyse([args.results], progress=False).summary
-        ref = analyse([args.reference], progress=False).summary if args.reference else None
+        ours = summarize(load_runs([args.results], progress=False))
+        ref = summarize(load_runs([args.reference], progress=False)) if args.reference else None
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

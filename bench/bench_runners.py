@@ -93,8 +93,8 @@ def bench_study(fraction: float, workers: int | None) -> dict:
 def bench_pool(repeats: int) -> dict:
     print(f"\n[pool] {load()}", flush=True)
     from runners.config import load_study
-    from runners.pool import LocalPool
-    from runners.sweep import selections
+    from runners.executors.local import LocalPool
+    from studies.sweep import selections
 
     study = load_study(STUDY, preset="smoke")
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:

@@ -8,8 +8,11 @@ Named ``deepobs_tree`` because ``deepobs`` is the installed wheel and ``results`
 
 from .atomic import AtomicFile, write_atomic
 from .naming import (
+    FOLDER_FIELDS,
     PROVENANCE_SUFFIX,
     RESULT_FILE_RE,
+    RUN_FIELD_DEFAULTS,
+    extra_tokens,
     float2str,
     format_value,
     parse_result_file_name,
@@ -26,12 +29,15 @@ __all__ = [
     "AtomicFile",
     "CURVES",
     "CURVE_KEYS",
+    "FOLDER_FIELDS",
     "PROVENANCE_SUFFIX",
     "RERUN_SEEDS",
     "RESULT_FILE_RE",
+    "RUN_FIELD_DEFAULTS",
     "TUNING_SEED",
     "deepobs_output",
     "dump_deepobs_json",
+    "extra_tokens",
     "float2str",
     "format_value",
     "parse_result_file_name",

@@ -13,12 +13,18 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "PROVENANCE_SUFFIX", "RESULT_FILE_RE", "float2str", "format_value", "parse_result_file_name",
-    "parse_setting_folder", "provenance_file_name", "result_file_name", "setting_folder_name",
+    "FOLDER_FIELDS", "PROVENANCE_SUFFIX", "RESULT_FILE_RE", "RUN_FIELD_DEFAULTS", "extra_tokens", "float2str",
+    "format_value", "parse_result_file_name", "parse_setting_folder", "provenance_file_name", "result_file_name",
+    "setting_folder_name",
 ]
 
 RESULT_FILE_RE = re.compile(r"^random_seed__(-?\d+)__(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})\.json$")
 PROVENANCE_SUFFIX = ".provenance.yaml"  # never ends in .json: DeepOBS' reader takes every *.json
+#: the tokens DeepOBS itself writes before the hyperparameters (not optimizer hyperparameters)
+FOLDER_FIELDS = ("num_epochs", "batch_size", "weight_decay")
+#: defaults of the run fields that are not in DeepOBS' folder name; a run that differs gets a ``name__value``
+#: token (after the hyperparameters), so the paper's defaults keep the paper's folder names
+RUN_FIELD_DEFAULTS = {"fidelity": "deepobs", "train_log_interval": 10}
 
 
 def float2str(x: float) -> str:
@@ -58,6 +64,18 @@ def parse_setting_folder(name: str) -> dict[str, str]:
     if len(parts) % 2:
         raise ValueError(f"not a DeepOBS setting folder name (odd number of '__' tokens): {name!r}")
     return dict(zip(parts[0::2], parts[1::2]))
+
+
+def extra_tokens(folder: str, hyperparams: Mapping[str, Any]) -> dict[str, str]:
+    """Tokens of a setting folder beyond DeepOBS' fields and ``hyperparams`` (the JSON's values):
+    ``momentum__5.e-01`` of a PowKernel run whose momentum is provenance-only, ``select__all``, ... The
+    runners add them for values that change the math but are not recorded, so they are part of the setting's
+    identity. Foreign folder names give none."""
+    try:
+        tokens = parse_setting_folder(folder)
+    except ValueError:
+        return {}
+    return {k: v for k, v in tokens.items() if k not in FOLDER_FIELDS and k not in hyperparams}
 
 
 def result_file_name(seed: int, timestamp: float | None = None) -> str:

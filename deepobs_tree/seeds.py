@@ -2,7 +2,7 @@
 (``analysis``): every tuning run uses TUNING_SEED (DeepOBS' default ``random_seed``), and the chosen setting
 is rerun with RERUN_SEEDS, so a search's final statistics are over seeds 42-51. SEARCHED names the
 hyperparameters the built-in searches vary (protocol §3.2, Crowded Valley's momentum, §6): the reader groups
-a search's tuning runs by everything else, and ``optimizers.registry.BUILTIN_SEARCH`` holds their
+a search's tuning runs by everything else, and ``optimizers.distributions.DEFAULT_SEARCH`` holds their
 distributions, in this order."""
 
 TUNING_SEED = 42

@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sub in ("sweep", "status") and rest and not rest[0].startswith("-"):
             rest = [resolve_config(rest[0]), *rest[1:]]
         os.environ["NLWU_PROG"] = prog
-        from runners.__main__ import main as runners_main
+        from studies.__main__ import main as runners_main  # what `python -m runners` forwards to
 
         return int(runners_main([sub, *rest]) or 0)
     os.environ["NLWU_PROG"] = f"{prog} {sub}"

@@ -29,11 +29,11 @@ from .registry import (
     recorded_hyperparams,
     register,
     resolve_hyperparams,
-    search_space,
     spec,
     unregister,
 )
 from .selection import DEFAULT_RULE, RULES, resolve_rule, selection_record
+from .space import search_space
 
 _LAZY = {
     "KernelMapOptimizer": ("kernel_map", "KernelMapOptimizer"),

@@ -4,7 +4,7 @@
 ``nlwu_provenance`` (map, momentum, selection rule and the selected/decayed variable paths of ``model``).
 ``recorded_hyperparams`` gives exactly the ``optimizer_hyperparams`` dict of the DeepOBS JSON.
 Every entry declares, per hyperparameter, a default search distribution (study syntax) and an allowed range,
-plus a display label, a baseline flag and its linear twin (``search_space``, ``linear_twin``).
+plus a display label, a baseline flag and its linear twin (``optimizers.space.search_space``, ``linear_twin``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .distributions import DEFAULT_RANGES, DEFAULT_SEARCH, parse_range, range_check
 
 DEFAULT_MOMENTUM = 0.9
 OPTIONS = ("select", "decay_on")  # make() options that go to provenance, never to optimizer_hyperparams
@@ -91,53 +93,7 @@ def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: s
     return value
 
 
-def parse_range(text: Any) -> tuple[float, float, bool, bool]:
-    """``'[lo, hi)'``-style interval (``inf`` allowed; a 2-sequence is closed) -> (lo, hi, lo_closed,
-    hi_closed); ValueError on anything else."""
-    if isinstance(text, list | tuple) and len(text) == 2:
-        text = f"[{text[0]}, {text[1]}]"
-    if not isinstance(text, str):
-        raise ValueError(f"expected an interval like '[0, 1)' or '(0, inf)', got {text!r}")
-    body = text.strip()
-    parts = body[1:-1].split(",") if len(body) >= 2 else []
-    try:
-        if body[0] not in "[(" or body[-1] not in ")]" or len(parts) != 2:
-            raise ValueError
-        lo, hi = (float(p) for p in parts)
-    except (ValueError, IndexError):
-        raise ValueError(f"expected an interval like '[0, 1)' or '(0, inf)', got {text!r}") from None
-    if math.isnan(lo) or math.isnan(hi) or not lo <= hi:
-        raise ValueError(f"expected an interval with low <= high, got {text!r}")
-    return lo, hi, body[0] == "[" and math.isfinite(lo), body[-1] == "]" and math.isfinite(hi)
-
-
-def _range_check(text: Any) -> tuple[Callable[[float], bool], str]:
-    """(predicate, 'a number in [lo, hi)') of an interval; half-lines read 'a number > 0' etc."""
-    lo, hi, lo_in, hi_in = parse_range(text)
-
-    def ok(x: float) -> bool:
-        return (lo <= x if lo_in else lo < x) and (x <= hi if hi_in else x < hi)
-
-    def num(v: float) -> str:
-        return f"{v:g}" if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-
-    if math.isinf(hi) and math.isfinite(lo):
-        allowed = f"a number {'>=' if lo_in else '>'} {num(lo)}"
-    elif math.isinf(lo) and math.isfinite(hi):
-        allowed = f"a number {'<=' if hi_in else '<'} {num(hi)}"
-    else:
-        allowed = f"a number in {'[' if lo_in else '('}{num(lo)}, {num(hi)}{']' if hi_in else ')'}"
-    return ok, allowed
-
-
-#: ranges of the built-ins' hyperparameters, also applied to any optimizer that takes these names undeclared
-BUILTIN_RANGES: dict[str, str] = {
-    "learning_rate": "(0, inf)",
-    "momentum": "[0, 1)",
-    "power": "(0, inf)",
-    "weight_decay_opt": "[0, inf)",
-}
-_CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {k: _range_check(v) for k, v in BUILTIN_RANGES.items()}
+_CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {k: range_check(v) for k, v in DEFAULT_RANGES.items()}
 
 
 def names() -> list[str]:
@@ -170,39 +126,10 @@ def resolve_hyperparams(name: str, hyperparams: Mapping[str, Any]) -> dict[str, 
     if missing:
         raise ValueError(f"optimizer {name} needs {', '.join(missing)} (recorded: {', '.join(entry.hyperparams)})")
     for key in values:
-        check = _range_check(entry.ranges[key]) if key in entry.ranges else _CHECKS.get(key)
+        check = range_check(entry.ranges[key]) if key in entry.ranges else _CHECKS.get(key)
         if check is not None:
             values[key] = _check_number(key, values[key], *check)
     return values
-
-
-def search_space(name: str, study_space: Mapping[str, Any] | None = None, fixed: Any = ()) -> dict[str, Any]:
-    """The search space of ``name`` in a study: its recorded, non-fixed hyperparameters, each with the study's
-    distribution (``study_space``, in the study's order) or else the declared default (in registry order).
-
-    Names in ``fixed`` (the study's fixed values) and recorded names with a default value but no distribution
-    are left out (constant). A searched hyperparameter with neither raises PluginError naming it; every
-    distribution is checked (study syntax, inside the declared range).
-    """
-    entry = spec(name)
-    study_space = dict(study_space or {})
-    wanted = [n for n in entry.hyperparams if n not in entry.fixed and n not in set(fixed)]
-    space = {n: study_space[n] for n in study_space if n in wanted}
-    for n in wanted:
-        if n in space or n in entry.search:
-            space.setdefault(n, entry.search.get(n))
-        elif n not in entry.defaults:
-            raise PluginError(f"{_who(name)}: hyperparameter {n} has no search distribution: declare "
-                              f"search={{{n!r}: ...}} at register() or set search_space.{n} (or fixed.{n}) in the study")
-    from .space import check_distribution
-
-    for n, dist in space.items():
-        source = "study search_space" if n in study_space else "declared search"
-        try:
-            check_distribution(n, dist, entry.ranges.get(n) or BUILTIN_RANGES.get(n))
-        except ValueError as exc:
-            raise PluginError(f"{_who(name)}: {source} of {exc}") from None
-    return space
 
 
 def recorded_hyperparams(name: str, hyperparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -344,19 +271,13 @@ _RULES = {
 _DECOUPLED: dict[str, str] = {}
 
 
-#: the paper's / Crowded Valley's default search (protocol §3.2, §6) of deepobs_tree.seeds.SEARCHED, in its order;
-#: weight_decay_opt is fixed per problem (§2)
-BUILTIN_SEARCH: dict[str, Any] = {
-    "learning_rate": {"log_uniform": [1e-4, 1.0]},
-    "power": {"randint": [4, 9], "scale": 0.1},
-    "momentum": {"log_uniform": [1e-3, 1.0]},
-}
 _LABELS = {"GradientDescent": ("GD", "SGD"), "Momentum": ("M", "Momentum"), "Nesterov": ("MN", "NAG")}
 
 
 def _declarations(recorded: tuple[str, ...], accepted: tuple[str, ...]) -> dict:
-    return {"search": {k: v for k, v in BUILTIN_SEARCH.items() if k in recorded},
-            "ranges": {k: v for k, v in BUILTIN_RANGES.items() if k in accepted}}
+    """The built-ins declare the protocol's default search and ranges (weight_decay_opt is fixed per problem, §2)."""
+    return {"search": {k: v for k, v in DEFAULT_SEARCH.items() if k in recorded},
+            "ranges": {k: v for k, v in DEFAULT_RANGES.items() if k in accepted}}
 
 
 def _register_builtins() -> None:

@@ -49,9 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from deepobs_tree import RERUN_SEEDS, TUNING_SEED
-from optimizers.registry import BUILTIN_RANGES, BUILTIN_SEARCH
-from optimizers.space import check_distribution, midpoint
-from runners.sampler import PAPER_BUDGET, SpaceError, is_searched, sample_search, validate_distribution
+from optimizers.distributions import DEFAULT_SEARCH, PAPER_BUDGET, Constant, SpaceError, parse
+from runners.sampler import sample_search
 from runners.spec import MAX_SEED, RunSpec
 
 #: most tuning samples per search: the sampler draws them all (status, sweep), so the bound keeps both quick
@@ -62,8 +61,8 @@ class ConfigError(ValueError):
     """A bad study file; the message is one line naming the file and the key."""
 
 
-#: the built-ins' declared search, in draw order (defined once, in optimizers.registry)
-DEFAULT_SPACE: dict[str, Any] = BUILTIN_SEARCH
+#: the protocol's default search, in draw order (defined once, in optimizers.distributions)
+DEFAULT_SPACE: dict[str, Any] = DEFAULT_SEARCH
 
 #: the built-in default of every setting (the YAML files repeat them, each with a comment)
 DEFAULTS: dict[str, Any] = {
@@ -218,8 +217,9 @@ def _axis(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
-    """Type/range check of one setting value (an axis list is checked element-wise)."""
+def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
+    """Type/range check of one setting value (an axis list is checked element-wise); returns the value, a
+    search space parsed (``optimizers.distributions``)."""
     k = f"{where}.{key}"
     if key in AXIS_KEYS and isinstance(value, list):
         if not value:
@@ -228,7 +228,7 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
             if isinstance(v, list):
                 ctx.fail(k, f"nested lists are not allowed, got {value!r}")
             _check_setting(ctx, where, key, v)
-        return
+        return value
     if key == "regularization":
         if value not in REGULARIZATIONS:
             ctx.fail(k, f"expected one of {', '.join(REGULARIZATIONS)} (or a list of them), got {value!r}")
@@ -264,11 +264,13 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
             ctx.fail(k, f"expected a mapping name -> distribution, got {value!r}")
         if not value:
             ctx.fail(k, "empty search space: give at least learning_rate, e.g. {log_uniform: [1.0e-4, 1.0]}")
+        parsed = {}
         for name, dist in value.items():
             try:
-                validate_distribution(str(name), dist)
+                parsed[str(name)] = parse(str(name), dist)
             except SpaceError as exc:
                 ctx.fail(f"{k}.{name}", str(exc).split(": ", 1)[-1])
+        return parsed
     elif key == "fixed":
         if not isinstance(value, Mapping):
             ctx.fail(k, f"expected a mapping name -> value, got {value!r}")
@@ -285,13 +287,14 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> None:
         for name, v in value.items():
             if not isinstance(v, str):
                 ctx.fail(f"{k}.{name}", f"expected a string, got {v!r}")
+    return value
 
 
 def _settings(ctx: _Ctx, where: str, mapping: Mapping, allowed: tuple[str, ...]) -> dict:
     data = _check_keys(ctx, where, mapping, allowed)
     for key, value in data.items():
         if key in SETTING_KEYS:
-            _check_setting(ctx, where, key, value)
+            data[key] = _check_setting(ctx, where, key, value)
     return data
 
 
@@ -464,9 +467,9 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
                      "decoupled (on a problem with a _nodecay variant)")
         ospec = optimizers.spec(opt)
         constant = {n: d for n, d in space.items()
-                    if n in ospec.hyperparams and n not in fixed_values and not is_searched(d)}
+                    if n in ospec.hyperparams and n not in fixed_values and isinstance(d, Constant)}
         for n, d in constant.items():
-            fixed_values[n] = d["fixed"] if isinstance(d, Mapping) else d
+            fixed_values[n] = d.value
         study_space = {n: d for n, d in space.items() if n not in constant}
         try:  # the study's distributions over the optimizer's declared ones, name by name
             merged = optimizers.search_space(opt, study_space, fixed=tuple(fixed_values))
@@ -476,7 +479,7 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
                 plugins.validate(opt, study_space, {**fixed_values, **dict(settings["options"] or {})})
         except optimizers.PluginError as exc:
             ctx.fail(where, str(exc))
-        searched = [(n, d) for n, d in merged.items() if is_searched(d)]
+        searched = [(n, d) for n, d in merged.items() if d.searched]
         if not searched:
             ctx.fail(f"{where}.search_space", f"empty search space for {opt}: none of its hyperparameters "
                      f"({', '.join(ospec.hyperparams)}) is searched")
@@ -489,16 +492,11 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
             data_dir=settings["data_dir"], space=tuple(searched), fixed=tuple(sorted(fixed_values.items())),
             options=tuple(sorted((settings["options"] or {}).items())), source=where,
         )
-        # every value the search can give must be accepted: distributions by their bounds against the declared
-        # ranges (nothing is drawn), then one spec through RunSpec.validate, the check every run passes
-        ospec_ranges = {**BUILTIN_RANGES, **ospec.ranges}
-        for n, d in searched:
-            try:
-                check_distribution(n, d, ospec_ranges.get(n))
-            except ValueError as exc:
-                ctx.fail(f"{where}.search_space.{n}", str(exc))
+        # every value the search can give is accepted (optimizers.search_space checked each distribution's bounds
+        # against the declared ranges, nothing drawn); then one spec through RunSpec.validate, the check every
+        # run passes
         try:
-            entry.run_spec({**dict(entry.fixed), **{n: midpoint(d) for n, d in searched}},
+            entry.run_spec({**dict(entry.fixed), **{n: d.midpoint() for n, d in searched}},
                            max((entry.tuning_seed, *entry.rerun_seeds))).validate()
         except ValueError as exc:
             ctx.fail(where, str(exc).splitlines()[0])

@@ -16,12 +16,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import TUNING_SEED, parse_result_file_name, provenance_file_name, setting_folder_name
+from deepobs_tree import (
+    RUN_FIELD_DEFAULTS,
+    TUNING_SEED,
+    parse_result_file_name,
+    provenance_file_name,
+    setting_folder_name,
+)
 
 #: seeds NumPy, Python and the backends all accept (unsigned 32 bit)
 MAX_SEED = 2**32 - 1
-#: defaults of the fields that are not in DeepOBS' folder name; a run that differs gets a ``name__value`` token
-FOLDER_DEFAULTS = {"fidelity": "deepobs", "train_log_interval": 10}
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -174,7 +178,7 @@ class RunSpec:
         defaults = {**entry.defaults, "select": DEFAULT_RULE, "decay_on": "selected"}
         extras = {k: v for k, v in values.items()
                   if k not in entry.hyperparams and k not in entry.fixed and (k not in defaults or v != defaults[k])}
-        for name, default in FOLDER_DEFAULTS.items():
+        for name, default in RUN_FIELD_DEFAULTS.items():
             if getattr(self, name) != default:
                 extras[name] = getattr(self, name)
         return extras

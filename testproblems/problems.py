@@ -74,6 +74,10 @@ class Problem:
     # -- data ---------------------------------------------------------------------------------------------
     def dataset(self):
         """The data set (``testproblems.data.load_dataset``), loaded on first use and cached."""
+        if self._dataset is None and self.spec.user is not None:
+            from .user import dataset
+
+            self._dataset = dataset(self.spec, self.batch_size, self.seed, self.fidelity)
         if self._dataset is None:
             from .data import load_dataset
 
@@ -89,6 +93,8 @@ class Problem:
         from . import models
 
         keras.utils.set_random_seed(self.seed)
+        if self.spec.user is not None:
+            return self.spec.user.model()
         builder = getattr(models, self.spec.network)
         return builder(models._Seeds(self.seed), self.l2, self.batch_size, name=self.name)
 
@@ -97,6 +103,8 @@ class Problem:
         from . import models
 
         kind = self.spec.loss
+        if self.spec.user is not None:
+            return self.spec.user.loss
         if kind == "quadratic":
             return models.quadratic_loss(models.quadratic_hessian())
         if kind == "vae":
@@ -137,7 +145,7 @@ class Problem:
             "batch_size": self.batch_size,
             "keras_backend": keras.backend.backend(),
             "keras_version": keras.__version__,
-            "data_dir": None if self.spec.dataset == "quadratic" else os.path.abspath(self.data_dir),
+            "data_dir": None if self.spec.dataset in ("quadratic", "user") else os.path.abspath(self.data_dir),
         }
         if self._dataset is not None and hasattr(self._dataset, "provenance"):
             try:

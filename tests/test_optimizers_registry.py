@@ -195,7 +195,7 @@ def test_builtin_search_is_over_the_protocols_searched_hyperparameters():
     """The writer's default distributions and the reader's grouping name the same hyperparameters, once."""
     from analysis.select import DEFAULT_SEARCHED
     from deepobs_tree.seeds import SEARCHED
-    from optimizers.registry import BUILTIN_SEARCH
+    from optimizers.distributions import DEFAULT_SEARCH
 
-    assert tuple(BUILTIN_SEARCH) == SEARCHED == DEFAULT_SEARCHED
-    assert BUILTIN_SEARCH["power"] == {"randint": [4, 9], "scale": 0.1}  # protocol §3.2: p = 0.1 k, k in {4, ..., 9}
+    assert tuple(DEFAULT_SEARCH) == SEARCHED == DEFAULT_SEARCHED
+    assert DEFAULT_SEARCH["power"] == {"randint": [4, 9], "scale": 0.1}  # protocol §3.2: p = 0.1 k, k in {4, ..., 9}

@@ -194,6 +194,29 @@ def test_hyperparameter_without_search_distribution_is_found_at_planning(tmp_pat
 
 # ---- declarations: ranges, search-space merge, built-ins ----
 
+def test_undeclared_learning_rate_gets_the_protocols_default_like_the_builtins(tmp_path):
+    """One rule for built-ins and plugins: a recorded learning_rate/power without a declared distribution
+    searches the protocol's default one, so a study that sets no search_space plans (and samples) it."""
+    from optimizers.distributions import DEFAULT_SEARCH
+    from runners.config import load_study
+
+    path = write_plugin(tmp_path, "tmp_nolr", """
+        import optimizers
+        def f(model, learning_rate, power, select=None):
+            import keras
+            return optimizers.nonlinear(keras.optimizers.SGD(learning_rate), power=power, select=select)
+        optimizers.register("TmpNoLr", f, hyperparams=("learning_rate", "power"), options=("select",))
+    """)
+    plugins.load(str(path))
+    space = optimizers.search_space("TmpNoLr")
+    assert {n: d.syntax for n, d in space.items()} == {n: DEFAULT_SEARCH[n] for n in ("learning_rate", "power")}
+    study = tmp_path / "study.yaml"
+    study.write_text(f"plugins: [{path}]\ndefaults: {{budget: 3}}\nproblems:\n  quadratic_deep:\n"
+                     "    optimizers: [TmpNoLr, PowKernelGradientDescentOptimizer]\n")
+    ours, builtin = load_study(study).entries
+    assert ours.space == builtin.space and ours.samples() == builtin.samples()  # the paper's draws
+
+
 def test_declared_ranges_are_checked_like_the_builtins():
     plugins.load(str(ADAM_FAMILY))
     hp = {"learning_rate": 1e-3, "power": 0.5, "beta_1": 0.9}
@@ -218,14 +241,14 @@ def test_declared_ranges_are_checked_like_the_builtins():
 
 def test_search_space_study_overrides_plugin_defaults():
     plugins.load(str(ADAM_FAMILY))
-    declared = optimizers.search_space("PowKernelAdam")
+    declared = {n: d.syntax for n, d in optimizers.search_space("PowKernelAdam").items()}
     assert declared == {"learning_rate": {"log_uniform": [1e-5, 1e-1]}, "power": {"randint": [4, 9], "scale": 0.1},
                         "beta_1": {"uniform": [0.8, 0.999]}}
     study = {"beta_1": {"uniform": [0.85, 0.95]}, "learning_rate": {"log_uniform": [1e-4, 1e-2]},
              "momentum": {"log_uniform": [1e-3, 1.0]}}  # momentum: not PowKernelAdam's, left out
     merged = optimizers.search_space("PowKernelAdam", study)
     assert list(merged) == ["beta_1", "learning_rate", "power"]  # the study's order, then the declared order
-    assert merged["beta_1"] == {"uniform": [0.85, 0.95]} and merged["power"] == declared["power"]
+    assert merged["beta_1"].syntax == {"uniform": [0.85, 0.95]} and merged["power"].syntax == declared["power"]
     assert list(optimizers.search_space("PowKernelAdam", study, fixed=["power"])) == ["beta_1", "learning_rate"]
     # KerasLion records beta_1/beta_2 with defaults and no distribution: constant unless the study searches them
     plugins.load(str(LION))
@@ -245,8 +268,8 @@ def test_builtin_declarations_match_the_study_defaults_and_the_analysis():
         # the paper's / Crowded Valley's draws: the study default space, restricted to what the optimizer records
         fixed = ["weight_decay_opt"] if "W_" in name else []
         expected = {k: v for k, v in DEFAULT_SPACE.items() if k in entry.hyperparams and k not in fixed}
-        assert optimizers.search_space(name, fixed=fixed) == expected
-        assert list(optimizers.search_space(name, fixed=fixed)) == list(expected)
+        space = optimizers.search_space(name, fixed=fixed)
+        assert {n: d.syntax for n, d in space.items()} == expected and list(space) == list(expected)
     assert optimizers.linear_twin("PowKernelMomentumOptimizerNW_momscaled") == "NAGOptimizerW_momscaled"
     assert optimizers.linear_twin("NAGOptimizer") == "NAGOptimizer"
 

@@ -32,7 +32,7 @@ OTHER_VERSION = PLUGIN.replace("ShippedSGD", "EditedSGD")
 DRIVER = '''\
 import base64, json, sys
 from optimizers import plugins
-from runners.ray_executor import plugin_payload
+from runners.executors.ray import plugin_payload
 plugins.load(sys.argv[1])
 payload = [{**p, "source": base64.b64encode(p["source"]).decode()} for p in plugin_payload()]
 print(json.dumps(payload))
@@ -41,7 +41,7 @@ WORKER = '''\
 import base64, json, sys
 import optimizers
 from optimizers import plugins
-from runners.ray_executor import ensure_plugins
+from runners.executors.ray import ensure_plugins
 payload = [{**p, "source": base64.b64decode(p["source"])} for p in json.loads(sys.stdin.read())]
 ensure_plugins(payload)
 ensure_plugins(payload)  # a second task in the same worker process: imported once

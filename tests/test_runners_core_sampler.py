@@ -5,14 +5,8 @@ import pytest
 from scipy import stats
 
 from deepobs_tree import float2str, setting_folder_name
-from runners.sampler import (
-    CROWDED_VALLEY_SPACE,
-    PAPER_SPACE,
-    SpaceError,
-    crowded_valley_samples,
-    paper_samples,
-    sample_search,
-)
+from optimizers.distributions import CROWDED_VALLEY_SPACE, PAPER_SPACE, SpaceError
+from runners.sampler import crowded_valley_samples, paper_samples, sample_search
 
 # protocol §3.2: the paper's 50 samples (learning_rate, power) as folder tokens, in draw order.
 PAPER_TABLE = [
@@ -82,7 +76,7 @@ def test_paper_sampler_reproduces_all_50_pairs_in_order():
 
 def test_paper_sampler_equals_deepobs_global_seed_stream():
     """Same draws as DeepOBS' RandomSearch: np.random.seed(42), then rvs() per parameter per sample; its
-    np.power(10, u) is taken correctly rounded (runners/sampler.py), within 4 ulp of NumPy's on any CPU and
+    np.power(10, u) is taken correctly rounded (optimizers/distributions.py), within 4 ulp of NumPy's on any CPU and
     with the same setting-folder token."""
     state = np.random.get_state()
     try:

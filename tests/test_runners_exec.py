@@ -19,8 +19,8 @@ import pytest
 
 from runners import ledger
 from runners.commandline import run_command
+from runners.executors.local import LocalPool
 from runners.ledger import RunLock, clean_partials, live_lock, lock_path, read_failure
-from runners.pool import LocalPool
 from runners.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]

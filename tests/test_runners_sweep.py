@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from runners.config import load_study
-from runners.sweep import selections
+from studies.sweep import selections
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMESTAMP = re.compile(r"__\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
@@ -121,8 +121,8 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout
 
-    from runners.ray_executor import RayExecutor
-    from runners.sweep import run_sweep
+    from runners.executors.ray import RayExecutor
+    from studies.sweep import run_sweep
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}})

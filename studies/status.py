@@ -15,7 +15,7 @@ from deepobs_tree import provenance_file_name
 from runners.config import Study
 from runners.ledger import live_lock, read_failure
 from runners.spec import RunSpec
-from runners.sweep import choose, load_results, search_label
+from studies.sweep import choose, load_results, search_label
 
 STATES = ("done", "running", "failed", "missing")
 

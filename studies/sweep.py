@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from analysis import AnalysisError, load_runs, select_best, summarize
+from deepobs_tree import extra_tokens
 from runners.config import Search, Study
 from runners.spec import RunSpec
 
@@ -48,8 +52,6 @@ def search_label(entry: Search) -> str:
 
 def load_results(out: str | Path):
     """The results tree as ``analysis.load_runs`` reads it, or None when it holds no result yet."""
-    from analysis import AnalysisError, load_runs
-
     try:
         return load_runs([out], progress=False, cache=False)
     except AnalysisError:
@@ -72,8 +74,6 @@ def choose(entry: Search, runs, out: str | Path) -> Choice | None:
     ``analysis.select_best`` sees only this search's tuning runs, so other runs in the same tree (other
     presets, other searches of the same pair, foreign files) never influence the choice.
     """
-    from analysis import select_best
-
     out = Path(out)
     specs = entry.tuning_specs()
     by_rel = _relpaths(specs, out)
@@ -109,10 +109,6 @@ def study_specs(study: Study, out: str | Path, runs=None) -> tuple[list[RunSpec]
 def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | None] | None = None):
     """``analysis.summarize`` of the study's runs only (one row per search); ``choices`` (from
     ``selections``) saves selecting each search again."""
-    import pandas as pd
-
-    from analysis import summarize
-
     out = Path(out)
     runs = load_results(out)
     if runs is None:
@@ -145,12 +141,8 @@ def _folder_tokens(row) -> str | None:
     """The setting folder's tokens that no column shows (a PowKernel run's provenance-only momentum,
     ``select``, ``fidelity``, ...), as ``name=value``: without them two searches of a momentum axis print
     identical rows. None when there are none."""
-    import pandas as pd
-
-    from analysis.loader import folder_extras
-
     shown = {c: True for c in row.index if c in SUMMARY_COLUMNS and pd.notna(row[c])}
-    extras = folder_extras(str(row.get("setting", "")), shown)
+    extras = extra_tokens(str(row.get("setting", "")), shown)
     return " ".join(f"{k}={v}" for k, v in extras.items()) or None
 
 

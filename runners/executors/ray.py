@@ -10,13 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from deepobs_tree import parse_result_file_name, write_atomic
-from runners.pool import REPO_ROOT, BackendError, Executor, _first_line, _parse_answer, available_cores
+from runners.executors.base import (
+    REPO_ROOT,
+    BackendError,
+    Executor,
+    available_cores,
+    first_line,
+    parse_answer,
+)
 from runners.spec import RunSpec
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Ray
-# ---------------------------------------------------------------------------------------------------------
 def plugin_payload() -> list[dict[str, Any]]:
     """Every plugin loaded in the driver as {module, path, sha256, source}: shipped with each Ray task, so a
     cluster needs neither the plugin files nor a shared filesystem (``py_modules`` is not used)."""
@@ -121,7 +125,7 @@ class RayExecutor(Executor):
                 ray.init(**kwargs)
             except ConnectionError as exc:
                 raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: "
-                                   f"{_first_line(str(exc))} (start one with `ray start --head`)") from None
+                                   f"{first_line(str(exc))} (start one with `ray start --head`)") from None
             self._owns_ray = True
         total = ray.cluster_resources()
         if self.num_gpus:
@@ -154,7 +158,7 @@ class RayExecutor(Executor):
                 finished.append((spec, None, f"Ray task failed: {type(exc).__name__}: {exc}"))
                 continue
             if answer.get("status") != "ok":
-                finished.append(_parse_answer(spec, answer))
+                finished.append(parse_answer(spec, answer))
                 continue
             try:
                 finished.append((spec, _install_files(answer["files"], self._out, spec), None))

@@ -1,0 +1,211 @@
+"""The executor interface and the scheduling loop every backend shares.
+
+``Executor.run`` skips done runs, takes each run's lock in ``runners.ledger``, waits for runs another live
+sweep holds, records failures and returns a ``Report``; a backend (``runners.executors.local``,
+``runners.executors.ray``) implements only ``start``, ``capacity``, ``submit``, ``poll`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runners.ledger import (
+    RunLock,
+    clean_partials,
+    clear_failure,
+    failure_path,
+    file_mtime,
+    live_lock,
+    read_failure,
+    record_failure,
+)
+from runners.spec import RunSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POLL_S = 0.5
+
+
+class BackendError(RuntimeError):
+    """The backend could not start (e.g. no Ray cluster at the address): one line, exit code 2."""
+
+
+@dataclasses.dataclass
+class Report:
+    """What one ``Executor.run`` call did, per run id."""
+
+    done: dict[str, Path] = dataclasses.field(default_factory=dict)  # result exists now (any writer)
+    ran: list[str] = dataclasses.field(default_factory=list)  # run ids this call trained
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> error
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Executor:
+    """Base class: subclasses implement ``start``, ``capacity``, ``submit``, ``poll`` and ``stop``.
+
+    ``run`` skips runs whose result exists, takes each run's lock before dispatching it, waits for runs
+    that another live sweep holds (taking them over if that sweep dies without a result), records
+    failures and returns a ``Report``.
+    """
+
+    backend = "?"
+
+    # -- backend hooks --------------------------------------------------------------------------------
+    def start(self, out: Path) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def capacity(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def submit(self, spec: RunSpec, out: Path) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def poll(self, timeout: float) -> list[tuple[RunSpec, Path | None, str | None]]:  # pragma: no cover
+        """Finished runs as (spec, result path or None, error or None); waits up to ``timeout``."""
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - interface
+        """Release the backend's processes (called by ``close``)."""
+        raise NotImplementedError
+
+    _started = False
+
+    def _ensure_started(self, out: Path) -> None:
+        if not self._started:
+            self.start(out)
+            self._started = True
+
+    def close(self) -> None:
+        """Stop the backend (workers, Ray); ``run`` may be called several times before."""
+        if self._started:
+            self._started = False
+            self.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self, specs: Sequence[RunSpec], out: str | Path, *, desc: str = "runs", progress: bool = True):
+        from tqdm.auto import tqdm
+
+        out = Path(out)
+        report = Report()
+        unique: dict[str, RunSpec] = {}
+        for spec in specs:
+            unique.setdefault(spec.run_id, spec)
+        todo: list[RunSpec] = []
+        for run_id, spec in unique.items():
+            path = spec.existing_result(out)
+            if path is not None:
+                report.done[run_id] = path
+            else:
+                todo.append(spec)
+        if todo:
+            self._ensure_started(out)  # a backend that cannot start fails here, before any output
+        bar = tqdm(
+            total=len(unique), initial=len(report.done), desc=desc, unit="run", disable=not progress,
+            dynamic_ncols=True, file=sys.stderr,
+        )
+        locks: dict[str, RunLock] = {}
+        try:
+            waiting: list[RunSpec] = []  # held by another live process
+            waiting_since: dict[str, float] = {}
+            in_flight = 0
+            while todo or waiting or in_flight:
+                # dispatch as many as the backend takes
+                if todo:
+                    self._ensure_started(out)
+                while todo and in_flight < (self.capacity() if self._started else 0):
+                    spec = todo.pop(0)
+                    lock = RunLock.acquire(out, spec.run_id, backend=self.backend)
+                    if lock is None:
+                        waiting.append(spec)
+                        waiting_since[spec.run_id] = time.time() - 1.0
+                        continue
+                    path = spec.existing_result(out)
+                    if path is not None:  # finished by someone else meanwhile
+                        lock.release()
+                        report.done[spec.run_id] = path
+                        bar.update(1)
+                        continue
+                    clean_partials(spec, out)
+                    locks[spec.run_id] = lock
+                    self.submit(spec, out)
+                    in_flight += 1
+                if in_flight:
+                    finished = self.poll(POLL_S)
+                else:
+                    finished = []
+                    time.sleep(POLL_S)
+                for spec, path, error in finished:
+                    in_flight -= 1
+                    if path is not None:
+                        clear_failure(out, spec.run_id)
+                        report.done[spec.run_id] = path
+                        report.ran.append(spec.run_id)
+                    else:
+                        record_failure(out, spec, error or "unknown error", self.backend)
+                        report.failed[spec.run_id] = error or "unknown error"
+                        bar.write(f"run failed: {spec.label()}: {first_line(error)}", file=sys.stderr)
+                    locks.pop(spec.run_id).release()
+                    bar.update(1)
+                # runs another sweep holds: done when its result appears, ours when its lock goes away
+                still = []
+                for spec in waiting:
+                    path = spec.existing_result(out)
+                    if path is not None:
+                        report.done[spec.run_id] = path
+                        bar.update(1)
+                    elif live_lock(out, spec.run_id) is not None:
+                        still.append(spec)
+                    elif file_mtime(failure_path(out, spec.run_id), default=0.0) >= waiting_since[spec.run_id]:
+                        # the other sweep failed it while we waited: report it, do not loop on it
+                        report.failed[spec.run_id] = (read_failure(out, spec.run_id) or {}).get("error", "?")
+                        bar.update(1)
+                    else:  # its holder died without a result: ours now
+                        todo.append(spec)
+                waiting = still
+        except BaseException:
+            self.close()  # in-flight runs must stop before their locks go
+            raise
+        finally:
+            for lock in locks.values():
+                lock.release()
+            bar.close()
+        return report
+
+
+def first_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def parse_answer(spec: RunSpec, msg: dict[str, Any]) -> tuple[RunSpec, Path | None, str | None]:
+    """A worker's reply line (``runners.worker`` protocol: ``{"status": "ok"|"failed", "path", "error",
+    "traceback"}``) -> (spec, path, error)."""
+    if msg.get("status") == "ok" and msg.get("path"):
+        return spec, Path(msg["path"]), None
+    error = msg.get("error") or json.dumps(msg)
+    if msg.get("traceback"):
+        error = f"{error}\n{msg['traceback']}"
+    return spec, None, str(error)
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1

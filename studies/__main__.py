@@ -1,0 +1,181 @@
+"""``python -m runners run|sweep|status`` (also ``python -m studies``): the study pipeline's command line.
+
+* ``run``: one training run (``runners.run.main_run``).
+* ``sweep CONFIG``: tuning runs, selection (``analysis.select_best``), reruns and a summary, on the local pool
+  (default), on Ray (``--backend ray``), or as shell commands (``--emit-commands``).
+* ``status CONFIG``: done / running / failed / missing runs of the study in ``--out``.
+
+Bad input (config, options, paths) prints one ``error:`` line and exits with 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_OUT = "deepobs_results_medium_budget"
+PROG = os.environ.get("NLWU_PROG", "python -m runners")  # `nlwu` sets it: hints name the command typed
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="study file, e.g. configs/reproduce_default.yaml")
+    p.add_argument("--preset", default=None, help="preset of the study file (e.g. smoke, medium)")
+    p.add_argument("--out", default=None, help=f"results root (default: {DEFAULT_OUT})")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="plugin module or .py file registering optimizers (repeatable; also `plugins:` in the study)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Runs, sweeps and their status (DeepOBS result trees).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("run", help="one training run (python -m runners run --help)", add_help=False)
+
+    sw = sub.add_parser("sweep", help="tune, select and rerun every search of a study file")
+    _study_args(sw)
+    sw.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="local: a pool of long-lived worker processes (default); ray: one Ray task per run")
+    sw.add_argument("--workers", type=_positive_int, default=None,
+                    help="local: worker processes (default: one per GPU, else one per core); "
+                         "ray: CPUs of the local cluster started when no --address is given")
+    sw.add_argument("--threads-per-worker", type=_positive_int, default=None,
+                    help="local: TF/OpenMP threads per worker (default: cores // workers)")
+    sw.add_argument("--address", default=None, help="ray: address of a running cluster (e.g. auto, ray://host:10001)")
+    sw.add_argument("--cpus-per-run", type=_nonneg_float, default=1.0, help="ray: CPUs per run (default 1)")
+    sw.add_argument("--gpus-per-run", type=_nonneg_float, default=0.0, help="ray: GPUs per run (default 0)")
+    sw.add_argument("--max-retries", type=int, default=None,
+                    help="retries of a run whose worker died (default: local 1, ray 3)")
+    sw.add_argument("--emit-commands", action="store_true",
+                    help="print one `python -m runners run ...` line per pending run instead of running "
+                         "(tuning runs first; once they are all done, the reruns)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    st = sub.add_parser("status", help="done / running / failed / missing runs of a study")
+    _study_args(st)
+    st.add_argument("-v", "--verbose", action="store_true", help="list every run that is not done")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _load(args):
+    from optimizers import PluginError, plugins
+    from runners.config import load_study
+    from runners.run import check_inside, check_out
+
+    out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
+    try:
+        plugins.load_all(args.plugin)  # before the study names their optimizers
+    except PluginError as exc:
+        raise UsageError(f"--plugin: {exc}") from None
+    study = load_study(args.config, preset=args.preset)
+    for folder in sorted({spec.setting_dir(out) for spec in study.tuning_specs()}):
+        check_inside(out, folder)  # no result may land outside --out through a symlink
+    return study, out
+
+
+def _sweep(args) -> int:
+    from runners.commandline import run_command
+    from runners.executors import make_executor
+    from runners.ledger import pending
+    from studies.sweep import run_sweep, study_specs
+
+    if args.address and args.backend != "ray":
+        raise UsageError("--address needs --backend ray")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
+    if args.backend == "ray" and not args.emit_commands:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--backend ray needs the ray package (pip install 'ray[default]')") from None
+    study, out = _load(args)
+    if args.emit_commands:
+        tuning, reruns, unselected = study_specs(study, out)
+        todo = pending(tuning, out)
+        phase = "tuning"
+        if not todo:
+            todo, phase = pending(reruns, out), "rerun"
+        for spec in todo:
+            print(run_command(spec, out))
+        note = f"# {len(todo)} pending {phase} run(s)"
+        if phase == "tuning" and todo:
+            note += "; run them, then emit again for the reruns"
+        elif unselected:
+            note += f"; {unselected} search(es) cannot be selected yet"
+        print(note, file=sys.stderr)
+        return 0
+    executor = make_executor(args.backend, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             address=args.address, num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
+                             max_retries=args.max_retries)
+    return run_sweep(study, out, executor, progress=not args.no_progress)
+
+
+def _status(args) -> int:
+    from studies.status import format_status
+
+    study, out = _load(args)
+    print(format_status(study, out, verbose=args.verbose))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if argv and argv[0] == "run":
+        from runners.commandline import main_run
+
+        return main_run(argv[1:], prog=f"{PROG} run")
+    from runners.config import ConfigError
+    from runners.executors import BackendError
+    from runners.run import RunError
+    from runners.spec import SpecMismatch
+
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "sweep":
+            return _sweep(args)
+        return _status(args)
+    except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
