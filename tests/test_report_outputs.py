@@ -40,3 +40,18 @@ def test_rewrite_removes_the_previous_reports_files(tmp_path):
     (out / MANIFEST).write_text((out / MANIFEST).read_text() + "stale.csv\n")
     write_report(analysis, out, figures=False, protocol=None)
     assert not (out / "stale.csv").exists() and (out / "comparison.md").is_file()
+
+
+def test_provenance_lists_only_the_rerun_seeds_that_ran(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_verdict_tests", Path(__file__).with_name("test_reproduce_verdict.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    tree = helpers.tree(tmp_path / "tree", gd_final=87.0, sgd_final=87.5, epochs=2, seeds=2)  # seeds 42, 43
+    analysis = analyse([tree], progress=False)
+    assert analysis.settings["rerun seeds"] == "43 (of the requested 43-51; the others have no result file)"
+    write_report(analysis, tmp_path / "out", figures=False, protocol=None)
+    assert "rerun seeds: 43 (of the requested 43-51" in (tmp_path / "out" / "report.html").read_text()
+    full = analyse([COMMITTED], progress=False)
+    assert full.settings["rerun seeds"] == "43 44 45 46 47 48 49 50 51"
