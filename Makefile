@@ -94,7 +94,7 @@ run: $(STAMP)
 	if [ -n "$$NLWU_ARG_EPOCHS" ]; then args+=(--epochs "$$NLWU_ARG_EPOCHS"); fi; \
 	if [ -n "$$NLWU_DATA_DIR_GIVEN" ]; then args+=(--data-dir "$$NLWU_ARG_DATA_DIR"); fi; \
 	if [ -n "$$NLWU_OUT_GIVEN" ]; then out="$$NLWU_ARG_OUT"; else out=results; fi; \
-	$(PY) -m runners run --problem "$$NLWU_ARG_PROBLEM" --optimizer "$$NLWU_ARG_OPTIMIZER" "$${args[@]}" \
+	NLWU_PROG=make $(PY) -m runners run --problem "$$NLWU_ARG_PROBLEM" --optimizer "$$NLWU_ARG_OPTIMIZER" "$${args[@]}" \
 		--seed "$$NLWU_ARG_SEED" --out "$$out"
 
 # User values reach the commands only through the environment (NLWU_ARG_<NAME>, the unexpanded text as given)

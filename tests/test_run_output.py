@@ -57,3 +57,15 @@ def test_real_errors_survive_the_filter(tmp_path):
     assert "real problem: disk full" in result.stderr
     if not any(Path("/dev").glob("nvidia[0-9]*")):
         assert "cuInit" not in result.stderr
+
+
+def test_make_run_error_names_make_run():
+    """Bad input through `make run` is one error line naming `make run`, not the module behind it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    result = subprocess.run(["make", "-s", "-o", ".venv/.installed", "run", "PROBLEM=bogus",
+                             "OPTIMIZER=PowKernelGradientDescentOptimizer", "HP=learning_rate=0.1 power=0.5"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: make run: unknown test problem 'bogus'; known: quadratic_deep"), first
+    assert "Traceback" not in result.stderr
