@@ -148,3 +148,9 @@ fidelity: $(STAMP)
 
 clean:
 	@rm -rf "$$NLWU_ARG_CACHE" reports
+
+# Remove the caches (parsed trees, derived tables, figures, the unpacked reference trees: deepobs_tree/cache.py);
+# results, reports and $(CACHE)/fidelity's training runs stay.
+.PHONY: clean-cache
+clean-cache:
+	@NLWU_CACHE="$$NLWU_ARG_CACHE" $(PY) -m deepobs_tree.cache clear

@@ -27,17 +27,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import CURVES, AtomicFile, extra_tokens, format_value, parse_result_file_name
+from deepobs_tree import (
+    CURVES,
+    AtomicFile,
+    NlwuError,
+    cache,
+    extra_tokens,
+    format_value,
+    parse_result_file_name,
+)
 
 CACHE_VERSION = 6  # 6: hp_key includes the folder's extra tokens
 INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
 
 
-class AnalysisError(ValueError):
+class AnalysisError(NlwuError, ValueError):
     """Bad input for the analysis: the message names the thing and how to fix it."""
 
 
-class MalformedResult(ValueError):
+class MalformedResult(NlwuError, ValueError):
     """A result file that parses but does not have the DeepOBS structure."""
 
 
@@ -294,7 +302,7 @@ def _file_signature(files: Sequence[Path]) -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("NLWU_CACHE", ".cache")) / "analysis"
+    return cache.folder("analysis")
 
 
 # The parsed-table cache: one NumPy .npz per signature, read with allow_pickle=False, so a planted or

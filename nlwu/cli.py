@@ -19,6 +19,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
+import optimizers
+from analysis.__main__ import main as analysis_main
+from analysis.verdict import main as verdict_main
+from optimizers import plugins
+from studies.__main__ import main as runners_main  # what `python -m runners` forwards to
+from testproblems import registry
+from testproblems.__main__ import main as problems_main
+
 SUBCOMMANDS = {
     "run": "one training run -> one DeepOBS JSON (python -m runners run)",
     "sweep": "a YAML study: random searches, selection, reruns (python -m runners sweep)",
@@ -82,8 +92,6 @@ def _fail(prog: str, message: str) -> int:
 
 
 def list_problems() -> list[str]:
-    from testproblems import registry
-
     rows = [("problem", "dataset", "batch", "epochs", "L2", "accuracy")]
     for name in registry.names():
         s = registry.spec(name)
@@ -93,8 +101,6 @@ def list_problems() -> list[str]:
 
 
 def list_optimizers() -> list[str]:
-    import optimizers
-
     rows = [("optimizer", "label", "kind", "hyperparameters (searched*)")]
     for name in optimizers.names():
         s = optimizers.spec(name)
@@ -107,8 +113,6 @@ def list_optimizers() -> list[str]:
 
 
 def list_presets() -> list[str]:
-    import yaml
-
     rows = [("study file", "presets (default first)", "problems")]
     for base in configs_dirs()[:1]:
         for path in sorted(base.rglob("*.yaml")):
@@ -128,8 +132,6 @@ def list_presets() -> list[str]:
 
 
 def list_plugins() -> list[str]:
-    from optimizers import plugins
-
     base = Path(__file__).resolve().parents[1] / "examples" / "plugins"
     lines = ["example plugins (pass with --plugin FILE, or PLUGINS= to make):"]
     for path in sorted(base.glob("*.py")) if base.is_dir() else []:
@@ -186,20 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sub in ("sweep", "status") and rest and not rest[0].startswith("-"):
             rest = [resolve_config(rest[0]), *rest[1:]]
         os.environ["NLWU_PROG"] = prog
-        from studies.__main__ import main as runners_main  # what `python -m runners` forwards to
-
         return int(runners_main([sub, *rest]) or 0)
     os.environ["NLWU_PROG"] = f"{prog} {sub}"
     if sub == "report":
-        from analysis.__main__ import main as analysis_main
-
         return int(analysis_main(rest) or 0)
     if sub == "verdict":
-        from analysis.verdict import main as verdict_main
-
         return int(verdict_main(rest) or 0)
-    from testproblems.__main__ import main as problems_main
-
     return int(problems_main(rest) or 0)
 
 

@@ -284,7 +284,7 @@ def validate_optimizer(name: str, space: Mapping[str, Distribution], fixed: Mapp
         registry.resolve_hyperparams(name, values)
     except ValueError as exc:
         raise PluginError(f"{who}: {exc}") from None
-    import keras
+    import keras  # Keras only to build a plugin's optimizer once: importing optimizers stays light
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     try:

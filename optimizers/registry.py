@@ -15,7 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepobs_tree.errors import NlwuError
+
 from .distributions import DEFAULT_RANGES, DEFAULT_SEARCH, parse_range, range_check
+from .selection import selection_record
 
 DEFAULT_MOMENTUM = 0.9
 OPTIONS = ("select", "decay_on")  # make() options that go to provenance, never to optimizer_hyperparams
@@ -63,12 +66,12 @@ _REGISTRY: dict[str, OptimizerSpec] = {}
 _ORIGINS: dict[str, str] = {}  # name -> 'plugin <module> (<path>)', filled in by optimizers.plugins
 
 
-class PluginError(ValueError):
+class PluginError(NlwuError, ValueError):
     """A bad plugin or a bad optimizer declaration; the message is one line naming the plugin (or optimizer)
     and, where relevant, the hyperparameter."""
 
 
-class AlreadyRegistered(ValueError):
+class AlreadyRegistered(NlwuError, ValueError):
     """``register`` of a name that is taken (a built-in or another plugin's)."""
 
 
@@ -166,8 +169,6 @@ def make(name: str, model: Any = None, **hyperparams: Any):
     )
     built = getattr(optimizer, "built", False)
     if ours and not built and model is not None and getattr(model, "trainable_variables", None):
-        from .selection import selection_record
-
         decay_on = values.get("decay_on", "selected") if values.get("weight_decay_opt", 0.0) > 0 else None
         provenance.update(selection_record(model.trainable_variables, values.get("select"), decay_on))
     return optimizer
@@ -242,7 +243,7 @@ def _build_kernel_map(nonlinear: bool, momentum_kind: str | None, decay_scaling:
                       learning_rate, power=1.0, momentum=0.0, weight_decay_opt=0.0, select=None,
                       decay_on="selected"):
     """Factory of the built-ins (bound with functools.partial, so registry entries pickle)."""
-    from .kernel_map import KernelMapOptimizer
+    from .kernel_map import KernelMapOptimizer  # Keras: the registry imports without it
 
     return KernelMapOptimizer(
         learning_rate=learning_rate,

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import TUNING_SEED
-from runners.run import RunError, check_names, check_out
+import optimizers
+from deepobs_tree import TUNING_SEED, NlwuError, UsageError, fail
+from optimizers import PluginError, plugins
+from runners.run import RunError, check_names, check_out, execute
 from runners.spec import RunSpec
 
 
@@ -31,7 +33,6 @@ def cli_token(value: Any) -> str:
 
 def run_command(spec: RunSpec, out: str | Path, python: str = "python") -> str:
     """The shell command that performs one run with ``python -m runners run`` (SLURM arrays, GNU parallel)."""
-    from optimizers import plugins
 
     parts = [python, "-m", "runners", "run", *plugins.command_line_args(), "--problem", spec.testproblem,
              "--optimizer", spec.optimizer]
@@ -91,7 +92,6 @@ def parse_hp(items: Sequence[str]) -> dict[str, Any]:
 def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dict]:
     """(hyperparams, options): names the optimizer records or declares go to hyperparams, the rest
     (select rule, decay_on, ...) to options; both are passed to ``optimizers.make``."""
-    import optimizers
 
     ospec = optimizers.spec(optimizer)
     declared = set(ospec.hyperparams) | set(getattr(ospec, "defaults", {}) or {})
@@ -100,13 +100,9 @@ def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dic
     return hp, opts
 
 
-class _ArgError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        raise _ArgError(message)
+        raise UsageError(message)
 
 
 def build_parser(prog: str = "python -m runners run", parser_class=argparse.ArgumentParser):
@@ -133,8 +129,6 @@ def build_parser(prog: str = "python -m runners run", parser_class=argparse.Argu
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    import optimizers
-
     check_names(args.problem, args.optimizer)
     for name in ("epochs", "batch_size", "train_log_interval"):
         value = getattr(args, name)
@@ -161,7 +155,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 def _load_plugins(refs: Sequence[str]) -> None:
     """``--plugin`` options: import each (once), build its optimizers once; a bad one is a RunError."""
-    from optimizers import PluginError, plugins
 
     try:
         plugins.load_all(refs)
@@ -179,15 +172,14 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         check_out(args.out)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         existed = spec.existing_result(args.out)
-        from runners.run import execute
 
         t0 = time.perf_counter()
         path = execute(spec, args.out, progress=not args.no_progress)
         wall = time.perf_counter() - t0
-    except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
-        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # RunError, SpecMismatch, a hyperparameter out of its range
+        return fail(f"{prog.removeprefix('python -m ')}: {str(exc).strip() or repr(exc)}")
+    except NlwuError as exc:  # UsageError, ...
+        return fail(f"{prog.removeprefix('python -m ')}: {exc}")
     if not args.no_progress:
         print(run_summary(path, None if existed else wall), file=sys.stderr)
     print(("exists: " if existed else "") + str(path))  # stdout: the file alone, for scripts

@@ -48,16 +48,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import RERUN_SEEDS, TUNING_SEED
+import yaml
+
+import optimizers
+import testproblems
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, NlwuError
+from optimizers import PluginError, plugins
 from optimizers.distributions import DEFAULT_SEARCH, PAPER_BUDGET, Constant, SpaceError, parse
 from runners.sampler import sample_search
 from runners.spec import MAX_SEED, RunSpec
+from testproblems import FIDELITIES
 
 #: most tuning samples per search: the sampler draws them all (status, sweep), so the bound keeps both quick
 MAX_BUDGET = 10_000
 
 
-class ConfigError(ValueError):
+class ConfigError(NlwuError, ValueError):
     """A bad study file; the message is one line naming the file and the key."""
 
 
@@ -167,7 +173,6 @@ class Study:
     def rerun_specs(self, problem: str, optimizer: str, chosen: Mapping[str, Any]) -> list[RunSpec]:
         """The rerun seeds of the chosen setting (``analysis.select_best`` result: its ``optimizer_hyperparams``
         as stored in the JSON, and ``weight_decay``). The runs land in the same setting folder as the tuning run."""
-        import optimizers
 
         entry = self.find(problem, optimizer, chosen)
         fixed_by_registry = optimizers.spec(optimizer).fixed
@@ -252,8 +257,6 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
         if value is not None and (not _is_number(value) or value < 0):
             ctx.fail(k, f"expected a number >= 0 or null (problem default), got {value!r}")
     elif key == "fidelity":
-        from testproblems import FIDELITIES
-
         if value not in FIDELITIES:
             ctx.fail(k, f"expected one of {', '.join(FIDELITIES)}, got {value!r}")
     elif key == "data_dir":
@@ -281,8 +284,6 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
             if isinstance(v, list) and not v:
                 ctx.fail(f"{k}.{name}", "an empty list (sweep axis) selects nothing")
     elif key == "options":
-        import optimizers
-
         _check_keys(ctx, k, value, optimizers.OPTIONS)
         for name, v in value.items():
             if not isinstance(v, str):
@@ -299,8 +300,6 @@ def _settings(ctx: _Ctx, where: str, mapping: Mapping, allowed: tuple[str, ...])
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
-
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -317,8 +316,6 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _decoupled_name(ctx: _Ctx, key: str, optimizer: str) -> str:
-    import optimizers
-
     try:
         return optimizers.decoupled_variant(optimizer)
     except ValueError as exc:
@@ -331,7 +328,6 @@ def _load_plugins(ctx: _Ctx, refs: Any) -> None:
         return
     if not isinstance(refs, list) or not all(isinstance(r, str) and r.strip() for r in refs):
         ctx.fail("plugins", f"expected a list of module names or .py paths, got {refs!r}")
-    from optimizers import PluginError, plugins
 
     try:
         plugins.load_all(refs, base=ctx.path.parent)
@@ -345,8 +341,6 @@ def _load_plugins(ctx: _Ctx, refs: Any) -> None:
 def load_study(path: str | Path, preset: str | None = None) -> Study:
     """Read, validate and resolve a study file; ``preset`` (or the file's ``default_preset``) is applied on top
     of every problem's settings. Raises ConfigError (one line: file, key, what is wrong)."""
-    import optimizers
-    import testproblems
 
     path = Path(path)
     ctx = _Ctx(path)
@@ -435,8 +429,6 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
 
 def _expand(ctx, where, problem, optimizer, settings, known_problems, known_optimizers, space_names):
     """All entries of one (problem, optimizer) block: the product over the sweep axes."""
-    import optimizers
-    import testproblems
 
     fixed = settings["fixed"] or {}
     axes = {k: _axis(settings[k]) for k in AXIS_KEYS}
@@ -474,7 +466,6 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
         try:  # the study's distributions over the optimizer's declared ones, name by name
             merged = optimizers.search_space(opt, study_space, fixed=tuple(fixed_values))
             if optimizers.registry.origin(opt) != "built-in":  # build it once now, not after training
-                from optimizers import plugins
 
                 plugins.validate(opt, study_space, {**fixed_values, **dict(settings["options"] or {})})
         except optimizers.PluginError as exc:

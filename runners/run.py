@@ -22,19 +22,28 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+from tqdm.auto import tqdm
+
+import optimizers
+import testproblems
 from deepobs_tree import (
     ACCURACY_KEYS,
     CURVE_KEYS,
+    NlwuError,
     deepobs_output,
     dump_deepobs_json,
     provenance_file_name,
     result_file_name,
     write_atomic,
 )
+from optimizers import plugins
 from runners.spec import RunSpec
+from testproblems.quiet import import_keras  # re-exported: runners.run.import_keras (workers call it)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: the evaluations after each epoch, in DeepOBS' evaluate_all order (TRAIN, VALID, TEST); not the data
@@ -42,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_PHASES = ("train_eval", "valid", "test")
 
 
-class RunError(ValueError):
+class RunError(NlwuError, ValueError):
     """Bad input to a run (unknown name, bad value, missing data): one line, exit code 2 on the CLI."""
 
 
@@ -98,7 +107,6 @@ def train_curves(
 # side effects: provenance, Keras state
 def _plugin_provenance() -> list[dict]:
     """Every plugin loaded in this process (module, path, sha256, optimizers): ``runners status`` compares them."""
-    from optimizers import plugins
 
     return plugins.provenance()
 
@@ -125,8 +133,6 @@ def git_state() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "scipy", "nlwu-bench"):
         try:
@@ -150,13 +156,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def import_keras():
-    """``testproblems.quiet.import_keras``: Keras without TensorFlow's start-up lines (real errors kept)."""
-    from testproblems.quiet import import_keras as quiet_import
-
-    return quiet_import()
-
-
 def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
     """Clear Keras' global state and reseed Python, NumPy and the backend (fresh state per run).
     ``free_memory`` runs Python's garbage collector (about 0.4 s here: skipped for tiny models)."""
@@ -167,16 +166,12 @@ def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
 
 
 def _large_model(testproblem: str) -> bool:
-    import testproblems
-
     params = getattr(testproblems.spec(testproblem), "trainable_params", None)
     return params is None or params > 10_000
 
 
 def _bar(spec: RunSpec, num_epochs: int, enabled: bool, steps_per_epoch: int | None = None):
     """A bar over the run's training steps (over its epochs when the trainer does not say its steps)."""
-    from tqdm.auto import tqdm
-
     steps = int(steps_per_epoch) if isinstance(steps_per_epoch, int) and steps_per_epoch > 0 else None
     return tqdm(total=num_epochs * steps if steps else num_epochs, unit="step" if steps else "epoch",
                 desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}", disable=not enabled, leave=False,
@@ -211,8 +206,6 @@ def _progress(bar, trainer, num_epochs: int, per_step: bool):
 
 def check_names(testproblem: str, optimizer: str) -> None:
     """RunError (one line listing what is known) for an unregistered problem or optimizer."""
-    import optimizers
-    import testproblems
 
     try:
         testproblems.spec(testproblem)
@@ -255,7 +248,6 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
 def check_data(spec: RunSpec) -> None:
     """RunError (one line, naming the file and the fix) unless the run's data load and give at least one
     training batch; NumPy only, so it runs before TensorFlow is imported. The readers cache what they read."""
-    import testproblems
 
     try:
         with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
@@ -272,8 +264,6 @@ def check_data(spec: RunSpec) -> None:
 
 def build(spec: RunSpec):
     """(problem, model, optimizer, trainer) for ``spec``; bad names/values raise RunError with one line."""
-    import optimizers
-    import testproblems
 
     check_names(spec.testproblem, spec.optimizer)
     try:
@@ -355,7 +345,6 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start)),
         "wall_seconds": round(wall, 3),
     }
-    import yaml
 
     # another process may have finished the same run meanwhile: keep theirs, never two files per seed
     try:

@@ -16,13 +16,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+import optimizers
+import testproblems
 from deepobs_tree import (
     RUN_FIELD_DEFAULTS,
     TUNING_SEED,
+    NlwuError,
     parse_result_file_name,
     provenance_file_name,
     setting_folder_name,
 )
+from optimizers.selection import DEFAULT_RULE, resolve_rule, rule_name, validate_decay_on
+from testproblems import FIDELITIES
 
 #: seeds NumPy, Python and the backends all accept (unsigned 32 bit)
 MAX_SEED = 2**32 - 1
@@ -42,7 +49,7 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
-class SpecMismatch(ValueError):
+class SpecMismatch(NlwuError, ValueError):
     """A result exists in the run's folder but was made with a different spec (one line: what differs)."""
 
 #: fields that define a run (hashed into run_id); data_dir is deliberately absent.
@@ -130,9 +137,6 @@ class RunSpec:
         """ValueError (one line) unless every field is one a run accepts: known names, a seed in
         [0, 2**32 - 1], a known fidelity, a batch no larger than the problem's training set, hyperparameters and
         options the optimizer takes (values in their declared ranges). Imports neither TF nor Keras."""
-        import optimizers
-        import testproblems
-        from testproblems import FIDELITIES
 
         problem = testproblems.spec(self.testproblem)
         optimizers.spec(self.optimizer)
@@ -154,8 +158,6 @@ class RunSpec:
     def resolved_hyperparams(self) -> dict[str, Any]:
         """Hyperparameters and options as the optimizer gets them: defaults filled in, values validated,
         options normalised (select rule name, decay_on)."""
-        import optimizers
-        from optimizers.selection import DEFAULT_RULE, resolve_rule, rule_name, validate_decay_on
 
         values = optimizers.resolve_hyperparams(self.optimizer, {**self.hyperparams_dict, **self.options_dict})
         if "select" in values or "select" in optimizers.spec(self.optimizer).options:
@@ -170,8 +172,6 @@ class RunSpec:
         provenance-only hyperparameters (PowKernel momentum), options (select, decay_on), fidelity and
         train_log_interval. These become ``name__value`` tokens of the setting folder, so runs with different
         values never share a folder, while the paper's defaults keep the paper's folder names."""
-        import optimizers
-        from optimizers.selection import DEFAULT_RULE
 
         entry = optimizers.spec(self.optimizer)
         values = self.resolved_hyperparams()
@@ -263,20 +263,17 @@ class RunSpec:
     def effective_num_epochs(self) -> int:
         if self.num_epochs is not None:
             return self.num_epochs
-        import testproblems
 
         return testproblems.spec(self.testproblem).num_epochs
 
     def effective_batch_size(self) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        import testproblems
 
         return testproblems.spec(self.testproblem).batch_size
 
     def recorded_hyperparams(self) -> dict[str, Any]:
         """What goes into the JSON's ``optimizer_hyperparams`` (and the folder name)."""
-        import optimizers
 
         return optimizers.recorded_hyperparams(self.optimizer, self.hyperparams_dict)
 
@@ -313,7 +310,6 @@ class RunSpec:
         """SpecMismatch (one line naming what differs) if the provenance file beside ``result`` records a spec
         other than this one. Results without a provenance file (DeepOBS' own, the paper's) are accepted: their
         folder name already says every value they were made with."""
-        import yaml
 
         prov = result.with_name(provenance_file_name(result.name))
         try:

@@ -28,12 +28,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import runners.run
+from optimizers import plugins
+from runners.run import execute
 from runners.spec import RunSpec
 
 
 def handle(line: str, default_out: str | Path | None, progress: bool = False) -> dict[str, Any]:
     """Run one request line; return its reply dict (never raises for a bad request or a failed run)."""
-    from runners.run import execute
 
     t0 = time.perf_counter()
     run_id = None
@@ -94,10 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     reply = _private_stdout()
     # pay the imports once, before the first request
-    import optimizers  # noqa: F401
-    import runners.run
-    import testproblems  # noqa: F401
-    from optimizers import plugins
 
     plugins.load_all(args.plugin, validate=False)  # once per worker; the driver validated them
 

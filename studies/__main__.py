@@ -16,12 +16,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepobs_tree import NlwuError, UsageError, fail
+from optimizers import PluginError, plugins
+from runners.commandline import main_run, run_command
+from runners.config import load_study
+from runners.executors import make_executor
+from runners.ledger import pending
+from runners.run import check_inside, check_out
+
 DEFAULT_OUT = "deepobs_results_medium_budget"
-PROG = os.environ.get("NLWU_PROG", "python -m runners")  # `nlwu` sets it: hints name the command typed
+PROG = "python -m runners"
 
 
-class UsageError(Exception):
-    """Bad command-line input: one line, exit code 2."""
+def prog() -> str:
+    """The command as typed: ``$NLWU_PROG`` (set by ``nlwu`` and ``make run``), else ``python -m runners``."""
+    return os.environ.get("NLWU_PROG", PROG)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +67,7 @@ def _study_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Runs, sweeps and their status (DeepOBS result trees).")
+    parser = _Parser(prog=prog(), description="Runs, sweeps and their status (DeepOBS result trees).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", help="one training run (python -m runners run --help)", add_help=False)
 
@@ -87,16 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def _load(args):
-    from optimizers import PluginError, plugins
-    from runners.config import load_study
-    from runners.run import check_inside, check_out
-
     out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
     try:
         plugins.load_all(args.plugin)  # before the study names their optimizers
@@ -109,10 +109,7 @@ def _load(args):
 
 
 def _sweep(args) -> int:
-    from runners.commandline import run_command
-    from runners.executors import make_executor
-    from runners.ledger import pending
-    from studies.sweep import run_sweep, study_specs
+    from studies.sweep import run_sweep, study_specs  # the sweep imports the analysis (pandas): not for `run`
 
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
@@ -120,7 +117,7 @@ def _sweep(args) -> int:
         raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.backend == "ray" and not args.emit_commands:
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401 - optional: only to report that Ray is missing
         except ImportError:
             raise UsageError("--backend ray needs the ray package (pip install 'ray[default]')") from None
     study, out = _load(args)
@@ -146,7 +143,7 @@ def _sweep(args) -> int:
 
 
 def _status(args) -> int:
-    from studies.status import format_status
+    from studies.status import format_status  # status imports the analysis (pandas): not for `run`
 
     study, out = _load(args)
     print(format_status(study, out, verbose=args.verbose))
@@ -157,21 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if argv and argv[0] == "run":
-        from runners.commandline import main_run
-
-        return main_run(argv[1:], prog=f"{PROG} run")
-    from runners.config import ConfigError
-    from runners.executors import BackendError
-    from runners.run import RunError
-    from runners.spec import SpecMismatch
+        return main_run(argv[1:], prog=f"{prog()} run")
 
     try:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             return _sweep(args)
         return _status(args)
-    except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
-        return _fail(str(exc))
+    except NlwuError as exc:  # ConfigError, BackendError, RunError, SpecMismatch, UsageError, ...
+        return fail(exc)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

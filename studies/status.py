@@ -11,7 +11,11 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from tabulate import tabulate
+
 from deepobs_tree import provenance_file_name
+from optimizers import plugins
 from runners.config import Study
 from runners.ledger import live_lock, read_failure
 from runners.spec import RunSpec
@@ -66,9 +70,7 @@ def study_status(study: Study, out: str | Path) -> tuple[list[dict], list[RunSta
 
 def plugin_changes(states: Sequence[RunState], out: str | Path) -> dict[str, list[str]]:
     """{change line (``plugins.changed``): run labels} over the done runs whose provenance records plugins."""
-    import yaml
 
-    from optimizers import plugins
 
     cache: dict[str, list[str]] = {}
     flagged: dict[str, list[str]] = {}
@@ -95,8 +97,6 @@ def _count(states: Sequence[RunState], state: str) -> int:
 
 
 def format_status(study: Study, out: str | Path, verbose: bool = False) -> str:
-    from tabulate import tabulate
-
     rows, states = study_status(study, out)
     lines = [f"study {study.name}{f' (preset {study.preset})' if study.preset else ''} in {out}",
              tabulate(rows, headers="keys")]

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from analysis import AnalysisError, load_runs, select_best, summarize
-from deepobs_tree import extra_tokens
+from deepobs_tree import NlwuError, extra_tokens
 from runners.config import Search, Study
 from runners.spec import RunSpec
 
@@ -30,7 +31,7 @@ SUMMARY_COLUMNS = ("testproblem", "optimizer", "learning_rate", "power", "moment
                    "n_samples", "n_seeds", "metric", "final_test_mean", "final_test_std", "tie")
 
 
-class SweepError(RuntimeError):
+class SweepError(NlwuError, RuntimeError):
     """The sweep could not complete (failed runs); the message says which and where the errors are."""
 
 
@@ -128,8 +129,6 @@ def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | Non
 
 
 def format_summary(table) -> str:
-    from tabulate import tabulate
-
     if table is None or table.empty:
         return "(no results yet)"
     table = table.assign(folder_tokens=[_folder_tokens(row) for _, row in table.iterrows()])

@@ -15,7 +15,10 @@ from typing import Any
 
 from deepobs_tree.seeds import TUNING_SEED
 
+from .data import load_dataset
 from .registry import FIDELITIES, ProblemSpec, default_data_dir, spec
+from .trainer import Trainer
+from .user import dataset
 
 
 def _integer(value, what: str, minimum: int) -> int:
@@ -75,12 +78,8 @@ class Problem:
     def dataset(self):
         """The data set (``testproblems.data.load_dataset``), loaded on first use and cached."""
         if self._dataset is None and self.spec.user is not None:
-            from .user import dataset
-
             self._dataset = dataset(self.spec, self.batch_size, self.seed, self.fidelity)
         if self._dataset is None:
-            from .data import load_dataset
-
             self._dataset = load_dataset(self.spec.dataset, self.data_dir, batch_size=self.batch_size,
                                          seed=self.seed, fidelity=self.fidelity)
         return self._dataset
@@ -88,9 +87,9 @@ class Problem:
     # -- model, loss, metrics -----------------------------------------------------------------------------
     def build_model(self):
         """A fresh keras.Model, initialised deterministically from the seed; needs no data files."""
-        import keras
+        import keras  # Keras only when a model is built: importing testproblems stays light
 
-        from . import models
+        from . import models  # models imports Keras
 
         keras.utils.set_random_seed(self.seed)
         if self.spec.user is not None:
@@ -100,7 +99,7 @@ class Problem:
 
     def loss(self):
         """Keras loss function returning per-example losses (Keras averages them over the batch)."""
-        from . import models
+        from . import models  # models imports Keras
 
         kind = self.spec.loss
         if self.spec.user is not None:
@@ -112,7 +111,7 @@ class Problem:
         return models.softmax_cross_entropy
 
     def metrics(self) -> list:
-        from . import models
+        from . import models  # models imports Keras
 
         return [models.accuracy] if self.spec.has_accuracy else []
 
@@ -127,13 +126,12 @@ class Problem:
 
     def trainer(self, model, optimizer, *, jit_compile="auto"):
         """A Trainer running this problem's epochs and evaluations for ``model`` with ``optimizer``."""
-        from .trainer import Trainer
 
         return Trainer(self, model, optimizer, jit_compile=jit_compile)
 
     def provenance(self) -> dict[str, Any]:
         """What a result needs to be reproduced: problem options, Keras backend and versions, data."""
-        import keras
+        import keras  # Keras only for the backend and version of a finished run
 
         prov = {
             "testproblem": self.name,

@@ -4,6 +4,9 @@ C++ start-up lines filtered out of file descriptor 2, real errors kept."""
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 #: TensorFlow/absl/CUDA start-up lines that say nothing on a CPU machine (matched per line on fd 2)
@@ -32,12 +35,8 @@ def import_keras():
     so the import and the first device query run with fd 2 captured, and every captured line that is not
     such start-up noise (``STARTUP_NOISE``; ``NO_GPU_NOISE`` only without an NVIDIA device) is written back:
     real errors still show. ``NLWU_TF_LOGS=1`` keeps every line."""
-    import re
-    import sys
-    import tempfile
-
     if "keras" in sys.modules or os.environ.get("NLWU_TF_LOGS") == "1":
-        import keras
+        import keras  # Keras/TensorFlow (seconds) only when a run trains
 
         return keras
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,10 +48,10 @@ def import_keras():
         try:
             os.dup2(captured.fileno(), 2)
             try:
-                import keras
+                import keras  # Keras/TensorFlow (seconds) only when a run trains
 
                 if keras.backend.backend() == "tensorflow":
-                    import tensorflow as tf
+                    import tensorflow as tf  # the backend's own device probe, inside the capture
 
                     tf.config.list_physical_devices("GPU")  # the CUDA probe (cuInit) happens here, captured
             finally:

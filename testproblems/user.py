@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from deepobs_tree.errors import NlwuError
+
 from .data.datasets import UserDataset
 from .registry import ProblemSpec
 
 SPLITS = ("train", "valid", "test")
 
 
-class UserProblemError(ValueError):
+class UserProblemError(NlwuError, ValueError):
     """A broken user test problem; one line naming the problem and the file that registered it."""
 
 

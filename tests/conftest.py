@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from deepobs_tree import cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -18,15 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _unpack_reference() -> Path:
-    stamp = CACHE / ".unpacked"
-    if not stamp.exists():
-        if not (REFERENCE / "paper_results_medium_budget.tar.xz").exists():
-            pytest.skip(f"reference archives not found under {REFERENCE}")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for name in ("paper_results_medium_budget.tar.xz", "paper_results_removed_l2.tar.xz"):
-            subprocess.run(["tar", "-xJf", str(REFERENCE / name), "-C", str(CACHE)], check=True)
-        stamp.touch()
-    return CACHE
+    archives = [REFERENCE / name for name in ("paper_results_medium_budget.tar.xz", "paper_results_removed_l2.tar.xz")]
+    if not all(a.exists() for a in archives):
+        pytest.skip(f"reference archives not found under {REFERENCE}")
+    return cache.unpack(archives, CACHE)  # again only when the archives' content changed
 
 
 @pytest.fixture(scope="session")

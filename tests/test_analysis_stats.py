@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from tree_helpers import write_run
 
 from analysis import load_runs, summarize
 from analysis import stats as st
@@ -26,22 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
-
-
-def write_run(root: Path, problem: str, optimizer: str, hp: dict, seed: int, valid: list, test: list,
-              stamp: str = "2022-01-01-00-00-00") -> Path:
-    import json
-
-    data = {"testproblem": problem, "batch_size": 128, "num_epochs": len(valid) - 1, "random_seed": seed,
-            "weight_decay": None, "optimizer_name": optimizer, "optimizer_hyperparams": hp,
-            "training_params": {}, "train_losses": list(valid), "valid_losses": list(valid),
-            "test_losses": list(test), "minibatch_train_losses": [1.0, 1.0],
-            "train_accuracies": list(valid), "valid_accuracies": list(valid), "test_accuracies": list(test)}
-    path = (root / problem / optimizer / setting_folder_name(len(valid) - 1, 128, hp, None)
-            / f"random_seed__{seed}__{stamp}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=4))
-    return path
 
 
 def scipy_ci(values):

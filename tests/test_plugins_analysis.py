@@ -16,8 +16,8 @@ from scipy import stats
 
 import optimizers
 from analysis import load_runs, summarize
-from analysis.naming import setting_folder_name
 from analysis.tables import COMPARISON_VIEW, compare_to_baselines, is_baseline, short_name, view
+from deepobs_tree import setting_folder_name
 from optimizers import plugins
 
 ROOT = Path(__file__).resolve().parents[1]

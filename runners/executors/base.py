@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from deepobs_tree import NlwuError
 from runners.ledger import (
     RunLock,
     clean_partials,
@@ -32,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5
 
 
-class BackendError(RuntimeError):
+class BackendError(NlwuError, RuntimeError):
     """The backend could not start (e.g. no Ray cluster at the address): one line, exit code 2."""
 
 
@@ -98,8 +101,6 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, specs: Sequence[RunSpec], out: str | Path, *, desc: str = "runs", progress: bool = True):
-        from tqdm.auto import tqdm
-
         out = Path(out)
         report = Report()
         unique: dict[str, RunSpec] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import tempfile
 import traceback
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deepobs_tree import parse_result_file_name, write_atomic
+from optimizers import plugins
 from runners.executors.base import (
     REPO_ROOT,
     BackendError,
@@ -18,13 +20,13 @@ from runners.executors.base import (
     first_line,
     parse_answer,
 )
+from runners.run import execute
 from runners.spec import RunSpec
 
 
 def plugin_payload() -> list[dict[str, Any]]:
     """Every plugin loaded in the driver as {module, path, sha256, source}: shipped with each Ray task, so a
     cluster needs neither the plugin files nor a shared filesystem (``py_modules`` is not used)."""
-    from optimizers import plugins
 
     return [{**p.record(), "source": Path(p.path).read_bytes()} for p in plugins.loaded()]
 
@@ -35,9 +37,7 @@ def ensure_plugins(payload: list[dict[str, Any]]) -> None:
     The driver's file is used where this node has it unchanged (same path, same SHA-256: a local cluster),
     so the provenance names the same path; otherwise the shipped source is written to
     ``$TMPDIR/nlwu-plugins/<sha256>/<module>.py`` and imported from there."""
-    import hashlib
 
-    from optimizers import plugins
 
     for item in payload:
         path = Path(item["path"])
@@ -60,7 +60,6 @@ def ray_run_one(spec_json: str, plugin_files: list[dict[str, Any]] | None = None
     with tempfile.TemporaryDirectory(prefix="nlwu-ray-") as tmp:
         try:
             ensure_plugins(plugin_files or [])
-            from runners.run import execute
 
             execute(spec, tmp, progress=False)  # fresh Keras state and reseed inside
         except Exception as exc:  # noqa: BLE001 - reported to the driver as the run's failure
@@ -100,7 +99,7 @@ class RayExecutor(Executor):
 
     def start(self, out: Path) -> None:
         self._out = Path(out)
-        import ray
+        import ray  # Ray (optional, ~2 s) only when the ray backend starts
 
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -144,7 +143,7 @@ class RayExecutor(Executor):
         self.refs[self._task.remote(spec.to_json(), self._plugins)] = spec
 
     def poll(self, timeout: float):
-        import ray
+        import ray  # Ray (optional, ~2 s) only when the ray backend runs
 
         if not self.refs:
             return []
@@ -167,7 +166,7 @@ class RayExecutor(Executor):
         return finished
 
     def stop(self) -> None:
-        import ray
+        import ray  # Ray (optional, ~2 s) only when the ray backend runs
 
         for ref in list(self.refs):
             with contextlib.suppress(Exception):

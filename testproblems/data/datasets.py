@@ -9,6 +9,7 @@ decoded files are cached per process.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,6 @@ def prefetch(iterator: Iterator, depth: int = 3, name: str = "nlwu-data-prefetch
     NumPy releases the GIL, so augmentation overlaps with the (compiled) training step. Exceptions in the
     producer are re-raised in the consumer; abandoning the generator stops the thread and closes ``iterator``.
     """
-    import queue
 
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
