@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import optimizers
 from deepobs_tree import TUNING_SEED, AtomicFile
 
 from .select import metric_names, problem_has_accuracy, search_runs
@@ -33,10 +35,10 @@ PANEL_CURVES = (
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # matplotlib (a second) only when figures are drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as above
 
     plt.rcParams.update({"text.usetex": False, "figure.dpi": 110, "savefig.dpi": 130, "font.size": 9})
     return plt
@@ -101,16 +103,12 @@ _FAMILY = ["GradientDescentOptimizer", "MomentumOptimizer", "NAGOptimizer", "Gra
 def colour(optimizer: str):
     """The optimizer's colour (tab20), the same in every figure: built-ins by family (non-linear dark, linear
     twin light), any other name at a fixed place of tab20's last eight (crc32 of the name)."""
-    import zlib
-
     plt = _plt()
     palette = plt.get_cmap("tab20")
     try:
-        import optimizers
-
         twin = optimizers.linear_twin(optimizer)
         entry = optimizers.spec(optimizer)
-    except (ValueError, ImportError):
+    except ValueError:
         twin, entry = None, None
     if twin in _FAMILY:
         return palette(2 * _FAMILY.index(twin) + (1 if entry is not None and entry.baseline else 0))

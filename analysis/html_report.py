@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import stats
 from .tables import PHI_LEGEND, _fmt
+from .verdict import CLAIM_VIEW, RULES
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -54,8 +55,6 @@ def table_html(frame: pd.DataFrame, columns: Sequence[str], headers: Sequence[st
 
 def verdict_html(line: str, claims: pd.DataFrame) -> str:
     """The verdict section: the headline, the judged claims, the rules, how many were not run."""
-    from .verdict import CLAIM_VIEW, RULES
-
     judged = claims[claims["status"] != "not run"]
     parts = ['<section id="verdict"><h2>Verdict: the paper\'s claims on these results</h2>',
              f'<p id="verdict-headline"><strong>{html.escape(line)}</strong></p>']

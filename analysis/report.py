@@ -17,17 +17,21 @@ from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 from . import derived, figure_cache, html_report, stats, verdict
 from . import figures as figs
 from .budget import budget_curves, budget_figures
-from .loader import LoadReport, load_runs
-from .profiles import TAUS, performance_profile, profile_figure
+from .loader import LoadReport, load_runs, registry_has_accuracy
+from .profiles import TAUS, omitted_reason, performance_profile, profile_figure
 from .select import DEFAULT_SEARCHED, summarize
 from .tables import (
     COMPARISON_INTERNAL,
     COMPARISON_VIEW,
+    PHI_LEGEND,
     SUMMARY_VIEW,
+    _registered,
     compare_to_baselines,
+    label,
     latex_table,
     markdown_table,
     results_matrix,
+    short_name,
     summary_csv_frame,
     view,
 )
@@ -138,9 +142,6 @@ def _key_options(options: dict, sources: list[str]) -> dict:
 def _registry(runs: pd.DataFrame) -> dict:
     """What the registries (built-in and plugin optimizers, test problems) say about the runs' names, as far
     as the derived tables use it: each optimizer's label and baseline flag, each problem's accuracy flag."""
-    from .loader import registry_has_accuracy
-    from .tables import _registered, short_name
-
     optimizers = {}
     for name in sorted(set(runs["optimizer"])):
         entry = _registered(name)
@@ -316,8 +317,6 @@ BUDGET_VIEW = [
 
 def profile_omitted(profile: pd.DataFrame) -> str | None:
     """The report's line saying why there is no performance profile (fewer than two problems), or None."""
-    from .profiles import omitted_reason
-
     return omitted_reason(profile)
 
 
@@ -330,8 +329,6 @@ def diverged_note(budget: pd.DataFrame) -> str | None:
     first = first[first["n_diverged"] > 0]
     if first.empty:
         return None
-    from .tables import label
-
     parts = [f"{r.testproblem}/{label(r.optimizer)} {int(r.n_diverged)} of {int(r.n_samples)}"
              for r in first.itertuples()]
     return ("Diverged tuning samples (non-finite, or a final validation loss above the untrained model's): "
@@ -407,8 +404,6 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
     if not matrix.empty:
         lines += ["## Final test metric of the chosen settings (mean ± population std (seeds))", "",
                   markdown_table(matrix, list(matrix.columns)), ""]
-    from .tables import PHI_LEGEND
-
     lines += [f"Labels: {PHI_LEGEND} (e.g. \"GD φ_p\" is PowKernelGradientDescentOptimizer, \"SGD\" its "
               "linear twin GradientDescentOptimizer).", ""]
     lines += ["## Summary (one row per search)", "", summary_md]

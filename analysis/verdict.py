@@ -47,7 +47,12 @@ import numpy as np
 import pandas as pd
 
 from deepobs_tree import format_value, write_atomic
+from optimizers import decoupled_variant, linear_twin
+from testproblems import registry
 
+from .loader import AnalysisError, load_runs
+from .select import summarize
+from .stats import difference_ci, holm
 from .tables import SHORT_NAMES, main_rows, markdown_table, short_name
 
 #: significance level of the comparison claims (Holm-adjusted Welch p-value)
@@ -161,8 +166,6 @@ def paper_claims(paper: pd.DataFrame | None = None) -> list[Claim]:
     """The paper's claims as data: one comparison with the linear twin per (problem, optimizer) the paper ran,
     the two W-vs-L2 comparisons on cifar10_3c3d, and one chosen-power claim per row of §5 (these need
     ``paper``; without it only the comparisons, with no numbers)."""
-    from optimizers import decoupled_variant, linear_twin
-
     paper = paper if paper is not None else pd.DataFrame(columns=["testproblem", "optimizer"])
     by_pair = {(r["testproblem"], r["optimizer"]): r for _, r in paper.iterrows()}
     pairs = list(by_pair) if by_pair else list(PAPER_PAIRS)
@@ -196,8 +199,6 @@ def paper_claims(paper: pd.DataFrame | None = None) -> list[Claim]:
 
 
 def _problem_epochs(problem: str) -> int | None:
-    from testproblems import registry
-
     try:
         return int(registry.spec(problem).num_epochs)
     except ValueError:
@@ -233,9 +234,7 @@ def _better(metric: str) -> int:
 
 def judge(claims: Sequence[Claim], summary: pd.DataFrame, paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per claim with its status (``STATUSES``), the reason, and the numbers it rests on."""
-    from scipy import stats as sps
-
-    from .stats import difference_ci, holm
+    from scipy import stats as sps  # scipy (a second) only when claims are judged
 
     main = main_rows(summary[summary["n_seeds"] > 0]) if not summary.empty else summary
     paper = paper if paper is not None else pd.DataFrame(columns=["testproblem", "optimizer"])
@@ -502,9 +501,6 @@ def main(argv: list[str] | None = None) -> int:
                              "../shared/spec/protocol.md beside the checkout)")
     parser.add_argument("--out", default="reports", help="folder for verdict.md / verdict.csv")
     args = parser.parse_args(argv)
-    from .loader import AnalysisError, load_runs
-    from .select import summarize
-
     for root in [args.results] + ([args.reference] if args.reference else []):
         if not Path(root).is_dir():
             what = "is not a folder" if Path(root).exists() else "does not exist"
