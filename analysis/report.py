@@ -16,6 +16,7 @@ from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 
 from . import derived, figure_cache, html_report, stats, verdict
 from . import figures as figs
+from . import tables as table_module  # module access: a monkeypatched label reaches the cache key
 from .budget import budget_curves, budget_figures
 from .loader import LoadReport, load_runs, registry_has_accuracy
 from .profiles import TAUS, omitted_reason, performance_profile, profile_figure
@@ -25,13 +26,11 @@ from .tables import (
     COMPARISON_VIEW,
     PHI_LEGEND,
     SUMMARY_VIEW,
-    _registered,
     compare_to_baselines,
     label,
     latex_table,
     markdown_table,
     results_matrix,
-    short_name,
     summary_csv_frame,
     view,
 )
@@ -144,8 +143,8 @@ def _registry(runs: pd.DataFrame) -> dict:
     as the derived tables use it: each optimizer's label and baseline flag, each problem's accuracy flag."""
     optimizers = {}
     for name in sorted(set(runs["optimizer"])):
-        entry = _registered(name)
-        optimizers[name] = [short_name(name), None if entry is None else bool(entry.baseline)]
+        entry = table_module._registered(name)
+        optimizers[name] = [table_module.short_name(name), None if entry is None else bool(entry.baseline)]
     problems = {name: registry_has_accuracy(name) for name in sorted(set(runs["testproblem"]))}
     return {"optimizers": optimizers, "problems": problems}
 
