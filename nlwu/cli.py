@@ -173,6 +173,15 @@ def quiet_startup() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; output piped into a command that stops reading (``| head``) ends quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = prog_name()
     if not argv or argv[0] in ("-h", "--help", "help"):
