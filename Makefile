@@ -62,8 +62,9 @@ WORKERS ?=
 BACKEND ?= local
 ADDRESS ?=
 # RESULTS here defaults to a fresh folder, results/<config name>[_<preset>]/ (so it trains, and a smoke run never
-# mixes into the medium one); then the report in $(OUT) and the verdict against the committed tree
-# ($(REPRO_REFERENCE)) and the paper's numbers ($(PROTOCOL) §5): $(OUT)/verdict.md|csv (exit 0 either way).
+# mixes into the medium one); then the report in $(OUT) and the verdict: the paper's claims ($(PROTOCOL) §5)
+# judged on the results, and each search against the committed tree ($(REPRO_REFERENCE)) and the paper:
+# $(OUT)/verdict.md|csv, its last line the headline (exit 0 whatever it says).
 REPRO_REFERENCE ?= deepobs_results_medium_budget
 PROTOCOL ?= ../shared/spec/protocol.md
 export NLWU_RESULTS_GIVEN := $(if $(filter command line environment,$(origin RESULTS)),1)
