@@ -10,6 +10,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 from nlwu import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +56,11 @@ def test_study_files_are_found_by_name():
     assert cli.resolve_config("no_such_study") == "no_such_study"
 
 
-def test_pip_install_in_a_new_venv_works_from_any_folder(tmp_path):
+@pytest.mark.parametrize("editable", [False, True], ids=["pip-install", "make-setup-editable"])
+def test_pip_install_in_a_new_venv_works_from_any_folder(tmp_path, editable):
     """`pip install .` (no dependencies fetched: the new venv sees the pinned environment's site-packages
-    through a .pth file) puts a `nlwu` on the venv's PATH that works outside the checkout."""
+    through a .pth file) puts a `nlwu` on the venv's PATH that works outside the checkout; so does the
+    editable install `make setup` runs (`pip install --no-deps --no-build-isolation -e .`)."""
     src = tmp_path / "src"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.splitlines()
@@ -71,7 +75,8 @@ def test_pip_install_in_a_new_venv_works_from_any_folder(tmp_path):
     (site / "pinned.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = venv / "bin" / "python"
     install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                              "--disable-pip-version-check", str(src)], capture_output=True, text=True, timeout=600,
+                              "--disable-pip-version-check", *(["-e"] if editable else []), str(src)],
+                             capture_output=True, text=True, timeout=600,
                              cwd=tmp_path)
     assert install.returncode == 0, install.stderr[-3000:]
     nlwu = venv / "bin" / "nlwu"
@@ -88,7 +93,7 @@ def test_pip_install_in_a_new_venv_works_from_any_folder(tmp_path):
     # the installed code, not the checkout's, and the installed study files
     where = subprocess.run([str(python), "-c", "import nlwu, runners; print(nlwu.__file__, runners.__file__)"],
                            cwd=elsewhere, capture_output=True, text=True, env=env)
-    assert str(ROOT) not in where.stdout and str(venv) in where.stdout
+    assert str(ROOT) not in where.stdout and str(src if editable else venv) in where.stdout
     plan = subprocess.run([str(nlwu), "sweep", "smoke", "--out", "res", "--emit-commands"], cwd=elsewhere,
                           capture_output=True, text=True, env=env, timeout=300)
     assert plan.returncode == 0, plan.stderr[-2000:]
