@@ -53,7 +53,7 @@ from testproblems import registry
 from .loader import AnalysisError, load_runs
 from .select import summarize
 from .stats import difference_ci, holm
-from .tables import SHORT_NAMES, main_rows, markdown_table, short_name
+from .tables import SHORT_NAMES, label, main_rows, markdown_table
 
 #: significance level of the comparison claims (Holm-adjusted Welch p-value)
 ALPHA = 0.05
@@ -173,23 +173,23 @@ def paper_claims(paper: pd.DataFrame | None = None) -> list[Claim]:
     for problem, opt in pairs:
         row = by_pair.get((problem, opt))
         twin = linear_twin(opt)
-        a, b = short_name(opt), short_name(twin)
-        claims.append(Claim(f"{problem}: {a} φ_p vs {b}", "nonlinear_vs_linear",
-                            f"{a} with φ_p ends better than its linear twin {b} on {problem}", problem, opt,
+        a, b = label(opt), label(twin)
+        claims.append(Claim(f"{problem}: {a} vs {b}", "nonlinear_vs_linear",
+                            f"{a} ends better than its linear twin {b} on {problem}", problem, opt,
                             problem, twin, paper=(f"{a}: {_paper_text(row)}; {b}: not in the released results"
                                                   if row is not None else "")))
     for problem, opt in pairs:
         if problem.endswith("_nodecay") or (problem + "_nodecay", decoupled_variant(opt)) not in by_pair:
             continue
         w_problem, w_opt = problem + "_nodecay", decoupled_variant(opt)
-        a, b = short_name(w_opt), short_name(opt)
+        a, b = label(w_opt), label(opt)
         claims.append(Claim(f"{problem}: {a} vs {b} with L2", "w_vs_l2",
                             f"{a} (decoupled decay, {w_problem}) ends better than {b} with L2 in the loss "
                             f"({problem})", w_problem, w_opt, problem, opt,
                             paper=f"{a}: {_paper_text(by_pair[(w_problem, w_opt)])}; "
                                   f"{b} (L2): {_paper_text(by_pair[(problem, opt)])}"))
     for (problem, opt), row in by_pair.items():
-        a = short_name(opt)
+        a = label(opt)
         claims.append(Claim(f"{problem}: {a} power", "power",
                             f"the search picks p = {row['power']:g} for {a} on {problem}", problem, opt,
                             paper_power=float(row["power"]),
@@ -243,9 +243,9 @@ def judge(claims: Sequence[Claim], summary: pd.DataFrame, paper: pd.DataFrame | 
         out = {**asdict(claim), "status": "not run", "reason": "", "p_value": math.nan, "_direction": 0}
         a = _lookup(main, claim.testproblem, claim.optimizer)
         b = _lookup(main, claim.other_problem, claim.other) if claim.kind != "power" else None
-        absent = [f"{claim.testproblem}/{short_name(claim.optimizer)}"] if a is None else []
+        absent = [f"{claim.testproblem}/{label(claim.optimizer)}"] if a is None else []
         if claim.kind != "power" and b is None:
-            absent.append(f"{claim.other_problem}/{short_name(claim.other)}")
+            absent.append(f"{claim.other_problem}/{label(claim.other)}")
         if absent:
             out["reason"] = "no search with reruns for " + " and ".join(absent)
             rows.append(out)
@@ -292,7 +292,7 @@ def _judge_comparison(row) -> tuple[str, str]:
         if direction * low > 0 and direction * high > 0:
             return "confirmed", f"better beyond chance: {ci}"
         if direction * low < 0 and direction * high < 0:
-            return "contradicted", f"{short_name(row['other'])} is better beyond chance: {ci}"
+            return "contradicted", f"{label(row['other'])} is better beyond chance: {ci}"
     return "inconclusive", f"no significant difference: {ci}"
 
 
@@ -454,7 +454,7 @@ def claims_markdown(claims: pd.DataFrame) -> str:
 
 def render(claims: pd.DataFrame, searches: pd.DataFrame, line: str, results: str, reference: str | None,
            protocol: str | None) -> str:
-    shown = _yes_no(searches.assign(optimizer=searches["optimizer"].map(short_name)),
+    shown = _yes_no(searches.assign(optimizer=searches["optimizer"].map(label)),
                     ("same_setting", "outcome_equivalent"))
     refs = ([f"the tree `{reference}`"] if reference else []) + \
         ([f"the paper's numbers (`{protocol}` §5)"] if protocol else [])

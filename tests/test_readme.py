@@ -65,3 +65,17 @@ def test_cheap_commands_run_as_written(tmp_path):
             done = [line for line in result.stderr.splitlines() if line.startswith("done: final test loss ")]
             assert len(done) == 1 and done[0].endswith(result.stdout.strip()), result.stderr[-2000:]
             assert done[0].split(" (")[0] in README  # the same final loss as the README shows
+
+
+def test_the_verdict_line_it_shows_is_the_committed_trees(tmp_path, capsys, monkeypatch):
+    """The headline the README quotes is what the verdict prints on the committed tree, word for word."""
+    from analysis.verdict import main as verdict_main
+
+    protocol = ROOT.parent / "shared" / "spec" / "protocol.md"
+    if not protocol.is_file():
+        pytest.skip(f"{protocol} not found (../shared beside the checkout)")
+    quoted = re.search(r"```text\n(VERDICT: .*?)```", README, flags=re.S).group(1)
+    monkeypatch.chdir(ROOT)  # the tree named as the README names it
+    assert verdict_main(["deepobs_results_medium_budget", "--paper", str(protocol), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert " ".join(quoted.split()) == printed

@@ -62,7 +62,7 @@ def judged(root: Path, paper: pd.DataFrame | None = PAPER) -> pd.DataFrame:
     return V.judge(V.paper_claims(paper), summary, paper).set_index("claim")
 
 
-COMPARE, POWER = "quadratic_deep: GD φ_p vs SGD", "quadratic_deep: GD power"
+COMPARE, POWER = "quadratic_deep: GD φ_p vs SGD", "quadratic_deep: GD φ_p power"
 
 
 def test_claims_are_data_from_protocol_section_5():
@@ -76,12 +76,12 @@ def test_claims_are_data_from_protocol_section_5():
     claims = {c.claim: c for c in V.paper_claims(paper)}
     kinds = pd.Series([c.kind for c in claims.values()]).value_counts().to_dict()
     assert kinds == {"nonlinear_vs_linear": 26, "power": 26, "w_vs_l2": 2}
-    w = claims["cifar10_3c3d: GD-W vs GD with L2"]
+    w = claims["cifar10_3c3d: GD-W φ_p vs GD φ_p with L2"]
     assert (w.testproblem, w.optimizer, w.other_problem, w.other) == (
         "cifar10_3c3d_nodecay", "PowKernelGradientDescentOptimizerW_scaled", "cifar10_3c3d", GD)
     assert "0.832302" in w.paper and "0.832772" in w.paper
     assert claims["quadratic_deep: MN φ_p vs NAG"].other == "NAGOptimizer"
-    assert claims["quadratic_deep: GD power"].paper_power == 0.8
+    assert claims["quadratic_deep: GD φ_p power"].paper_power == 0.8
     assert V.paper_table(ROOT / "no-such-file.md").empty
     # without the paper's table: the comparisons of protocol §1's pairs, no power claims
     assert {c.kind for c in V.paper_claims(None)} == {"nonlinear_vs_linear"} and len(V.paper_claims(None)) == 26
@@ -127,7 +127,7 @@ def test_headline_counts_every_claim(tmp_path):
     table.loc[table["claim"] == POWER, ["status", "reason"]] = ["inconclusive", "a tied setting won (x)"]
     line = V.headline(table, "res")
     assert line == ("VERDICT: 2 of 2 paper claims checked on res: 1 confirmed (quadratic_deep: GD φ_p vs SGD), "
-                    "1 inconclusive (quadratic_deep: GD power); 0 not run (not in these results)")
+                    "1 inconclusive (quadratic_deep: GD φ_p power); 0 not run (not in these results)")
 
 
 def test_search_table_outcome_apart_from_setting():
@@ -160,7 +160,7 @@ def test_command_on_the_committed_tree(tmp_path, capsys):
     assert last.endswith("48 not run (not in these results)")
     claims = pd.read_csv(tmp_path / "out" / "verdict.csv").set_index("claim")
     assert claims.loc["quadratic_deep: M φ_p vs Momentum", "status"] == "confirmed"
-    assert claims.loc["quadratic_deep: M power", "status"] == "confirmed"
+    assert claims.loc["quadratic_deep: M φ_p power", "status"] == "confirmed"
     searches = pd.read_csv(tmp_path / "out" / "verdict_searches.csv")
     paper_rows = searches[searches["reference"] == V.PAPER_REFERENCE]
     assert len(paper_rows) == 3 and paper_rows["outcome_equivalent"].all()  # all three within 2 SE of the paper
