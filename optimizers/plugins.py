@@ -137,31 +137,32 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
     if already is not None and Path(getattr(already, "__file__", "") or "").resolve() == path:
         # imported before by other code: its registrations are the ones whose factory lives in the module
         new = [n for n in registry.names() if getattr(registry.spec(n).factory, "__module__", None) == module
-               and n not in registry._ORIGINS]
+               and not registry.has_origin(n)]
         problems = [n for n in testproblems.names() if testproblems.spec(n).user is not None
                     and testproblems.spec(n).user.source == str(path)]
     else:
-        before, problems_before = dict(registry._REGISTRY), set(testproblems.names())
+        before, problems_before = registry.entries(), set(testproblems.names())
         try:
             _import(module, path, _is_path(os.fspath(ref)))
         except PluginError:
             _forget_problems(problems_before)
             raise
         except registry.AlreadyRegistered as exc:
-            _rollback(before)
+            registry.restore(before)
             _forget_problems(problems_before)
             name = getattr(exc, "optimizer", "?")
             raise PluginError(f"{label}: optimizer {name} is already registered "
                               f"({registry.origin(name)}); choose another name") from None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code (not Ctrl-C)
-            _rollback(before)
+            registry.restore(before)
             _forget_problems(problems_before)
             raise PluginError(f"{label}: import failed: {_one_line(exc)}") from None
-        replaced = [n for n, entry in before.items() if registry._REGISTRY.get(n) is not entry]
+        now = registry.entries()
+        replaced = [n for n, entry in before.items() if now.get(n) is not entry]
         new = [n for n in registry.names() if n not in before]
         problems = [n for n in testproblems.names() if n not in problems_before]
         if replaced:
-            _rollback(before)
+            registry.restore(before)
             _forget_problems(problems_before)
             sys.modules.pop(module, None)
             raise PluginError(f"{label}: redefines optimizer {replaced[0]} ({registry.origin(replaced[0])}); "
@@ -171,7 +172,7 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
         raise PluginError(f"{label}: registers no optimizer (its import must call optimizers.register(...)) "
                           "and no test problem (testproblems.register(...))")
     for name in new:
-        registry._ORIGINS[name] = label
+        registry.set_origin(name, label)
     try:
         for name in new:
             _check_declarations(label, name)
@@ -191,19 +192,13 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
                     raise PluginError(f"plugin {module}: {exc}") from None
     except PluginError:
         for name in new:
-            registry._REGISTRY.pop(name, None)
-            registry._ORIGINS.pop(name, None)
+            registry.forget(name)
         _forget_problems(set(testproblems.names()) - set(problems))
         sys.modules.pop(module, None)  # a fixed file can be loaded again
         raise
     plugin = Plugin(module=module, path=key, sha256=_sha256(path), optimizers=tuple(new), testproblems=tuple(problems))
     _LOADED[key] = plugin
     return plugin
-
-
-def _rollback(before: Mapping[str, Any]) -> None:
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(before)
 
 
 def _forget_problems(keep: set[str]) -> None:
@@ -279,7 +274,7 @@ def validate_optimizer(name: str, space: Mapping[str, Distribution], fixed: Mapp
     key = (name, tuple(sorted((k, repr(v)) for k, v in values.items())))
     if key in _VALIDATED:
         return
-    who = registry._who(name)
+    who = registry.who(name)
     try:
         registry.resolve_hyperparams(name, values)
     except ValueError as exc:
@@ -313,8 +308,7 @@ def validate(name: str, study_space: Mapping[str, Any] | None = None,
 def forget(plugin: Plugin) -> None:
     """Unregister a plugin's optimizers and forget it (tests; the module stays imported)."""
     for name in plugin.optimizers:
-        registry._REGISTRY.pop(name, None)
-        registry._ORIGINS.pop(name, None)
+        registry.forget(name)
     for name in plugin.testproblems:
         testproblems.unregister(name)
     _LOADED.pop(plugin.path, None)

@@ -82,9 +82,36 @@ def origin(name: str) -> str:
     return _ORIGINS.get(name, "user code")
 
 
-def _who(name: str) -> str:
+def who(name: str) -> str:
+    """How messages name optimizer ``name``: 'plugin MODULE (PATH): optimizer NAME' or 'optimizer NAME'."""
     where = _ORIGINS.get(name)
     return f"{where}: optimizer {name}" if where else f"optimizer {name}"
+
+
+def entries() -> dict[str, OptimizerSpec]:
+    """A copy of the registry, name -> entry (the plugin loader restores it after a failed import)."""
+    return dict(_REGISTRY)
+
+
+def restore(before: Mapping[str, OptimizerSpec]) -> None:
+    """Put the registry back to ``before`` (an ``entries()`` copy)."""
+    _REGISTRY.clear()
+    _REGISTRY.update(before)
+
+
+def set_origin(name: str, label: str) -> None:
+    """Record who registered ``name`` ('plugin MODULE (PATH)')."""
+    _ORIGINS[name] = label
+
+
+def has_origin(name: str) -> bool:
+    return name in _ORIGINS
+
+
+def forget(name: str) -> None:
+    """Remove ``name`` and its origin if registered (a plugin's rollback); no error otherwise."""
+    _REGISTRY.pop(name, None)
+    _ORIGINS.pop(name, None)
 
 
 def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: str) -> float:
@@ -339,7 +366,7 @@ def linear_twin(name: str) -> str:
     if entry.twin is None and entry.baseline:
         return name
     if entry.twin is None:
-        raise ValueError(f"{_who(name)} declares no linear twin (register(..., twin=NAME))")
+        raise ValueError(f"{who(name)} declares no linear twin (register(..., twin=NAME))")
     return spec(entry.twin).name
 
 

@@ -90,7 +90,7 @@ HEAVY = {"keras", "tensorflow", "jax", "scipy", "ray", "matplotlib", "torch", "t
 #: files of the parallel issues (27, 29, 30) not yet converted: their function-local imports are still free
 PENDING = ("analysis/__main__.py", "analysis/budget.py", "analysis/figure_cache.py", "analysis/loader.py",
            "analysis/profiles.py", "analysis/select.py", "analysis/stats.py", "analysis/tables.py",
-           "optimizers/maps.py", "optimizers/transforms.py", "optimizers/kernel_map.py")
+           "optimizers/maps.py", "optimizers/transforms.py", "optimizers/kernel_map.py", "runners/executors/population")
 
 
 def test_function_local_imports_are_heavy_dependencies_with_a_reason():
