@@ -16,13 +16,13 @@ from .select import DEFAULT_SEARCHED, MODES
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2, no usage dump
         message = message if len(message) <= 600 else message[:600] + "... (cut)"  # a user value is unbounded
-        print(f"error: {message} (see python -m analysis --help)", file=sys.stderr)
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m analysis",
+        prog=os.environ.get("NLWU_PROG", "python -m analysis"),
         description="Rebuild the paper's tables and figures from one or more DeepOBS results trees.",
     )
     parser.add_argument("results", nargs="+", help="root folder(s) of DeepOBS results trees")
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                         help="import an optimizer plugin (dotted module or .py path) for its labels and "
                              "baseline flags; repeatable")
+    parser.add_argument("--paper", default=None, metavar="PROTOCOL_MD",
+                        help="protocol.md with the paper's §5 table, for the verdict section (default: $NLWU_PROTOCOL "
+                             "or ../shared/spec/protocol.md beside the checkout, if present)")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the caches (parsed runs, derived tables, figures)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                            cache=not args.no_cache)
         if analysis.summary.empty:
             raise AnalysisError("no run matches the given filters: relax --filter")
-        written = write_report(analysis, args.out, figures=not args.no_figures, tuning_seed=args.tuning_seed)
+        written = write_report(analysis, args.out, figures=not args.no_figures, tuning_seed=args.tuning_seed,
+                               protocol=Path(args.paper) if args.paper else "default")
     except AnalysisError as err:
         print(f"error: {str(err)[:1000]}", file=sys.stderr)
         return 2
@@ -136,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_rows = len(analysis.summary)
     n_figs = sum(1 for p in written if p.suffix == ".png")
+    names = {p.name for p in written}
+    extra = [n for n in ("comparison.csv", "budget_curves.csv", "performance_profile.csv") if n in names]
     print(f"wrote {args.out}/summary.csv, summary.md, summary.tex ({n_rows} rows), {n_figs} figures "
-          f"(PNG+PDF), budget_curves.csv, performance_profile.csv, report.md and report.html")
+          f"(PNG+PDF), {', '.join(extra + ['verdict.md'])}, report.md and report.html")
     return 0
 
 

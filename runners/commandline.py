@@ -11,6 +11,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,9 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         existed = spec.existing_result(args.out)
 
+        t0 = time.perf_counter()
         path = execute(spec, args.out, progress=not args.no_progress)
+        wall = time.perf_counter() - t0
     except ValueError as exc:  # RunError, SpecMismatch, a hyperparameter out of its range
         return fail(f"{prog.removeprefix('python -m ')}: {(str(exc).strip() or repr(exc))[:MAX_ERROR]}")
     except NlwuError as exc:  # UsageError, ...
@@ -185,5 +188,21 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
     except OSError as exc:  # disk full, read-only or non-folder parent, permissions: nothing half-written stays
         where = f"cannot write {exc.filename}" if exc.filename else "cannot write the result"
         return fail(f"{prog.removeprefix('python -m ')}: {where}: {os_error_text(exc)}")
-    print(("exists: " if existed else "") + str(path))
+    if not args.no_progress:
+        print(run_summary(path, None if existed else wall), file=sys.stderr)
+    print(("exists: " if existed else "") + str(path))  # stdout: the file alone, for scripts
     return 0
+
+
+def run_summary(path: Path, wall: float | None) -> str:
+    """One line: the run's final test loss (and accuracy), epochs, wall time and file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = f"final test loss {float(data['test_losses'][-1]):.6g}"
+        if data.get("test_accuracies"):
+            text += f", test accuracy {float(data['test_accuracies'][-1]):.4f}"
+        text += f" after {data['num_epochs']} epochs"
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        text = "result file unreadable"
+    took = f"{wall:.1f} s" if wall is not None else "already there, not trained again"
+    return f"done: {text} ({took}) -> {path}"

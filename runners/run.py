@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from deepobs_tree.safe_io import name_problem, short
 from optimizers import plugins
 from runners.quarantine import quarantine
 from runners.spec import RunSpec
+from testproblems.quiet import import_keras  # re-exported: runners.run.import_keras (workers call it)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: the evaluations after each epoch, in DeepOBS' evaluate_all order (TRAIN, VALID, TEST); not the data
@@ -65,6 +65,7 @@ def train_curves(
     num_epochs: int,
     train_log_interval: int = 10,
     on_epoch: Callable[[int, dict], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run DeepOBS' StandardRunner loop on ``trainer`` and return the seven curves plus ``diverged_epoch``.
 
@@ -72,7 +73,8 @@ def train_curves(
     otherwise train epoch n. If the last logged minibatch loss of epoch n is not finite, stop and append
     element [0] of every list ``num_epochs - n`` times (AR ``_abort_routine``), so the epoch curves keep
     ``num_epochs + 1`` entries and ``minibatch_train_losses`` gets ``num_epochs - n`` copies of its first entry.
-    ``on_epoch(n, last_eval)`` is called after each evaluation (progress bars).
+    ``on_epoch(n, last_eval)`` is called after each evaluation, ``on_step(step)`` after each training step
+    (progress bars).
     """
     curves: dict[str, list[float]] = {k: [] for k in (*CURVE_KEYS, *ACCURACY_KEYS, "minibatch_train_losses")}
     diverged_epoch = None
@@ -88,7 +90,8 @@ def train_curves(
             on_epoch(n, last)
         if n == num_epochs:
             break
-        logged = [float(x) for x in trainer.train_epoch(n, log_interval=train_log_interval)]
+        step_hook = {} if on_step is None else {"on_step": on_step}
+        logged = [float(x) for x in trainer.train_epoch(n, log_interval=train_log_interval, **step_hook)]
         if not logged:
             raise RuntimeError(f"trainer.train_epoch({n}) logged no minibatch loss (empty epoch?)")
         curves["minibatch_train_losses"].extend(logged)
@@ -155,31 +158,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def import_keras():
-    """``import keras`` (and its backend) with TF's C++ start-up lines silenced: absl writes "All log messages
-    before absl::InitializeLog()" and the CUDA/oneDNN notes straight to file descriptor 2 whatever
-    TF_CPP_MIN_LOG_LEVEL says, so the first import runs with fd 2 on /dev/null (Python errors are raised after
-    it is restored). ``NLWU_TF_LOGS=1`` keeps them."""
-
-    if "keras" in sys.modules or os.environ.get("NLWU_TF_LOGS") == "1":
-        import keras  # Keras/TensorFlow (seconds) only when a run trains
-
-        return keras
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        try:
-            import keras  # Keras/TensorFlow (seconds) only when a run trains
-        finally:
-            os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-    return keras
-
-
 def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
     """Clear Keras' global state and reseed Python, NumPy and the backend (fresh state per run).
     ``free_memory`` runs Python's garbage collector (about 0.4 s here: skipped for tiny models)."""
@@ -194,9 +172,38 @@ def _large_model(testproblem: str) -> bool:
     return params is None or params > 10_000
 
 
-def _bar(spec: RunSpec, num_epochs: int, enabled: bool):
-    return tqdm(total=num_epochs, desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}",
-                unit="epoch", disable=not enabled, leave=False, dynamic_ncols=True)
+def _bar(spec: RunSpec, num_epochs: int, enabled: bool, steps_per_epoch: int | None = None):
+    """A bar over the run's training steps (over its epochs when the trainer does not say its steps)."""
+    steps = int(steps_per_epoch) if isinstance(steps_per_epoch, int) and steps_per_epoch > 0 else None
+    return tqdm(total=num_epochs * steps if steps else num_epochs, unit="step" if steps else "epoch",
+                desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}", disable=not enabled, leave=False,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def _progress(bar, trainer, num_epochs: int, per_step: bool):
+    """(on_epoch, on_step) hooks: the bar advances per step with the running training loss; after each
+    evaluation it shows that evaluation's losses (never the previous epoch's)."""
+    shown: dict[str, str] = {}
+
+    def on_epoch(n, last):
+        shown.clear()
+        shown["epoch"] = f"{n}/{num_epochs}"
+        for phase, key in (("valid", "valid_loss"), ("test", "test_loss")):
+            if phase in last:
+                shown[key] = f"{float(last[phase]['loss']):.4g}"
+        acc = last.get("test", {}).get("accuracy")
+        if acc is not None:
+            shown["test_acc"] = f"{float(acc):.4f}"
+        if n and not per_step:
+            bar.update(1)
+        bar.set_postfix(shown, refresh=True)
+
+    def on_step(step):
+        bar.update(1)
+        if step % 10 == 0 and getattr(trainer, "last_loss", None) is not None:
+            bar.set_postfix({**shown, "loss": f"{float(trainer.last_loss):.4g}"}, refresh=False)
+
+    return on_epoch, (on_step if per_step else None)
 
 
 def check_names(testproblem: str, optimizer: str) -> None:
@@ -309,15 +316,14 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     fresh_keras_state(spec.seed, free_memory=_large_model(spec.testproblem))
     problem, model, optimizer, trainer = build(spec)
 
-    bar = _bar(spec, num_epochs, progress)
-
-    def on_epoch(n, last):
-        if n:
-            bar.update(1)
-        bar.set_postfix(valid_loss=f"{last['valid']['loss']:.4g}", refresh=False)
+    steps = getattr(trainer, "steps_per_epoch", None) if progress else None
+    steps = steps() if callable(steps) else steps
+    bar = _bar(spec, num_epochs, progress, steps)
+    on_epoch, on_step = _progress(bar, trainer, num_epochs, per_step=bool(progress and isinstance(steps, int)
+                                                                           and steps > 0))
 
     try:
-        curves = train_curves(trainer, num_epochs, spec.train_log_interval, on_epoch=on_epoch)
+        curves = train_curves(trainer, num_epochs, spec.train_log_interval, on_epoch=on_epoch, on_step=on_step)
     finally:
         bar.close()
     wall = time.perf_counter() - t0

@@ -29,6 +29,11 @@ DEFAULT_OUT = "deepobs_results_medium_budget"
 PROG = "python -m runners"
 
 
+def prog() -> str:
+    """The command as typed: ``$NLWU_PROG`` (set by ``nlwu`` and ``make run``), else ``python -m runners``."""
+    return os.environ.get("NLWU_PROG", PROG)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
         raise UsageError(f"{self.prog}: {message}")
@@ -83,7 +88,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Runs, sweeps and their status (DeepOBS result trees).")
+    parser = _Parser(prog=prog(), description="Runs, sweeps and their status (DeepOBS result trees).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", help="one training run (python -m runners run --help)", add_help=False)
 
@@ -185,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if argv and argv[0] == "run":
-        return main_run(argv[1:], prog=f"{PROG} run")
+        return main_run(argv[1:], prog=f"{prog()} run")
 
     try:
         args = build_parser().parse_args(argv)

@@ -14,13 +14,12 @@ import sys
 
 import testproblems
 from deepobs_tree import UsageError, fail
+from testproblems.quiet import import_keras
 
 
 def info_rows(names=None) -> list[dict]:
     """One dict per problem: name, trainable_params (counted on the built model), batch_size, num_epochs, l2."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras  # Keras only for `info` (it builds each model)
-
+    keras = import_keras()  # Keras only for `info` (it builds each model), without TF's start-up lines
 
     rows = []
     for name in names or testproblems.names():
@@ -62,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m testproblems",
+    parser = _Parser(prog=os.environ.get("NLWU_PROG", "python -m testproblems"),
                      description="DeepOBS test problems on Keras 3: metadata and data preparation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_info = sub.add_parser("info", help="list the problems: trainable parameters, batch size, epochs, L2 factor")

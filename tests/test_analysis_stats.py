@@ -229,7 +229,10 @@ def test_report_writes_ci_columns_comparison_statistics_budget_profile_and_html(
     curves = pd.read_csv(out / "budget_curves.csv")
     assert list(curves.columns[:6]) == ["testproblem", "optimizer", "search", "source", "n_samples", "k"]
     assert {"expected_best_score", "expected_final_test"} <= set(curves.columns)
-    assert (out / "performance_profile.csv").is_file()
+    # one problem: no profile (a flat line), a line in the report saying why (issue 27)
+    assert not (out / "performance_profile.csv").is_file()
+    assert "Performance profile omitted: it compares optimizers across problems and needs at least 2; these " \
+           "results have 1." in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     assert "Provenance" in page and "table-summary" in page and "table-comparison" in page
     assert "http://" not in page and "https://" not in page

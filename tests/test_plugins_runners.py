@@ -282,8 +282,8 @@ def test_examples_study_full_quadratic_search(tmp_path):
 
 
 def _readme_examples_table() -> dict[str, dict]:
-    """The README's table of the example study's quadratic search: optimizer -> its recorded numbers."""
-    text = (ROOT / "README.md").read_text()
+    """The table (docs/plugins.md) of the example study's quadratic search: optimizer -> its recorded numbers."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
     block = text.split("<!-- examples-quadratic-table -->")[1].split("<!-- /examples-quadratic-table -->")[0]
     table = {}
     for line in block.strip().splitlines()[2:]:
