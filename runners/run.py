@@ -19,6 +19,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
