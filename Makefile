@@ -28,36 +28,38 @@ endif
 GPU_LOCK := $(if $(GPU),requirements-$(GPU).lock)
 
 $(STAMP): requirements.lock pyproject.toml $(GPU_LOCK)
-	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
-	$(if $(GPU_LOCK),$(PY) -m pip install -q --disable-pip-version-check -r $(GPU_LOCK))
-	touch $@
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	@$(if $(GPU_LOCK),$(PY) -m pip install -q --disable-pip-version-check -r $(GPU_LOCK))
+	@# the `nlwu` console command (editable: it runs this checkout's code)
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
 
 setup: $(STAMP)
 
 # ruff, and the layers of .importlinter (which package may import which; no import cycles)
 lint: $(STAMP)
-	$(PY) -m ruff check .
-	$(VENV)/bin/lint-imports --no-cache
+	@$(PY) -m ruff check .
+	@$(VENV)/bin/lint-imports --no-cache
 
 test: lint
-	$(PY) -m pytest -q -m "not slow"
+	@$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	@$(PY) -m pytest -q -m slow
 
 # Data sets (download, verify, convert; see testproblems/data/README.md): make data [DATA_DIR=data]
 # [SOURCE=/usr/share/datasets/fashion-mnist] [ONLY="fmnist ..."]. SOURCE: a folder holding official files.
 SOURCE ?=
 ONLY ?=
 data: $(STAMP)
-	read -ra only <<< "$$NLWU_ARG_ONLY"; args=(); for o in "$${only[@]}"; do args+=(--only "$$o"); done; \
+	@read -ra only <<< "$$NLWU_ARG_ONLY"; args=(); for o in "$${only[@]}"; do args+=(--only "$$o"); done; \
 	if [ -n "$$NLWU_ARG_SOURCE" ]; then args+=(--source "$$NLWU_ARG_SOURCE"); fi; \
 	$(PY) -m testproblems prepare-data --data-dir "$$NLWU_ARG_DATA_DIR" "$${args[@]}"
 
 # PLUGINS="a.py b.py": plugin files (or modules) registering optimizers, passed as --plugin to figures and reproduce
 figures: $(STAMP)
-	read -ra results <<< "$$NLWU_ARG_RESULTS"; read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
+	@read -ra results <<< "$$NLWU_ARG_RESULTS"; read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
 	if [ $${#baselines[@]} -gt 0 ]; then args=(--baselines "$${baselines[@]}"); fi; \
 	read -ra plugins <<< "$$NLWU_ARG_PLUGINS"; for p in "$${plugins[@]}"; do args+=(--plugin "$$p"); done; \
 	$(PY) -m analysis "$${results[@]}" --out "$$NLWU_ARG_OUT" "$${args[@]}"
@@ -71,13 +73,14 @@ POPULATION ?=
 BACKEND ?= local
 ADDRESS ?=
 # RESULTS here defaults to a fresh folder, results/<config name>[_<preset>]/ (so it trains, and a smoke run never
-# mixes into the medium one); then the report in $(OUT) and the verdict against the committed tree
-# ($(REPRO_REFERENCE)) and the paper's numbers ($(PROTOCOL) §5): $(OUT)/verdict.md|csv (exit 0 either way).
+# mixes into the medium one); then the report in $(OUT) and the verdict: the paper's claims ($(PROTOCOL) §5)
+# judged on the results, and each search against the committed tree ($(REPRO_REFERENCE)) and the paper:
+# $(OUT)/verdict.md|csv, its last line the headline (exit 0 whatever it says).
 REPRO_REFERENCE ?= deepobs_results_medium_budget
 PROTOCOL ?= ../shared/spec/protocol.md
 export NLWU_RESULTS_GIVEN := $(if $(filter command line environment,$(origin RESULTS)),1)
 reproduce: $(STAMP)
-	results="$$NLWU_ARG_RESULTS"; if [ -z "$$NLWU_RESULTS_GIVEN" ]; then config="$${NLWU_ARG_CONFIG##*/}"; \
+	@results="$$NLWU_ARG_RESULTS"; if [ -z "$$NLWU_RESULTS_GIVEN" ]; then config="$${NLWU_ARG_CONFIG##*/}"; \
 		results="results/$${config%.*}$${NLWU_ARG_PRESET:+_$$NLWU_ARG_PRESET}"; fi; \
 	args=(); for v in PRESET WORKERS ADDRESS POPULATION; do value="NLWU_ARG_$$v"; \
 		if [ -n "$${!value}" ]; then args+=("--$${v,,}" "$${!value}"); fi; done; \
@@ -99,11 +102,11 @@ EPOCHS ?=
 export NLWU_OUT_GIVEN := $(filter command line environment,$(origin OUT))
 export NLWU_DATA_DIR_GIVEN := $(filter command line environment,$(origin DATA_DIR))
 run: $(STAMP)
-	read -ra hps <<< "$$NLWU_ARG_HP"; args=(); for h in "$${hps[@]}"; do args+=(--hp "$$h"); done; \
+	@read -ra hps <<< "$$NLWU_ARG_HP"; args=(); for h in "$${hps[@]}"; do args+=(--hp "$$h"); done; \
 	if [ -n "$$NLWU_ARG_EPOCHS" ]; then args+=(--epochs "$$NLWU_ARG_EPOCHS"); fi; \
 	if [ -n "$$NLWU_DATA_DIR_GIVEN" ]; then args+=(--data-dir "$$NLWU_ARG_DATA_DIR"); fi; \
 	if [ -n "$$NLWU_OUT_GIVEN" ]; then out="$$NLWU_ARG_OUT"; else out=results; fi; \
-	$(PY) -m runners run --problem "$$NLWU_ARG_PROBLEM" --optimizer "$$NLWU_ARG_OPTIMIZER" "$${args[@]}" \
+	NLWU_PROG=make $(PY) -m runners run --problem "$$NLWU_ARG_PROBLEM" --optimizer "$$NLWU_ARG_OPTIMIZER" "$${args[@]}" \
 		--seed "$$NLWU_ARG_SEED" --out "$$out"
 
 # User values reach the commands only through the environment (NLWU_ARG_<NAME>, the unexpanded text as given)
@@ -118,50 +121,56 @@ unexport $(USER_VARS)
 
 # Unpack the paper's released results once into $(CACHE)/reference, then analyse them.
 $(value CACHE)/reference/.unpacked:
-	mkdir -p "$$NLWU_ARG_CACHE/reference"
-	tar -xJf "$$NLWU_ARG_REFERENCE/paper_results_medium_budget.tar.xz" -C "$$NLWU_ARG_CACHE/reference"
-	tar -xJf "$$NLWU_ARG_REFERENCE/paper_results_removed_l2.tar.xz" -C "$$NLWU_ARG_CACHE/reference"
-	touch "$$NLWU_ARG_CACHE/reference/.unpacked"
+	@mkdir -p "$$NLWU_ARG_CACHE/reference"
+	@tar -xJf "$$NLWU_ARG_REFERENCE/paper_results_medium_budget.tar.xz" -C "$$NLWU_ARG_CACHE/reference"
+	@tar -xJf "$$NLWU_ARG_REFERENCE/paper_results_removed_l2.tar.xz" -C "$$NLWU_ARG_CACHE/reference"
+	@touch "$$NLWU_ARG_CACHE/reference/.unpacked"
 
 paper-figures: $(STAMP) $(value CACHE)/reference/.unpacked
-	read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
+	@read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
 	if [ $${#baselines[@]} -gt 0 ]; then args=(--baselines "$${baselines[@]}"); fi; \
 	$(PY) -m analysis "$$NLWU_ARG_CACHE/reference/paper_results_medium_budget" \
 		"$$NLWU_ARG_CACHE/reference/paper_results_removed_l2" --out "$$NLWU_ARG_OUT" "$${args[@]}"
 
 bench-analysis: $(STAMP) $(value CACHE)/reference/.unpacked
-	$(PY) bench/bench_analysis.py
+	@$(PY) bench/bench_analysis.py
 
 bench-optimizers: $(STAMP)
-	$(PY) bench/bench_optimizers.py
+	@$(PY) bench/bench_optimizers.py
 
 # step throughput of fmnist_2c2d and cifar10_3c3d vs DeepOBS' PyTorch nets (installs the CPU torch wheel on demand)
 bench-testproblems: $(STAMP)
-	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_testproblems.py "$${args[@]}"
+	@read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_testproblems.py "$${args[@]}"
 
 # our NumPy CIFAR-10 input pipeline vs DeepOBS' tf.data pipeline on the same (synthetic) files
 bench-data: $(STAMP)
-	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_data.py "$${args[@]}"
+	@read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_data.py "$${args[@]}"
 
 bench: bench-analysis bench-optimizers bench-testproblems bench-data bench-runners
 
 # default study wall time (BENCH_ARGS="--study-fraction 0.2" to time a share), pool efficiency, one run vs DeepOBS TF1
 bench-runners: $(STAMP)
-	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_runners.py "$${args[@]}"
+	@read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_runners.py "$${args[@]}"
 
 # population training (issue 30): the default study as populations vs per run, vs single runs, fmnist_2c2d on CPU
 bench-population: $(STAMP)
-	read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_population.py "$${args[@]}"
+	@read -ra args <<< "$$NLWU_ARG_BENCH_ARGS"; $(PY) bench/bench_population.py "$${args[@]}"
 
 # on a machine with an NVIDIA GPU (after `make setup GPU=cuda12`): device, epoch times, equality, memory -> JSON
 gpu-check: $(STAMP)
-	bash bench/gpu_check.sh
+	@bash bench/gpu_check.sh
 
 # Real-data evidence (issue 17): fmnist_2c2d (GD, M, MN) and fmnist_vae (GD) at the paper's chosen settings,
 # seeds 42-44, first 5 epochs, against the paper's 10 seeds (mean ± 3 se); needs dataset-fashion-mnist.
 # Resumable: runs are kept in $(CACHE)/fidelity. 12 runs; a 5-epoch fmnist_2c2d run takes ~6 min on 2 idle cores.
 fidelity: $(STAMP)
-	$(PY) tests/deepobs_oracle/fidelity.py --out "$$NLWU_ARG_CACHE/fidelity"
+	@$(PY) tests/deepobs_oracle/fidelity.py --out "$$NLWU_ARG_CACHE/fidelity"
 
 clean:
-	rm -rf "$$NLWU_ARG_CACHE" reports
+	@rm -rf "$$NLWU_ARG_CACHE" reports
+
+# Remove the caches (parsed trees, derived tables, figures, the unpacked reference trees: deepobs_tree/cache.py);
+# results, reports and $(CACHE)/fidelity's training runs stay.
+.PHONY: clean-cache
+clean-cache:
+	@NLWU_CACHE="$$NLWU_ARG_CACHE" $(PY) -m deepobs_tree.cache clear

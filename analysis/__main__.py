@@ -15,13 +15,14 @@ from .select import DEFAULT_SEARCHED, MODES
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2, no usage dump
-        print(f"error: {message} (see python -m analysis --help)", file=sys.stderr)
+        message = message if len(message) <= 600 else message[:600] + "... (cut)"  # a user value is unbounded
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m analysis",
+        prog=os.environ.get("NLWU_PROG", "python -m analysis"),
         description="Rebuild the paper's tables and figures from one or more DeepOBS results trees.",
     )
     parser.add_argument("results", nargs="+", help="root folder(s) of DeepOBS results trees")
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                         help="import an optimizer plugin (dotted module or .py path) for its labels and "
                              "baseline flags; repeatable")
+    parser.add_argument("--paper", default=None, metavar="PROTOCOL_MD",
+                        help="protocol.md with the paper's §5 table, for the verdict section (default: $NLWU_PROTOCOL "
+                             "or ../shared/spec/protocol.md beside the checkout, if present)")
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the caches (parsed runs, derived tables, figures)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -103,13 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"bad --rerun-seeds '{args.rerun_seeds}': write an increasing range or a list, e.g. 43-51 or "
                      "43,44,45")
+    from deepobs_tree.safe_io import name_problem, os_error_text, short
+
+    for path, what in ((args.out, "--out"), *((r, "results path") for r in [*args.results, *args.baselines])):
+        if (problem := name_problem(path)) is not None:  # before any stat could fail with ENAMETOOLONG
+            print(f"error: {what} {short(str(path), 120)}: {problem}", file=sys.stderr)
+            return 2
     problem = out_problem(args.out)
     if problem:
         parser.error(problem)
     for root in [*args.results, *args.baselines]:  # all of them before any parsing (and cache writing)
         if not Path(root).is_dir():
             what = "is not a folder" if Path(root).exists() else "does not exist"
-            print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
+            print(f"error: results path '{str(root)[:300]}' {what}: pass the root of a DeepOBS results tree",
+                  file=sys.stderr)
             return 2
     searched = _searched(args.searched, args.plugin)
     try:
@@ -118,17 +129,21 @@ def main(argv: list[str] | None = None) -> int:
                            cache=not args.no_cache)
         if analysis.summary.empty:
             raise AnalysisError("no run matches the given filters: relax --filter")
-        written = write_report(analysis, args.out, figures=not args.no_figures, tuning_seed=args.tuning_seed)
+        written = write_report(analysis, args.out, figures=not args.no_figures, tuning_seed=args.tuning_seed,
+                               protocol=Path(args.paper) if args.paper else "default")
     except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {str(err)[:1000]}", file=sys.stderr)
         return 2
-    except OSError as err:
-        print(f"error: cannot write the report under '{args.out}': {err.strerror or err}", file=sys.stderr)
+    except OSError as err:  # a full disk, a read-only folder, no permission: the report is left as it was
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: cannot write the report under '{args.out}'{where}: {os_error_text(err)}", file=sys.stderr)
         return 2
     n_rows = len(analysis.summary)
     n_figs = sum(1 for p in written if p.suffix == ".png")
+    names = {p.name for p in written}
+    extra = [n for n in ("comparison.csv", "budget_curves.csv", "performance_profile.csv") if n in names]
     print(f"wrote {args.out}/summary.csv, summary.md, summary.tex ({n_rows} rows), {n_figs} figures "
-          f"(PNG+PDF), budget_curves.csv, performance_profile.csv, report.md and report.html")
+          f"(PNG+PDF), {', '.join(extra + ['verdict.md'])}, report.md and report.html")
     return 0
 
 

@@ -7,8 +7,8 @@ profile) cached on disk, so a warm run neither selects nor bootstraps again (nor
   baseline flag, each problem's accuracy flag: plugins can change them), the versions of numpy, pandas and
   scipy, and the source of every module of ``analysis`` and ``deepobs_tree``. Any change to any of them is a
   different key, so a stale entry is never read; it only stays on disk.
-* Entry: one JSON file ``$NLWU_CACHE/analysis-derived/<key>.json`` (default ``.cache``), written through
-  ``deepobs_tree.write_atomic``. Data never executes code: every value is type-tagged JSON (no pickle), and a
+* Entry: ``tables.json`` in the ``analysis-derived`` entry of the one cache (``deepobs_tree.cache``: a folder
+  per key, each file checked against its SHA-256). Data never executes code: every value is type-tagged JSON (no pickle), and a
   frame is stored only if decoding its encoding gives it back exactly (same columns, dtypes, values, value
   types and attrs), so a cached table is the table. A missing, unreadable or malformed entry is recomputed;
   a value the encoding does not know (or a cache folder that cannot be written) just means no caching.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import write_atomic
+from deepobs_tree import cache
 
 SCHEMA = 1
 TABLES = ("summary", "comparison", "budget", "profile")
@@ -36,10 +35,6 @@ _PACKAGES = Path(__file__).resolve().parent, Path(__file__).resolve().parents[1]
 
 class Unencodable(TypeError):
     """A value outside the cached types: the tables are then computed and not cached."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("NLWU_CACHE", ".cache")) / "analysis-derived"
 
 
 # ---- type-tagged JSON (exact for the value types the tables hold) ----
@@ -160,13 +155,6 @@ def _versions() -> list[str]:
     return out
 
 
-def _sources(digest) -> None:
-    for folder in _PACKAGES:
-        for path in sorted(folder.glob("*.py")):
-            digest.update(path.name.encode() + b"\0")
-            digest.update(path.read_bytes())
-
-
 def key(frames: list[pd.DataFrame], options: dict, registry: dict) -> str | None:
     """The cache key of tables computed from ``frames`` (the run tables) with ``options`` and what the
     registries say (``registry``); None where some input cannot be hashed exactly (then nothing is cached)."""
@@ -177,20 +165,20 @@ def key(frames: list[pd.DataFrame], options: dict, registry: dict) -> str | None
             _feed_frame(digest, frame)
     except (Unencodable, TypeError, ValueError):  # e.g. a column type JSON does not know
         return None
-    _sources(digest)
-    return digest.hexdigest()
+    return cache.key("analysis-derived", digest.hexdigest(), cache.code_version(_PACKAGES))
 
 
 # ---- load / store ----
 
 def load(key: str) -> dict[str, pd.DataFrame] | None:
     """The cached tables of ``key``, or None (missing, unreadable or malformed: recomputed)."""
+    files = cache.read("analysis-derived", key)
     try:
-        data = json.loads((cache_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        data = json.loads(files["tables.json"].decode("utf-8"))
         if data.get("schema") != SCHEMA or data.get("key") != key:
             return None
         return {name: decode_frame(data["tables"][name]) for name in TABLES}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no entry (None) or a damaged one
         return None
 
 
@@ -203,11 +191,10 @@ def store(key: str, tables: dict[str, pd.DataFrame]) -> bool:
     if not all(_exact(tables[name], encoded[name]) for name in TABLES):
         return False
     try:
-        write_atomic(cache_dir() / f"{key}.json", json.dumps({"schema": SCHEMA, "key": key, "tables": encoded},
-                                                              allow_nan=False))
-    except (OSError, ValueError):
-        return False  # a read-only cache folder only costs the recomputation
-    return True
+        text = json.dumps({"schema": SCHEMA, "key": key, "tables": encoded}, allow_nan=False)
+    except ValueError:
+        return False
+    return cache.write("analysis-derived", key, {"tables.json": text.encode("utf-8")})  # False: not writable
 
 
 def cached(key_: str | None, compute: Callable[[], dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:

@@ -11,16 +11,18 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import optimizers
 from deepobs_tree import TUNING_SEED, AtomicFile
 
 from .select import metric_names, problem_has_accuracy, search_runs
-from .tables import canonical_rank, is_baseline, main_rows, short_name
+from .tables import PHI_LEGEND, canonical_rank, is_baseline, label, main_rows
 
 PANEL_CURVES = (
     ("test_losses", "test loss"),
@@ -33,10 +35,10 @@ PANEL_CURVES = (
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # matplotlib (a second) only when figures are drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as above
 
     plt.rcParams.update({"text.usetex": False, "figure.dpi": 110, "savefig.dpi": 130, "font.size": 9})
     return plt
@@ -93,13 +95,36 @@ def _setting_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
     return chosen
 
 
-def _styles(rows: pd.DataFrame):
+#: one colour per built-in optimizer in every figure: a hue per family, dark with φ_p, light for its linear twin
+_FAMILY = ["GradientDescentOptimizer", "MomentumOptimizer", "NAGOptimizer", "GradientDescentOptimizerW_scaled",
+           "MomentumOptimizerW_momscaled", "NAGOptimizerW_momscaled"]
+
+
+def colour(optimizer: str):
+    """The optimizer's colour (tab20), the same in every figure: built-ins by family (non-linear dark, linear
+    twin light), any other name at a fixed place of tab20's last eight (crc32 of the name)."""
     plt = _plt()
-    colours = plt.get_cmap("tab10")
-    for i, (_, row) in enumerate(rows.iterrows()):
+    palette = plt.get_cmap("tab20")
+    try:
+        twin = optimizers.linear_twin(optimizer)
+        entry = optimizers.spec(optimizer)
+    except ValueError:
+        twin, entry = None, None
+    if twin in _FAMILY:
+        return palette(2 * _FAMILY.index(twin) + (1 if entry is not None and entry.baseline else 0))
+    return palette(12 + zlib.crc32(optimizer.encode()) % 8)
+
+
+def legend_note(fig, y: float = -0.02) -> None:
+    """The line saying what φ_p is, under the figure."""
+    fig.text(0.5, y, PHI_LEGEND, ha="center", va="top", fontsize=7, color="0.3")
+
+
+def _styles(rows: pd.DataFrame):
+    for _, row in rows.iterrows():
         baseline = is_baseline(row)
-        label = short_name(row["optimizer"]) + (f" ({row['source']})" if row["source"] == "baselines" else "")
-        yield row, {"color": colours(i % 10), "linestyle": "--" if baseline else "-", "label": label}
+        text = label(row["optimizer"]) + (f" ({row['source']})" if row["source"] == "baselines" else "")
+        yield row, {"color": colour(row["optimizer"]), "linestyle": "--" if baseline else "-", "label": text}
 
 
 def _log_if_wide(ax, values: np.ndarray) -> None:
@@ -156,6 +181,7 @@ def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str,
                bbox_to_anchor=(0.5, 1.02))
     fig.suptitle(f"{testproblem}: chosen settings, mean ± std over seeds", y=1.07)
     fig.tight_layout()
+    legend_note(fig)
     return save(fig, out_dir, f"learning_curves_{testproblem}")
 
 
@@ -208,8 +234,8 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
         ax.scatter([_as_float(row["learning_rate"])], [row["tuning_score"]], marker="*", s=160, facecolors="none",
                    edgecolors="red", linewidths=1.2, label="chosen")
         ax.set_xscale("log")
-        ax.set_title(f"{short_name(row['optimizer'])} ({row['source']})" if row["source"] == "baselines"
-                     else short_name(row["optimizer"]))
+        ax.set_title(f"{label(row['optimizer'])} ({row['source']})" if row["source"] == "baselines"
+                     else label(row["optimizer"]))
         ax.set_xlabel("learning rate")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
@@ -251,6 +277,7 @@ def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, 
         ax.legend(fontsize=7)
     fig.suptitle("Power sensitivity: best tuning score among the samples with each power", y=1.01)
     fig.tight_layout()
+    legend_note(fig)
     return save(fig, out_dir, "power_sensitivity")
 
 
@@ -267,7 +294,7 @@ def w_vs_l2(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, problem: s
     labels, data = [], []
     for row, style in _styles(variants):
         variant = "W" if row["testproblem"].endswith("_nodecay") else "L2"
-        style = dict(style, label=f"{short_name(row['optimizer'])} [{variant}]",
+        style = dict(style, label=f"{label(row['optimizer'])} [{variant}]",
                      linestyle="-" if variant == "W" else ":")
         chosen = _setting_runs(runs, row)
         series = [c for c in chosen[curve] if isinstance(c, np.ndarray) and c.size]
@@ -309,10 +336,10 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     for ax, problem in zip(axes.flat, problems):
         rows = main[main["testproblem"] == problem]
         rows = rows.iloc[np.argsort([canonical_rank(o) for o in rows["optimizer"]], kind="stable")]
-        names = [short_name(o) + ("*" if s == "baselines" else "") for o, s in zip(rows["optimizer"], rows["source"])]
+        names = [label(o) + ("*" if s == "baselines" else "") for o, s in zip(rows["optimizer"], rows["source"])]
         for x, (_, row) in enumerate(rows.iterrows()):
             ax.errorbar([x], [row["final_test_mean"]], yerr=[row["final_test_std"]], fmt="o", capsize=4,
-                        color="0.45" if is_baseline(row) else "C0")
+                        color=colour(row["optimizer"]), mfc="white" if is_baseline(row) else None)
             low, high = row.get("final_test_ci_low", np.nan), row.get("final_test_ci_high", np.nan)
             if np.isfinite(low) and np.isfinite(high):  # 95% bootstrap CI of the mean: thick bar
                 ax.vlines([x], [low], [high], lw=5, alpha=0.45, color="C3")
@@ -325,8 +352,9 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_title(f"{problem}\n{rows['metric'].iloc[0].replace('_', ' ')}", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds, red bar: 95% bootstrap CI of "
-                 "the mean; grey = baseline, * = BASELINES tree)", fontsize=9)
+                 "the mean; open marker = linear baseline, * = BASELINES tree)", fontsize=9)
     fig.tight_layout()
+    legend_note(fig, y=-0.04)
     return save(fig, out_dir, "overview")
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import stats
-from .tables import _fmt
+from .tables import PHI_LEGEND, _fmt
+from .verdict import CLAIM_VIEW, RULES
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -29,6 +30,7 @@ th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f0f0f0}td:first-child,td:nth-child(2),th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:0.85em;color:#555}
 code{background:#f5f5f5;padding:0 3px}.scroll{overflow-x:auto}
+#table-verdict td{text-align:left}#verdict-headline{font-size:1.05em}
 """
 
 LOADED_CHECK = (
@@ -51,6 +53,22 @@ def table_html(frame: pd.DataFrame, columns: Sequence[str], headers: Sequence[st
     return "".join(out)
 
 
+def verdict_html(line: str, claims: pd.DataFrame) -> str:
+    """The verdict section: the headline, the judged claims, the rules, how many were not run."""
+    judged = claims[claims["status"] != "not run"]
+    parts = ['<section id="verdict"><h2>Verdict: the paper\'s claims on these results</h2>',
+             f'<p id="verdict-headline"><strong>{html.escape(line)}</strong></p>']
+    if not judged.empty:
+        parts.append(table_html(judged, [c for c, _ in CLAIM_VIEW], [h for _, h in CLAIM_VIEW],
+                                table_id="table-verdict"))
+    not_run = claims[claims["status"] == "not run"]
+    if not not_run.empty:
+        parts.append(f"<p>{len(not_run)} claims not run (no search with reruns in these results), on: "
+                     f"{html.escape(', '.join(sorted(set(not_run['testproblem']))))}.</p>")
+    parts.append(f"<p>{html.escape(RULES)}</p></section>")
+    return "".join(parts)
+
+
 def image_html(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
@@ -66,11 +84,16 @@ def budget_excerpt(curves: pd.DataFrame, ks: Sequence[int] = (1, 2, 5, 10, 20, 5
 
 
 def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list[str], list[str]]],
-                figure_paths: Sequence[Path], settings: dict, title: str = "Results report") -> str:
-    """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance."""
+                figure_paths: Sequence[Path], settings: dict, title: str = "Results report",
+                verdict: tuple[str, pd.DataFrame] | None = None, notes: Sequence[str] = ()) -> str:
+    """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance;
+    ``verdict``: (headline, judged claims) for the verdict section, first after the title."""
     parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>", "<h2 id=\"provenance\">Provenance</h2><ul>"]
+             f"<h1>{html.escape(title)}</h1>"]
+    if verdict is not None:
+        parts.append(verdict_html(*verdict))
+    parts.append("<h2 id=\"provenance\">Provenance</h2><ul>")
     for report in analysis.reports:
         parts.append(
             f"<li><code>{html.escape(', '.join(report.roots))}</code>: {report.n_files} result files, "
@@ -87,12 +110,15 @@ def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list
         f"<li>confidence intervals: 95% bootstrap of the mean over the reported seeds (ascending seed order), "
         f"scipy.stats.bootstrap {stats.METHOD}, {stats.N_RESAMPLES:,} resamples, random_state={stats.RANDOM_STATE}; "
         "fewer than 2 seeds or a non-finite value: no interval (–); all seeds equal: the point itself</li>"
-        "<li>comparison p-values: Welch t-test over seeds, Holm-corrected over the table's tests</li></ul>")
+        "<li>comparison p-values: Welch t-test over seeds, Holm-corrected over the table's tests</li>"
+        f"<li>labels: {html.escape(PHI_LEGEND)}</li></ul>")
     for anchor, heading, frame, columns, headers in tables:
         if frame is None or frame.empty:
             continue
         parts.append(f"<h2 id=\"{html.escape(anchor)}\">{html.escape(heading)}</h2>")
         parts.append(table_html(frame, columns, headers, table_id=f"table-{anchor}"))
+    for note in notes:
+        parts.append(f'<p class="note">{html.escape(note)}</p>')
     for root, caveat in getattr(analysis, "caveats", []):
         parts.append(f"<h3>Caveat of the baseline tree <code>{html.escape(root)}</code></h3>"
                      f"<p>{html.escape(caveat)}</p>")

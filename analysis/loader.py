@@ -13,11 +13,13 @@ default factor; 0/0.0 stay 0, which is the default of the ``_nodecay`` problems)
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import math
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterable, Sequence
@@ -27,17 +29,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import CURVES, AtomicFile, extra_tokens, format_value, parse_result_file_name
+from deepobs_tree import (
+    CURVES,
+    AtomicFile,
+    NlwuError,
+    cache,
+    extra_tokens,
+    format_value,
+    parse_result_file_name,
+)
+from deepobs_tree.safe_io import check_regular, os_error_text, read_regular
+from deepobs_tree.schema import ResultSchemaError, check_result
 
-CACHE_VERSION = 6  # 6: hp_key includes the folder's extra tokens
+CACHE_VERSION = 7  # 7: schema-checked files (deepobs_tree.schema); 6: hp_key includes the folder's extra tokens
+#: the runners' state folder at a results root (``runners.ledger.STATE``): never walked for results
+STATE_FOLDER = ".nlwu"
 INT_LIMIT = 2**63  # integers a result file may hold (seeds, sizes, hyperparameters): int64
 
 
-class AnalysisError(ValueError):
+class AnalysisError(NlwuError, ValueError):
     """Bad input for the analysis: the message names the thing and how to fix it."""
 
 
-class MalformedResult(ValueError):
+class MalformedResult(NlwuError, ValueError):
     """A result file that parses but does not have the DeepOBS structure."""
 
 
@@ -108,8 +122,12 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                 is_dir = entry.is_dir()  # follows links
                 is_link = entry.is_symlink()
             except OSError as err:
-                problems.append((str(path), f"cannot stat ({err.strerror or type(err).__name__})"))
+                loop = err.errno == errno.ELOOP
+                problems.append((str(path), "symlink loop, not followed" if loop
+                                 else f"cannot stat ({err.strerror or type(err).__name__})"))
                 continue
+            if is_dir and entry.name == STATE_FOLDER and depth == 0:
+                continue  # the runners' book-keeping (locks, failures, files moved aside), never results
             if is_dir:
                 real = os.path.realpath(path) if is_link else os.path.join(folder_real, entry.name)
                 if real in ancestors:
@@ -117,8 +135,10 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                     continue
                 walk(path, depth + 1, ancestors | {real}, real)
             elif depth >= 3 and parse_result_file_name(entry.name):
-                if is_link and not path.exists():
-                    problems.append((str(path), f"dangling symlink (to {os.readlink(path)})"))
+                try:  # only regular files: a FIFO or device would block the reader, a loop never ends
+                    check_regular(path)
+                except OSError as err:
+                    problems.append((str(path), err.strerror or os_error_text(err)))
                     continue
                 found.append(path)
 
@@ -142,9 +162,14 @@ def _strip_minibatch(text: str) -> tuple[str, int | None, bool]:
     if start < 0 or end < 0:
         return text, None, False  # truncated: let json.loads report it
     body = text[start + 1 : end]
+    if _NOT_NUMBERS.search(body):
+        return text, None, False  # not a list of numbers: let json.loads and the schema check judge it
     length = body.count(",") + 1 if body.strip() else 0
     nonfinite = "NaN" in body or "Infinity" in body
     return text[: start + 1] + text[end:], length, nonfinite
+
+
+_NOT_NUMBERS = re.compile(r"[^-+.,0-9eENaInfity \t\r\n]")
 
 
 def _final(curve: np.ndarray | None) -> float:
@@ -178,16 +203,18 @@ _CURVE_TYPES = frozenset({int, float, type(None)})
 
 def parse_run_file(path: Path, root: Path) -> dict:
     """One result file -> one row (raises ValueError/UnicodeDecodeError for unreadable content)."""
-    raw = path.read_bytes()
+    raw = read_regular(path)  # never blocks on a FIFO swapped in since the walk
     text = raw.decode("utf-8")
     text, minibatch_len, diverged = _strip_minibatch(text)
     try:
         data = json.loads(text)
     except RecursionError as err:
         raise MalformedResult("JSON nested too deeply") from err
-    if not isinstance(data, dict):
-        raise MalformedResult("top level is not a JSON object")
     seed_from_name, timestamp = parse_result_file_name(path.name)
+    try:
+        check_result(data, seed=seed_from_name)
+    except ResultSchemaError as err:
+        raise MalformedResult(str(err)) from None
     setting_dir = path.parent
     optimizer_dir = setting_dir.parent
     problem_dir = optimizer_dir.parent
@@ -294,7 +321,7 @@ def _file_signature(files: Sequence[Path]) -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("NLWU_CACHE", ".cache")) / "analysis"
+    return cache.folder("analysis")
 
 
 # The parsed-table cache: one NumPy .npz per signature, read with allow_pickle=False, so a planted or

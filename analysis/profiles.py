@@ -29,6 +29,8 @@ from .tables import main_rows, short_name
 
 TAUS = (1.0, 1.01, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
 TAU_MAX = 4.0
+#: a profile over fewer problems says nothing (one problem: a flat line at 1 for the best)
+MIN_PROBLEMS = 2
 
 
 def solver_name(optimizer: str, source: str = "results", families: bool = True) -> str:
@@ -102,15 +104,18 @@ def profile_figure(summary: pd.DataFrame, out_dir: Path, families: bool = True) 
         return []
     plt = figs._plt()
     problems = sorted(set(frame["testproblem"]))
+    if len(problems) < MIN_PROBLEMS:  # a profile over one problem is a flat line: the report says why it is absent
+        return []
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    colours = plt.get_cmap("tab10")
-    for i, solver in enumerate(sorted(set(frame["solver"]))):
+    for solver in sorted(set(frame["solver"])):
+        optimizer = frame.loc[frame["solver"] == solver, "optimizer"].iloc[0]
         mine = frame[frame["solver"] == solver].groupby("testproblem")["ratio"].min()
         ratios = np.sort(np.array([mine.get(p, np.inf) for p in problems], dtype=float))
         taus = np.concatenate([[1.0], np.clip(ratios[np.isfinite(ratios) & (ratios <= TAU_MAX)], 1.0, TAU_MAX),
                                [TAU_MAX]])
         rho = [np.mean(ratios <= t) for t in taus]
-        ax.step(taus, rho, where="post", lw=1.5, color=colours(i % 10), label=solver,
+        shown = solver.replace(short_name(optimizer).removesuffix("-W"), figs.label(optimizer).replace("-W", ""), 1)
+        ax.step(taus, rho, where="post", lw=1.5, color=figs.colour(optimizer), label=shown,
                 linestyle="--" if "baselines" in solver else "-")
     ax.set_xscale("log")
     ax.set_xlim(1.0, TAU_MAX)
@@ -121,4 +126,14 @@ def profile_figure(summary: pd.DataFrame, out_dir: Path, families: bool = True) 
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
+    figs.legend_note(fig, y=-0.01)
     return figs.save(fig, out_dir, "performance_profile")
+
+
+def omitted_reason(profile: pd.DataFrame) -> str | None:
+    """Why the report shows no performance profile (fewer than ``MIN_PROBLEMS`` problems), or None."""
+    n = len(profile.attrs.get("problems", [])) if profile is not None else 0
+    if n >= MIN_PROBLEMS:
+        return None
+    return (f"Performance profile omitted: it compares optimizers across problems and needs at least "
+            f"{MIN_PROBLEMS}; these results have {n}.")

@@ -14,17 +14,20 @@ import pandas as pd
 
 from deepobs_tree import RERUN_SEEDS, TUNING_SEED, write_atomic
 
-from . import derived, figure_cache, html_report, stats
+from . import derived, figure_cache, html_report, stats, verdict
 from . import figures as figs
+from . import tables as table_module  # module access: a monkeypatched label reaches the cache key
 from .budget import budget_curves, budget_figures
-from .loader import LoadReport, load_runs
-from .profiles import TAUS, performance_profile, profile_figure
+from .loader import LoadReport, load_runs, registry_has_accuracy
+from .profiles import TAUS, omitted_reason, performance_profile, profile_figure
 from .select import DEFAULT_SEARCHED, summarize
 from .tables import (
     COMPARISON_INTERNAL,
     COMPARISON_VIEW,
+    PHI_LEGEND,
     SUMMARY_VIEW,
     compare_to_baselines,
+    label,
     latex_table,
     markdown_table,
     results_matrix,
@@ -102,11 +105,29 @@ def analyse(
                           "non-finite scores last, exact ties to the first setting folder in name order",
         "searched hyperparameters": ", ".join(searched),
         "tuning seed": tuning_seed,
-        "rerun seeds": " ".join(map(str, rerun_seeds)),
+        "rerun seeds": _rerun_seeds_text(summary, rerun_seeds),
         "filter": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "none",
     }
     return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats,
                     budget=budget, profile=profile, settings=settings, key=key)
+
+
+def _rerun_seeds_text(summary: pd.DataFrame, rerun_seeds: list[int]) -> str:
+    """The rerun seeds that ran (in any reported row), and the requested ones when some never ran."""
+    present: set[int] = set()
+    for seeds in summary.get("seeds", []):
+        present |= {int(s) for s in str(seeds).split() if s.lstrip("-").isdigit()}
+    ran = [s for s in rerun_seeds if s in present]
+    text = " ".join(map(str, ran)) or "none"
+    if len(ran) < len(rerun_seeds):
+        text += f" (of the requested {_seed_range(rerun_seeds)}; the others have no result file)"
+    return text
+
+
+def _seed_range(seeds: list[int]) -> str:
+    if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return " ".join(map(str, seeds))
 
 
 def _key_options(options: dict, sources: list[str]) -> dict:
@@ -120,13 +141,10 @@ def _key_options(options: dict, sources: list[str]) -> dict:
 def _registry(runs: pd.DataFrame) -> dict:
     """What the registries (built-in and plugin optimizers, test problems) say about the runs' names, as far
     as the derived tables use it: each optimizer's label and baseline flag, each problem's accuracy flag."""
-    from .loader import registry_has_accuracy
-    from .tables import _registered, short_name
-
     optimizers = {}
     for name in sorted(set(runs["optimizer"])):
-        entry = _registered(name)
-        optimizers[name] = [short_name(name), None if entry is None else bool(entry.baseline)]
+        entry = table_module._registered(name)
+        optimizers[name] = [table_module.short_name(name), None if entry is None else bool(entry.baseline)]
     problems = {name: registry_has_accuracy(name) for name in sorted(set(runs["testproblem"]))}
     return {"optimizers": optimizers, "problems": problems}
 
@@ -151,21 +169,33 @@ def _write_text(path: Path, text: str) -> None:
     write_atomic(path, text)
 
 
+MANIFEST = ".report-files"
+#: outputs an older report may have left without a manifest (never beside a new report)
+LEGACY_OUTPUTS = ("verdict.md", "verdict.csv", "verdict_searches.csv", "comparison.csv", "comparison.md",
+                  "performance_profile.csv", "performance_profile.md", "budget_curves.csv")
+
+
 def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
-                 tuning_seed: int = TUNING_SEED) -> list[Path]:
+                 tuning_seed: int = TUNING_SEED, protocol: Path | None | str = "default") -> list[Path]:
     """Write every output file under ``out``, completely or not at all; returns the paths written.
 
     Everything is built in a hidden temporary folder next to ``out`` and then moved into place (one rename
     where ``out`` does not exist yet; otherwise file by file, ``report.md`` last). On any error the
     temporary folder and every parent folder this call created are removed and ``out`` is left as it was.
+    ``out`` never mixes runs: the files of the previous report there (listed in its ``.report-files``, or
+    the known output names) that this one does not write are removed. ``protocol``: the paper's table for
+    the verdict section (``analysis.verdict``; "default": ``verdict.default_protocol()``; None: no paper).
     """
+    if protocol == "default":
+        protocol = verdict.default_protocol()
     out = Path(out)
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
-        staged = _write_outputs(analysis, stage, figures=figures, tuning_seed=tuning_seed)
+        staged = _write_outputs(analysis, stage, figures=figures, tuning_seed=tuning_seed, protocol=protocol)
         relative = [p.relative_to(stage) for p in staged]
+        write_atomic(stage / MANIFEST, "".join(f"{r.as_posix()}\n" for r in relative))
         if not out.exists():
             os.chmod(stage, 0o777 & ~_umask())
             stage.rename(out)
@@ -175,6 +205,8 @@ def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = 
             for rel in sorted(relative, key=lambda r: r == Path("report.md")):
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(stage / rel, out / rel)
+            _remove_stale(out, set(relative))
+            os.replace(stage / MANIFEST, out / MANIFEST)
     except BaseException:
         if created:
             shutil.rmtree(created[-1], ignore_errors=True)
@@ -184,16 +216,38 @@ def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = 
     return [out / rel for rel in relative]
 
 
+def _remove_stale(out: Path, keep: set[Path]) -> None:
+    """Remove the previous report's files under ``out`` that the new one did not write."""
+    try:
+        listed = [Path(line) for line in (out / MANIFEST).read_text(encoding="utf-8").splitlines() if line]
+    except OSError:
+        listed = [Path(n) for n in LEGACY_OUTPUTS]
+        if (out / "figures").is_dir():
+            listed += [p.relative_to(out) for p in (out / "figures").iterdir() if p.suffix in (".png", ".pdf")]
+    for rel in listed:
+        if rel not in keep and not rel.is_absolute() and ".." not in rel.parts:
+            (out / rel).unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int) -> list[Path]:
+def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int,
+                   protocol: Path | None = None) -> list[Path]:
     """Every output file, written into the (empty, staging) folder ``out``."""
     written = []
     summary = analysis.summary
+    results = analysis.settings.get("results trees", "these results")
+    claims, searches, paper = verdict.evaluate(summary, protocol)
+    line = verdict.headline(claims, results)
+    written += verdict.write_verdict(out, claims, searches, line, results, None,
+                                     str(protocol) if paper is not None else None)
+    verdict_md = ["## Verdict: the paper's claims on these results", "", f"**{line}**", "",
+                  verdict.claims_markdown(claims), "Per search (outcome within the paper's mean ± "
+                  f"{verdict.K_SE:g} SE, chosen setting): verdict.md.", ""]
     _write_text(out / "summary.csv", summary_csv_frame(summary).to_csv(index=False, float_format="%.17g"))
     written.append(out / "summary.csv")
     shown, columns, headers = view(summary, SUMMARY_VIEW)
@@ -221,6 +275,8 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         figure_paths = figure_cache.cached(figure_cache.key(analysis.key, tuning_seed), out / "figures", draw)
         written += figure_paths
     extra_md = []
+    if diverged_note(analysis.budget):
+        extra_md += [diverged_note(analysis.budget), ""]
     if not analysis.budget.empty:
         _write_text(out / "budget_curves.csv", analysis.budget.to_csv(index=False, float_format="%.17g"))
         written.append(out / "budget_curves.csv")
@@ -229,16 +285,19 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         extra_md += ["## Tuning-budget curves (expected over k random-search samples; budget_curves.csv has "
                      "every k)", "", markdown_table(shown, columns, headers)]
     profile_md = ""
-    if not analysis.profile.empty:
+    omitted = profile_omitted(analysis.profile)
+    if omitted:
+        extra_md += [omitted, ""]
+    elif not analysis.profile.empty:
         _write_text(out / "performance_profile.csv", analysis.profile.to_csv(index=False, float_format="%.17g"))
         profile_md = markdown_table(analysis.profile, list(analysis.profile.columns))
         _write_text(out / "performance_profile.md", profile_md)
         written += [out / "performance_profile.csv", out / "performance_profile.md"]
         extra_md += [_profile_heading(analysis.profile), "", profile_md]
     _write_text(out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out,
-                                                 extra_md))
+                                                 extra_md, verdict_md))
     written.append(out / "report.md")
-    _write_text(out / "report.html", render_html(analysis, figure_paths))
+    _write_text(out / "report.html", render_html(analysis, figure_paths, (line, claims)))
     written.append(out / "report.html")
     return written
 
@@ -255,6 +314,27 @@ BUDGET_VIEW = [
 ]
 
 
+def profile_omitted(profile: pd.DataFrame) -> str | None:
+    """The report's line saying why there is no performance profile (fewer than two problems), or None."""
+    return omitted_reason(profile)
+
+
+def diverged_note(budget: pd.DataFrame) -> str | None:
+    """Which searches had diverged tuning samples (named and counted; the budget figure's curves count each
+    as its search's worst converged sample instead of plotting it at, e.g., 1e12)."""
+    if budget.empty or "n_diverged" not in budget:
+        return None
+    first = budget.drop_duplicates(["testproblem", "optimizer", "search", "source"])
+    first = first[first["n_diverged"] > 0]
+    if first.empty:
+        return None
+    parts = [f"{r.testproblem}/{label(r.optimizer)} {int(r.n_diverged)} of {int(r.n_samples)}"
+             for r in first.itertuples()]
+    return ("Diverged tuning samples (non-finite, or a final validation loss above the untrained model's): "
+            + ", ".join(parts) + ". The budget figures count each as its search's worst converged sample; "
+            "budget_curves.csv has both versions.")
+
+
 def _profile_heading(profile: pd.DataFrame) -> str:
     problems = profile.attrs.get("problems", [])
     excluded = profile.attrs.get("excluded", [])
@@ -266,8 +346,8 @@ def _profile_heading(profile: pd.DataFrame) -> str:
     return text
 
 
-def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
-    """The self-contained report.html (``analysis.html_report``)."""
+def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple | None = None) -> str:
+    """The self-contained report.html (``analysis.html_report``); ``judged``: (headline, claims table)."""
     tables = []
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
@@ -278,7 +358,7 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
     if not analysis.comparison.empty:
         tables.append(("comparison", "Difference to the best baseline (BCa CI of the difference; Welch p, "
                                      "Holm-corrected)", *view(analysis.comparison, COMPARISON_VIEW)))
-    if not analysis.profile.empty:
+    if not analysis.profile.empty and not profile_omitted(analysis.profile):
         tables.append(("profile", _profile_heading(analysis.profile).lstrip("# ").split("\n")[0],
                        analysis.profile, list(analysis.profile.columns), list(analysis.profile.columns)))
     if not analysis.budget.empty:
@@ -286,11 +366,13 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path]) -> str:
                        *view(html_report.budget_excerpt(analysis.budget), BUDGET_VIEW)))
     settings = dict(analysis.settings)
     settings["performance-profile τ grid"] = ", ".join(f"{t:g}" for t in TAUS)
-    return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings)
+    notes = [n for n in (profile_omitted(analysis.profile), diverged_note(analysis.budget)) if n]
+    return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings,
+                                   verdict=judged, notes=notes)
 
 
 def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figure_paths: Sequence[Path],
-                  out: Path, extra_md: Sequence[str] = ()) -> str:
+                  out: Path, extra_md: Sequence[str] = (), verdict_md: Sequence[str] = ()) -> str:
     lines = ["# Results report", ""]
     for report in analysis.reports:
         lines.append(
@@ -316,10 +398,13 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
         lines.append("Exact ties at the top (first in folder-name order chosen): " + ", ".join(
             f"{r.testproblem}/{r.optimizer}" for r in ties.itertuples()) + ".")
         lines.append("")
+    lines += list(verdict_md)
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
         lines += ["## Final test metric of the chosen settings (mean ± population std (seeds))", "",
                   markdown_table(matrix, list(matrix.columns)), ""]
+    lines += [f"Labels: {PHI_LEGEND} (e.g. \"GD φ_p\" is PowKernelGradientDescentOptimizer, \"SGD\" its "
+              "linear twin GradientDescentOptimizer).", ""]
     lines += ["## Summary (one row per search)", "", summary_md]
     if comparison_md:
         lines += ["## Difference to the best baseline (BCa 95% CI of the difference; Welch t-test over seeds, "

@@ -90,6 +90,18 @@ def short_name(optimizer: str) -> str:
     return entry.display_label if entry is not None else SHORT_NAMES.get(optimizer, optimizer)
 
 
+def label(optimizer: str) -> str:
+    """What tables and figures call an optimizer: its short name, with " φ_p" for a non-linear one whose
+    label does not already say so ("GD φ_p" against its linear twin "SGD")."""
+    name = short_name(optimizer)
+    entry = _registered(optimizer)
+    nonlinear = (not entry.baseline) if entry is not None else optimizer.startswith("PowKernel")
+    return f"{name} φ_p" if nonlinear and "φ" not in name else name
+
+
+PHI_LEGEND = "φ_p: sign(g)·|g|^p applied to kernel gradients before the step (p < 1); no φ_p: the linear optimizer"
+
+
 def is_baseline(row) -> bool:
     """A row is a baseline if it came from a BASELINES tree or its optimizer is registered as one (built-in or
     plugin); unregistered folder names count if they are standard DeepOBS ones (BASELINE_OPTIMIZERS)."""
@@ -177,15 +189,15 @@ def results_matrix(summary: pd.DataFrame) -> pd.DataFrame:
     main = main[main["n_seeds"] > 0]
     if main.empty:
         return pd.DataFrame()
-    labels = [short_name(o) + (" (baseline tree)" if s == "baselines" else "")
+    labels = [label(o) + (" (baseline tree)" if s == "baselines" else "")
               for o, s in zip(main["optimizer"], main["source"])]
     cells = [f"{_fmt(m, 6)} ± {_fmt(sd, 4)} ({n})" for m, sd, n in
              zip(main["final_test_mean"], main["final_test_std"], main["n_seeds"])]
     frame = pd.DataFrame({"problem": main["testproblem"].to_numpy(), "metric": main["metric"].to_numpy(),
                           "optimizer": labels, "cell": cells})
-    rank = {short_name(o): canonical_rank(o) for o in main["optimizer"]}
-    order = sorted(dict.fromkeys(labels), key=lambda label: (label.endswith("(baseline tree)"),
-                                                           rank.get(label.split(" ")[0], len(rank))))
+    rank = {label(o): canonical_rank(o) for o in main["optimizer"]}
+    order = sorted(dict.fromkeys(labels), key=lambda text: (text.endswith("(baseline tree)"),
+                                                          rank.get(text.removesuffix(" (baseline tree)"), len(rank))))
     matrix = frame.pivot_table(index=["problem", "metric"], columns="optimizer", values="cell", aggfunc="first")
     matrix = matrix.reindex(columns=[c for c in order if c in matrix.columns]).reset_index()
     matrix.columns.name = None
@@ -285,9 +297,9 @@ COMPARISON_INTERNAL = ("seed_values", "baseline_seed_values")
 def view(frame: pd.DataFrame, spec) -> tuple[pd.DataFrame, list[str], list[str]]:
     shown = frame.copy()
     if "optimizer" in shown:
-        shown["optimizer"] = shown["optimizer"].map(short_name)
+        shown["optimizer"] = shown["optimizer"].map(label)
     if "baseline" in shown:
-        shown["baseline"] = shown["baseline"].map(short_name)
+        shown["baseline"] = shown["baseline"].map(label)
     columns = [c for c, _ in spec if c in shown]
     headers = [h for c, h in spec if c in shown]
     return shown, columns, headers

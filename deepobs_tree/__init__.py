@@ -1,12 +1,13 @@
 """The DeepOBS 1.2 results format, the one thing writer (``runners``) and reader (``analysis``) share.
 
 A leaf package (imports nothing of this project): folder and file names (``naming``), the result keys and
-the result dict (``result``), the protocol's seeds (``seeds``), and the one atomic file writer every package
-uses (``atomic``).
+the result dict (``result``), the protocol's seeds (``seeds``), the one atomic file writer every package
+uses (``atomic``) and the suite's error base class with the one place that reports errors (``errors``).
 Named ``deepobs_tree`` because ``deepobs`` is the installed wheel and ``results`` the default output folder.
 """
 
 from .atomic import AtomicFile, write_atomic
+from .errors import NlwuError, UsageError, fail
 from .naming import (
     FOLDER_FIELDS,
     PROVENANCE_SUFFIX,
@@ -30,14 +31,17 @@ __all__ = [
     "CURVES",
     "CURVE_KEYS",
     "FOLDER_FIELDS",
+    "NlwuError",
     "PROVENANCE_SUFFIX",
     "RERUN_SEEDS",
     "RESULT_FILE_RE",
     "RUN_FIELD_DEFAULTS",
     "TUNING_SEED",
+    "UsageError",
     "deepobs_output",
     "dump_deepobs_json",
     "extra_tokens",
+    "fail",
     "float2str",
     "format_value",
     "parse_result_file_name",

@@ -15,6 +15,8 @@ The registry functions import no Keras; the optimizer classes and pieces load Ke
 
 from __future__ import annotations
 
+import importlib
+
 from .registry import (
     BUILTIN,
     DEFAULT_MOMENTUM,
@@ -53,8 +55,6 @@ __all__ = [
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         mod = importlib.import_module(f"{__name__}.{module}")
         return mod if attr is None else getattr(mod, attr)

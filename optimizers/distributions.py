@@ -1,4 +1,4 @@
-"""The search-space grammar of the study files, in one leaf module (imports nothing of the project).
+"""The search-space grammar of the study files, in one leaf module (of the project only the error base).
 
 A search space is an ordered mapping ``name -> distribution``; a distribution is (also the YAML syntax):
 
@@ -28,6 +28,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from deepobs_tree.errors import NlwuError
+
 KINDS = ("log_uniform", "uniform", "randint", "choice", "fixed")
 
 #: protocol §3.2 and §6: the default distribution of each searched hyperparameter, in draw order (learning
@@ -51,7 +53,7 @@ CROWDED_VALLEY_SPACE: dict[str, Any] = {n: copy.deepcopy(DEFAULT_SEARCH[n]) for 
 PAPER_BUDGET = 50
 
 
-class SpaceError(ValueError):
+class SpaceError(NlwuError, ValueError):
     """A malformed search space; the message names the parameter."""
 
 

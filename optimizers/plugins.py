@@ -1,14 +1,15 @@
-"""Plugins: a user's module whose import registers optimizers with ``optimizers.register(...)``.
+"""Plugins: a user's module whose import registers optimizers with ``optimizers.register(...)`` and/or its
+own test problems with ``testproblems.register(...)`` (checked on one batch, ``testproblems.user``).
 
     from optimizers import plugins
     plugins.load("examples/plugins/adam_family.py")      # a .py path (relative to ``base`` or the cwd) ...
     plugins.load("my_opts.adam")                         # ... or a dotted module name (cwd or PYTHONPATH)
-    plugins.provenance()            # [{"module", "path", "sha256", "optimizers"}] of every loaded plugin
+    plugins.provenance()            # [{"module", "path", "sha256", "optimizers"[, "testproblems"]}] per plugin
     plugins.changed(records)        # one line per recorded plugin whose source differs now
     plugins.validate(name, study_space, fixed)           # build it once on a tiny model (planning time)
 
 Each plugin is imported at most once per process (keyed by its resolved file path); what its import
-registered is found by diffing the registry. Every problem is a PluginError (a ValueError) with a one-line
+registered is found by diffing the registries. Every problem is a PluginError (a ValueError) with a one-line
 message naming the plugin and, where relevant, the optimizer and hyperparameter.
 """
 
@@ -23,6 +24,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import testproblems
+from testproblems import user as user_problems
 
 from . import registry
 from .distributions import Distribution, allowed_range, check_range
@@ -42,10 +46,12 @@ class Plugin:
     path: str
     sha256: str
     optimizers: tuple[str, ...]
+    testproblems: tuple[str, ...] = ()  # the user's own test problems it registered (testproblems.register)
 
     def record(self) -> dict[str, Any]:
-        """JSON-able provenance."""
-        return {"module": self.module, "path": self.path, "sha256": self.sha256, "optimizers": list(self.optimizers)}
+        """JSON-able provenance (``testproblems`` only where it registered some)."""
+        record = {"module": self.module, "path": self.path, "sha256": self.sha256, "optimizers": list(self.optimizers)}
+        return {**record, "testproblems": list(self.testproblems)} if self.testproblems else record
 
 
 _LOADED: dict[str, Plugin] = {}  # resolved path -> plugin, in load order
@@ -117,7 +123,7 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
     """Import plugin ``ref`` (once per process) and return its Plugin record.
 
     ``base``: the folder relative paths are taken from (a study file's folder; default the cwd). The import
-    must register at least one new optimizer and may not redefine a registered one; each registration's
+    must register at least one new optimizer or test problem and may not redefine a registered optimizer; each registration's
     declarations are checked (search distributions in their ranges, linear twin registered), and with
     ``validate`` every optimizer whose declared search is complete is built once on a tiny model
     (``validate(name)``; the others are validated with the study's space at planning time).
@@ -131,33 +137,42 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
     if already is not None and Path(getattr(already, "__file__", "") or "").resolve() == path:
         # imported before by other code: its registrations are the ones whose factory lives in the module
         new = [n for n in registry.names() if getattr(registry.spec(n).factory, "__module__", None) == module
-               and n not in registry._ORIGINS]
+               and not registry.has_origin(n)]
+        problems = [n for n in testproblems.names() if testproblems.spec(n).user is not None
+                    and testproblems.spec(n).user.source == str(path)]
     else:
-        before = dict(registry._REGISTRY)
+        before, problems_before = registry.entries(), set(testproblems.names())
         try:
             _import(module, path, _is_path(os.fspath(ref)))
         except PluginError:
+            _forget_problems(problems_before)
             raise
         except registry.AlreadyRegistered as exc:
-            _rollback(before)
+            registry.restore(before)
+            _forget_problems(problems_before)
             name = getattr(exc, "optimizer", "?")
             raise PluginError(f"{label}: optimizer {name} is already registered "
                               f"({registry.origin(name)}); choose another name") from None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code (not Ctrl-C)
-            _rollback(before)
+            registry.restore(before)
+            _forget_problems(problems_before)
             raise PluginError(f"{label}: import failed: {_one_line(exc)}") from None
-        replaced = [n for n, entry in before.items() if registry._REGISTRY.get(n) is not entry]
+        now = registry.entries()
+        replaced = [n for n, entry in before.items() if now.get(n) is not entry]
         new = [n for n in registry.names() if n not in before]
+        problems = [n for n in testproblems.names() if n not in problems_before]
         if replaced:
-            _rollback(before)
+            registry.restore(before)
+            _forget_problems(problems_before)
             sys.modules.pop(module, None)
             raise PluginError(f"{label}: redefines optimizer {replaced[0]} ({registry.origin(replaced[0])}); "
                               "choose another name")
-    if not new:
+    if not new and not problems:
         sys.modules.pop(module, None)
-        raise PluginError(f"{label}: registers no optimizer (its import must call optimizers.register(...))")
+        raise PluginError(f"{label}: registers no optimizer (its import must call optimizers.register(...)) "
+                          "and no test problem (testproblems.register(...))")
     for name in new:
-        registry._ORIGINS[name] = label
+        registry.set_origin(name, label)
     try:
         for name in new:
             _check_declarations(label, name)
@@ -170,20 +185,27 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
                         continue  # the study may give one: validated at planning time
                     raise
                 validate_optimizer(name, space)
+            for name in problems:
+                try:
+                    user_problems.validate(testproblems.get(name))
+                except user_problems.UserProblemError as exc:
+                    raise PluginError(f"plugin {module}: {exc}") from None
     except PluginError:
         for name in new:
-            registry._REGISTRY.pop(name, None)
-            registry._ORIGINS.pop(name, None)
+            registry.forget(name)
+        _forget_problems(set(testproblems.names()) - set(problems))
         sys.modules.pop(module, None)  # a fixed file can be loaded again
         raise
-    plugin = Plugin(module=module, path=key, sha256=_sha256(path), optimizers=tuple(new))
+    plugin = Plugin(module=module, path=key, sha256=_sha256(path), optimizers=tuple(new), testproblems=tuple(problems))
     _LOADED[key] = plugin
     return plugin
 
 
-def _rollback(before: Mapping[str, Any]) -> None:
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(before)
+def _forget_problems(keep: set[str]) -> None:
+    """Unregister the test problems a failed plugin import registered (every name not in ``keep``)."""
+    for name in testproblems.names():
+        if name not in keep:
+            testproblems.unregister(name)
 
 
 def _check_declarations(label: str, name: str) -> None:
@@ -252,12 +274,12 @@ def validate_optimizer(name: str, space: Mapping[str, Distribution], fixed: Mapp
     key = (name, tuple(sorted((k, repr(v)) for k, v in values.items())))
     if key in _VALIDATED:
         return
-    who = registry._who(name)
+    who = registry.who(name)
     try:
         registry.resolve_hyperparams(name, values)
     except ValueError as exc:
         raise PluginError(f"{who}: {exc}") from None
-    import keras
+    import keras  # Keras only to build a plugin's optimizer once: importing optimizers stays light
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     try:
@@ -286,8 +308,9 @@ def validate(name: str, study_space: Mapping[str, Any] | None = None,
 def forget(plugin: Plugin) -> None:
     """Unregister a plugin's optimizers and forget it (tests; the module stays imported)."""
     for name in plugin.optimizers:
-        registry._REGISTRY.pop(name, None)
-        registry._ORIGINS.pop(name, None)
+        registry.forget(name)
+    for name in plugin.testproblems:
+        testproblems.unregister(name)
     _LOADED.pop(plugin.path, None)
     sys.modules.pop(plugin.module, None)
     _VALIDATED.difference_update({k for k in _VALIDATED if k[0] in plugin.optimizers})

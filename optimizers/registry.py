@@ -15,7 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deepobs_tree.errors import NlwuError
+
 from .distributions import DEFAULT_RANGES, DEFAULT_SEARCH, parse_range, range_check
+from .selection import selection_record
 
 DEFAULT_MOMENTUM = 0.9
 OPTIONS = ("select", "decay_on")  # make() options that go to provenance, never to optimizer_hyperparams
@@ -63,12 +66,12 @@ _REGISTRY: dict[str, OptimizerSpec] = {}
 _ORIGINS: dict[str, str] = {}  # name -> 'plugin <module> (<path>)', filled in by optimizers.plugins
 
 
-class PluginError(ValueError):
+class PluginError(NlwuError, ValueError):
     """A bad plugin or a bad optimizer declaration; the message is one line naming the plugin (or optimizer)
     and, where relevant, the hyperparameter."""
 
 
-class AlreadyRegistered(ValueError):
+class AlreadyRegistered(NlwuError, ValueError):
     """``register`` of a name that is taken (a built-in or another plugin's)."""
 
 
@@ -79,9 +82,36 @@ def origin(name: str) -> str:
     return _ORIGINS.get(name, "user code")
 
 
-def _who(name: str) -> str:
+def who(name: str) -> str:
+    """How messages name optimizer ``name``: 'plugin MODULE (PATH): optimizer NAME' or 'optimizer NAME'."""
     where = _ORIGINS.get(name)
     return f"{where}: optimizer {name}" if where else f"optimizer {name}"
+
+
+def entries() -> dict[str, OptimizerSpec]:
+    """A copy of the registry, name -> entry (the plugin loader restores it after a failed import)."""
+    return dict(_REGISTRY)
+
+
+def restore(before: Mapping[str, OptimizerSpec]) -> None:
+    """Put the registry back to ``before`` (an ``entries()`` copy)."""
+    _REGISTRY.clear()
+    _REGISTRY.update(before)
+
+
+def set_origin(name: str, label: str) -> None:
+    """Record who registered ``name`` ('plugin MODULE (PATH)')."""
+    _ORIGINS[name] = label
+
+
+def has_origin(name: str) -> bool:
+    return name in _ORIGINS
+
+
+def forget(name: str) -> None:
+    """Remove ``name`` and its origin if registered (a plugin's rollback); no error otherwise."""
+    _REGISTRY.pop(name, None)
+    _ORIGINS.pop(name, None)
 
 
 def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: str) -> float:
@@ -166,8 +196,6 @@ def make(name: str, model: Any = None, **hyperparams: Any):
     )
     built = getattr(optimizer, "built", False)
     if ours and not built and model is not None and getattr(model, "trainable_variables", None):
-        from .selection import selection_record
-
         decay_on = values.get("decay_on", "selected") if values.get("weight_decay_opt", 0.0) > 0 else None
         provenance.update(selection_record(model.trainable_variables, values.get("select"), decay_on))
     return optimizer
@@ -242,7 +270,7 @@ def _build_kernel_map(nonlinear: bool, momentum_kind: str | None, decay_scaling:
                       learning_rate, power=1.0, momentum=0.0, weight_decay_opt=0.0, select=None,
                       decay_on="selected"):
     """Factory of the built-ins (bound with functools.partial, so registry entries pickle)."""
-    from .kernel_map import KernelMapOptimizer
+    from .kernel_map import KernelMapOptimizer  # Keras: the registry imports without it
 
     return KernelMapOptimizer(
         learning_rate=learning_rate,
@@ -338,7 +366,7 @@ def linear_twin(name: str) -> str:
     if entry.twin is None and entry.baseline:
         return name
     if entry.twin is None:
-        raise ValueError(f"{_who(name)} declares no linear twin (register(..., twin=NAME))")
+        raise ValueError(f"{who(name)} declares no linear twin (register(..., twin=NAME))")
     return spec(entry.twin).name
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .distributions import DEFAULT_SEARCH, Distribution, allowed_range, check_range
-from .registry import PluginError, _who, spec
+from .registry import PluginError, spec, who
 
 
 def search_space(name: str, study_space: Mapping[str, Any] | None = None, fixed: Any = ()) -> dict[str, Distribution]:
@@ -35,7 +35,7 @@ def search_space(name: str, study_space: Mapping[str, Any] | None = None, fixed:
         elif n in DEFAULT_SEARCH:
             space[n] = DEFAULT_SEARCH[n]
         elif n not in entry.defaults:
-            raise PluginError(f"{_who(name)}: hyperparameter {n} has no search distribution: declare "
+            raise PluginError(f"{who(name)}: hyperparameter {n} has no search distribution: declare "
                               f"search={{{n!r}: ...}} at register() or set search_space.{n} (or fixed.{n}) in the study")
     parsed = {}
     for n, dist in space.items():
@@ -43,5 +43,5 @@ def search_space(name: str, study_space: Mapping[str, Any] | None = None, fixed:
         try:
             parsed[n] = check_range(n, dist, allowed_range(entry.ranges, n))
         except ValueError as exc:
-            raise PluginError(f"{_who(name)}: {source} of {exc}") from None
+            raise PluginError(f"{who(name)}: {source} of {exc}") from None
     return parsed

@@ -11,12 +11,16 @@ import math
 import os
 import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import TUNING_SEED
-from runners.run import RunError, check_names, check_out
+import optimizers
+from deepobs_tree import TUNING_SEED, NlwuError, UsageError, fail
+from deepobs_tree.safe_io import os_error_text, short
+from optimizers import PluginError, plugins
+from runners.run import RunError, check_names, check_out, execute
 from runners.spec import RunSpec
 
 
@@ -30,7 +34,6 @@ def cli_token(value: Any) -> str:
 
 def run_command(spec: RunSpec, out: str | Path, python: str = "python") -> str:
     """The shell command that performs one run with ``python -m runners run`` (SLURM arrays, GNU parallel)."""
-    from optimizers import plugins
 
     parts = [python, "-m", "runners", "run", *plugins.command_line_args(), "--problem", spec.testproblem,
              "--optimizer", spec.optimizer]
@@ -71,7 +74,7 @@ def parse_value(text: str) -> Any:
     except ValueError:
         return text
     if not math.isfinite(value):
-        raise RunError(f"value {text!r} is not finite")
+        raise RunError(f"value {short(text)} is not finite")
     return value
 
 
@@ -80,9 +83,9 @@ def parse_hp(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip() or not value.strip():
-            raise RunError(f"--hp {item!r}: expected name=value, e.g. --hp learning_rate=0.01")
+            raise RunError(f"--hp {short(item)}: expected name=value, e.g. --hp learning_rate=0.01")
         if name.strip() in result:
-            raise RunError(f"--hp {name.strip()!r} given twice")
+            raise RunError(f"--hp {short(name.strip())} given twice")
         result[name.strip()] = parse_value(value)
     return result
 
@@ -90,7 +93,6 @@ def parse_hp(items: Sequence[str]) -> dict[str, Any]:
 def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dict]:
     """(hyperparams, options): names the optimizer records or declares go to hyperparams, the rest
     (select rule, decay_on, ...) to options; both are passed to ``optimizers.make``."""
-    import optimizers
 
     ospec = optimizers.spec(optimizer)
     declared = set(ospec.hyperparams) | set(getattr(ospec, "defaults", {}) or {})
@@ -99,13 +101,9 @@ def split_hyperparams(optimizer: str, values: dict[str, Any]) -> tuple[dict, dic
     return hp, opts
 
 
-class _ArgError(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        raise _ArgError(message)
+        raise UsageError(message)
 
 
 def build_parser(prog: str = "python -m runners run", parser_class=argparse.ArgumentParser):
@@ -132,8 +130,6 @@ def build_parser(prog: str = "python -m runners run", parser_class=argparse.Argu
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    import optimizers
-
     check_names(args.problem, args.optimizer)
     for name in ("epochs", "batch_size", "train_log_interval"):
         value = getattr(args, name)
@@ -160,12 +156,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 def _load_plugins(refs: Sequence[str]) -> None:
     """``--plugin`` options: import each (once), build its optimizers once; a bad one is a RunError."""
-    from optimizers import PluginError, plugins
 
     try:
         plugins.load_all(refs)
     except PluginError as exc:
         raise RunError(f"--plugin: {exc}") from None
+
+
+#: longest error line a command prints (values inside are cut shorter by ``safe_io.short``)
+MAX_ERROR = 1000
 
 
 def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners run") -> int:
@@ -178,12 +177,32 @@ def main_run(argv: Sequence[str] | None = None, prog: str = "python -m runners r
         check_out(args.out)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         existed = spec.existing_result(args.out)
-        from runners.run import execute
 
+        t0 = time.perf_counter()
         path = execute(spec, args.out, progress=not args.no_progress)
-    except (_ArgError, ValueError) as exc:  # RunError, SpecMismatch
-        message = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        print(f"error: {prog.removeprefix('python -m ')}: {message}", file=sys.stderr)
-        return 2
-    print(("exists: " if existed else "") + str(path))
+        wall = time.perf_counter() - t0
+    except ValueError as exc:  # RunError, SpecMismatch, a hyperparameter out of its range
+        return fail(f"{prog.removeprefix('python -m ')}: {(str(exc).strip() or repr(exc))[:MAX_ERROR]}")
+    except NlwuError as exc:  # UsageError, ...
+        return fail(f"{prog.removeprefix('python -m ')}: {str(exc)[:MAX_ERROR]}")
+    except OSError as exc:  # disk full, read-only or non-folder parent, permissions: nothing half-written stays
+        where = f"cannot write {exc.filename}" if exc.filename else "cannot write the result"
+        return fail(f"{prog.removeprefix('python -m ')}: {where}: {os_error_text(exc)}")
+    if not args.no_progress:
+        print(run_summary(path, None if existed else wall), file=sys.stderr)
+    print(("exists: " if existed else "") + str(path))  # stdout: the file alone, for scripts
     return 0
+
+
+def run_summary(path: Path, wall: float | None) -> str:
+    """One line: the run's final test loss (and accuracy), epochs, wall time and file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        text = f"final test loss {float(data['test_losses'][-1]):.6g}"
+        if data.get("test_accuracies"):
+            text += f", test accuracy {float(data['test_accuracies'][-1]):.4f}"
+        text += f" after {data['num_epochs']} epochs"
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        text = "result file unreadable"
+    took = f"{wall:.1f} s" if wall is not None else "already there, not trained again"
+    return f"done: {text} ({took}) -> {path}"

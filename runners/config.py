@@ -48,16 +48,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import RERUN_SEEDS, TUNING_SEED
+import yaml
+
+import optimizers
+import testproblems
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, NlwuError
+from deepobs_tree.safe_io import MAX_YAML_BYTES, YamlLimitError, load_yaml, os_error_text, read_regular, short
+from optimizers import PluginError, plugins
 from optimizers.distributions import DEFAULT_SEARCH, PAPER_BUDGET, Constant, SpaceError, parse
 from runners.sampler import sample_search
 from runners.spec import MAX_SEED, RunSpec
+from testproblems import FIDELITIES
 
 #: most tuning samples per search: the sampler draws them all (status, sweep), so the bound keeps both quick
 MAX_BUDGET = 10_000
+#: longest message a config error prints (values inside are cut shorter by ``short``)
+MAX_MESSAGE = 600
 
 
-class ConfigError(ValueError):
+class ConfigError(NlwuError, ValueError):
     """A bad study file; the message is one line naming the file and the key."""
 
 
@@ -158,7 +167,7 @@ class Study:
                 if chosen.get(key) is not None:
                     hits = [e for e in hits if getattr(e, key) in (None, chosen[key])]
         if not hits:
-            raise KeyError(f"{self.path}: no search for problem {problem!r} with optimizer {optimizer!r}")
+            raise KeyError(f"{self.path}: no search for problem {short(problem)} with optimizer {short(optimizer)}")
         if len(hits) > 1:
             raise KeyError(f"{self.path}: {len(hits)} searches match {problem}/{optimizer}; pass the chosen "
                            f"setting to tell them apart")
@@ -167,7 +176,6 @@ class Study:
     def rerun_specs(self, problem: str, optimizer: str, chosen: Mapping[str, Any]) -> list[RunSpec]:
         """The rerun seeds of the chosen setting (``analysis.select_best`` result: its ``optimizer_hyperparams``
         as stored in the JSON, and ``weight_decay``). The runs land in the same setting folder as the tuning run."""
-        import optimizers
 
         entry = self.find(problem, optimizer, chosen)
         fixed_by_registry = optimizers.spec(optimizer).fixed
@@ -192,7 +200,10 @@ class _Ctx:
         self.path = path
 
     def fail(self, key: str, message: str):
+        """ConfigError naming the file and the key; a user key or value is cut short (``safe_io.short``)."""
+        key = key if len(key) <= 120 else key[:120] + "..."
         where = f"{key}: " if key else ""
+        message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "... (cut)"
         raise ConfigError(f"{self.path}: {where}{message}")
 
 
@@ -206,7 +217,7 @@ def _is_number(x: Any) -> bool:
 
 def _check_keys(ctx: _Ctx, where: str, mapping: Any, allowed: tuple[str, ...]) -> dict:
     if not isinstance(mapping, Mapping):
-        ctx.fail(where, f"expected a mapping, got {type(mapping).__name__} {mapping!r}")
+        ctx.fail(where, f"expected a mapping, got {type(mapping).__name__} {short(mapping)}")
     for key in mapping:
         if key not in allowed:
             ctx.fail(f"{where}.{key}" if where else str(key), f"unknown key; allowed: {', '.join(allowed)}")
@@ -226,42 +237,40 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
             ctx.fail(k, "an empty list (sweep axis) selects nothing")
         for v in value:
             if isinstance(v, list):
-                ctx.fail(k, f"nested lists are not allowed, got {value!r}")
+                ctx.fail(k, f"nested lists are not allowed, got {short(value)}")
             _check_setting(ctx, where, key, v)
         return value
     if key == "regularization":
         if value not in REGULARIZATIONS:
-            ctx.fail(k, f"expected one of {', '.join(REGULARIZATIONS)} (or a list of them), got {value!r}")
+            ctx.fail(k, f"expected one of {', '.join(REGULARIZATIONS)} (or a list of them), got {short(value)}")
     elif key in ("budget", "train_log_interval"):
         if not _is_int(value) or value < 1:
-            ctx.fail(k, f"expected an integer >= 1, got {value!r}")
+            ctx.fail(k, f"expected an integer >= 1, got {short(value)}")
         if key == "budget" and value > MAX_BUDGET:
             ctx.fail(k, f"budget {value} is larger than {MAX_BUDGET} samples per search (the paper uses 50)")
     elif key == "tuning_seed":
         if not _is_int(value) or not 0 <= value <= MAX_SEED:
-            ctx.fail(k, f"expected an integer seed in [0, {MAX_SEED}], got {value!r}")
+            ctx.fail(k, f"expected an integer seed in [0, {MAX_SEED}], got {short(value)}")
     elif key == "rerun_seeds":
         if not isinstance(value, list) or not all(_is_int(s) and 0 <= s <= MAX_SEED for s in value):
-            ctx.fail(k, f"expected a list of integer seeds in [0, {MAX_SEED}], got {value!r}")
+            ctx.fail(k, f"expected a list of integer seeds in [0, {MAX_SEED}], got {short(value)}")
         if len(set(value)) != len(value):
-            ctx.fail(k, f"repeated seed in {value!r}")
+            ctx.fail(k, f"repeated seed in {short(value)}")
     elif key in ("num_epochs", "batch_size"):
         if value is not None and (not _is_int(value) or value < 1):
-            ctx.fail(k, f"expected an integer >= 1 or null (problem default), got {value!r}")
+            ctx.fail(k, f"expected an integer >= 1 or null (problem default), got {short(value)}")
     elif key == "weight_decay":
         if value is not None and (not _is_number(value) or value < 0):
-            ctx.fail(k, f"expected a number >= 0 or null (problem default), got {value!r}")
+            ctx.fail(k, f"expected a number >= 0 or null (problem default), got {short(value)}")
     elif key == "fidelity":
-        from testproblems import FIDELITIES
-
         if value not in FIDELITIES:
-            ctx.fail(k, f"expected one of {', '.join(FIDELITIES)}, got {value!r}")
+            ctx.fail(k, f"expected one of {', '.join(FIDELITIES)}, got {short(value)}")
     elif key == "data_dir":
         if value is not None and not isinstance(value, str):
-            ctx.fail(k, f"expected a path string or null, got {value!r}")
+            ctx.fail(k, f"expected a path string or null, got {short(value)}")
     elif key == "search_space":
         if not isinstance(value, Mapping):
-            ctx.fail(k, f"expected a mapping name -> distribution, got {value!r}")
+            ctx.fail(k, f"expected a mapping name -> distribution, got {short(value)}")
         if not value:
             ctx.fail(k, "empty search space: give at least learning_rate, e.g. {log_uniform: [1.0e-4, 1.0]}")
         parsed = {}
@@ -273,20 +282,18 @@ def _check_setting(ctx: _Ctx, where: str, key: str, value: Any) -> Any:
         return parsed
     elif key == "fixed":
         if not isinstance(value, Mapping):
-            ctx.fail(k, f"expected a mapping name -> value, got {value!r}")
+            ctx.fail(k, f"expected a mapping name -> value, got {short(value)}")
         for name, v in value.items():
             for item in _axis(v):
                 if not (item is None or isinstance(item, bool | str) or _is_number(item)):
-                    ctx.fail(f"{k}.{name}", f"expected a number, bool, string (or a list of them), got {v!r}")
+                    ctx.fail(f"{k}.{name}", f"expected a number, bool, string (or a list of them), got {short(v)}")
             if isinstance(v, list) and not v:
                 ctx.fail(f"{k}.{name}", "an empty list (sweep axis) selects nothing")
     elif key == "options":
-        import optimizers
-
         _check_keys(ctx, k, value, optimizers.OPTIONS)
         for name, v in value.items():
             if not isinstance(v, str):
-                ctx.fail(f"{k}.{name}", f"expected a string, got {v!r}")
+                ctx.fail(f"{k}.{name}", f"expected a string, got {short(v)}")
     return value
 
 
@@ -299,26 +306,30 @@ def _settings(ctx: _Ctx, where: str, mapping: Mapping, allowed: tuple[str, ...])
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
-
+    """The study file's YAML, within ``deepobs_tree.safe_io``'s limits (bytes, nodes after alias expansion,
+    nesting depth): a hostile file is one ConfigError naming the limit, never a hang or a traceback."""
     try:
-        text = path.read_text()
+        text = read_regular(path, max_bytes=MAX_YAML_BYTES).decode()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (configs live in configs/, e.g. configs/paper.yaml)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the file: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file: {os_error_text(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read the file: not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: study file too large ({exc}); a study file is a few kB") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: YAML beyond this project's limits: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem[:200]}") from None
 
 
 def _decoupled_name(ctx: _Ctx, key: str, optimizer: str) -> str:
-    import optimizers
-
     try:
         return optimizers.decoupled_variant(optimizer)
     except ValueError as exc:
@@ -330,8 +341,7 @@ def _load_plugins(ctx: _Ctx, refs: Any) -> None:
     if refs is None:
         return
     if not isinstance(refs, list) or not all(isinstance(r, str) and r.strip() for r in refs):
-        ctx.fail("plugins", f"expected a list of module names or .py paths, got {refs!r}")
-    from optimizers import PluginError, plugins
+        ctx.fail("plugins", f"expected a list of module names or .py paths, got {short(refs)}")
 
     try:
         plugins.load_all(refs, base=ctx.path.parent)
@@ -345,8 +355,6 @@ def _load_plugins(ctx: _Ctx, refs: Any) -> None:
 def load_study(path: str | Path, preset: str | None = None) -> Study:
     """Read, validate and resolve a study file; ``preset`` (or the file's ``default_preset``) is applied on top
     of every problem's settings. Raises ConfigError (one line: file, key, what is wrong)."""
-    import optimizers
-    import testproblems
 
     path = Path(path)
     ctx = _Ctx(path)
@@ -357,7 +365,7 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
     _load_plugins(ctx, top.get("plugins"))
     name = top.get("name", path.stem)
     if not isinstance(name, str) or not name:
-        ctx.fail("name", f"expected a non-empty string, got {name!r}")
+        ctx.fail("name", f"expected a non-empty string, got {short(name)}")
     defaults = copy.deepcopy(DEFAULTS)
     defaults.update(_settings(ctx, "defaults", top.get("defaults") or {}, SETTING_KEYS))
 
@@ -368,9 +376,9 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
     if preset is None:
         preset = top.get("default_preset")
         if preset is not None and preset not in presets:
-            ctx.fail("default_preset", f"unknown preset {preset!r}; defined: {', '.join(presets) or 'none'}")
+            ctx.fail("default_preset", f"unknown preset {short(preset)}; defined: {', '.join(presets) or 'none'}")
     elif preset not in presets:
-        raise ConfigError(f"{path}: unknown preset {preset!r}; defined: {', '.join(presets) or 'none'}")
+        raise ConfigError(f"{path}: unknown preset {short(preset)}; defined: {', '.join(presets) or 'none'}")
     chosen_preset = dict(presets.get(preset) or {}) if preset else {}
     only_problems = chosen_preset.pop("problems", None)
     only_optimizers = chosen_preset.pop("optimizers", None)
@@ -379,7 +387,7 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
     if problems is None:
         ctx.fail("problems", "missing: a study needs a 'problems' mapping (problem -> {optimizers: [...]})")
     if not isinstance(problems, Mapping) or not problems:
-        ctx.fail("problems", f"expected a non-empty mapping problem -> settings, got {problems!r}")
+        ctx.fail("problems", f"expected a non-empty mapping problem -> settings, got {short(problems)}")
     known_problems, known_optimizers = testproblems.names(), optimizers.names()
     space_names = {n for o in known_optimizers for n in optimizers.spec(o).accepted}
 
@@ -387,10 +395,10 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
                              ("optimizers", only_optimizers, known_optimizers)):
         if subset is not None and (not isinstance(subset, list) or not subset
                                    or not all(isinstance(x, str) for x in subset)):
-            ctx.fail(f"presets.{preset}.{k}", f"expected a non-empty list of names, got {subset!r}")
+            ctx.fail(f"presets.{preset}.{k}", f"expected a non-empty list of names, got {short(subset)}")
         for x in subset or []:
             if x not in known:
-                ctx.fail(f"presets.{preset}.{k}", f"unknown name {x!r}; known: {', '.join(known)}")
+                ctx.fail(f"presets.{preset}.{k}", f"unknown name {short(x)}; known: {', '.join(known)}")
 
     entries: list[Search] = []
     for problem, pdata in problems.items():
@@ -403,12 +411,12 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
             ctx.fail(f"{pwhere}.optimizers", "missing: list the optimizers to search")
         if isinstance(opts, list):
             if not all(isinstance(o, str) for o in opts):
-                ctx.fail(f"{pwhere}.optimizers", f"expected a list of optimizer names, got {opts!r}")
+                ctx.fail(f"{pwhere}.optimizers", f"expected a list of optimizer names, got {short(opts)}")
             if len(set(opts)) != len(opts):
-                ctx.fail(f"{pwhere}.optimizers", f"repeated optimizer in {opts!r}")
+                ctx.fail(f"{pwhere}.optimizers", f"repeated optimizer in {short(opts)}")
             opts = {o: {} for o in opts}
         elif not isinstance(opts, Mapping):
-            ctx.fail(f"{pwhere}.optimizers", f"expected a list or a mapping of optimizer names, got {opts!r}")
+            ctx.fail(f"{pwhere}.optimizers", f"expected a list or a mapping of optimizer names, got {short(opts)}")
         if not opts:
             ctx.fail(f"{pwhere}.optimizers", "empty: list at least one optimizer")
         for opt, odata in opts.items():
@@ -435,8 +443,6 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
 
 def _expand(ctx, where, problem, optimizer, settings, known_problems, known_optimizers, space_names):
     """All entries of one (problem, optimizer) block: the product over the sweep axes."""
-    import optimizers
-    import testproblems
 
     fixed = settings["fixed"] or {}
     axes = {k: _axis(settings[k]) for k in AXIS_KEYS}
@@ -458,7 +464,7 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
             prob = base + "_nodecay"
             if prob not in known_problems:
                 with_l2 = [n for n in known_problems if testproblems.spec(n).has_l2 and not n.endswith("_nodecay")]
-                ctx.fail(f"{where}.regularization", f"problem {problem!r} has no _nodecay variant "
+                ctx.fail(f"{where}.regularization", f"problem {short(problem)} has no _nodecay variant "
                          f"(decoupled decay needs one; the L2 problems are {', '.join(with_l2)})")
             opt = _decoupled_name(ctx, where, optimizer)
             fixed_values.setdefault("weight_decay_opt", testproblems.spec(base).l2)
@@ -474,7 +480,6 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
         try:  # the study's distributions over the optimizer's declared ones, name by name
             merged = optimizers.search_space(opt, study_space, fixed=tuple(fixed_values))
             if optimizers.registry.origin(opt) != "built-in":  # build it once now, not after training
-                from optimizers import plugins
 
                 plugins.validate(opt, study_space, {**fixed_values, **dict(settings["options"] or {})})
         except optimizers.PluginError as exc:

@@ -19,22 +19,34 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
+from tqdm.auto import tqdm
+
+import optimizers
+import testproblems
 from deepobs_tree import (
     ACCURACY_KEYS,
     CURVE_KEYS,
+    NlwuError,
     deepobs_output,
     dump_deepobs_json,
     provenance_file_name,
     result_file_name,
     write_atomic,
 )
+from deepobs_tree.safe_io import name_problem, short
+from optimizers import plugins
+from runners.quarantine import quarantine
 from runners.spec import RunSpec
+from testproblems.quiet import import_keras  # re-exported: runners.run.import_keras (workers call it)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: the evaluations after each epoch, in DeepOBS' evaluate_all order (TRAIN, VALID, TEST); not the data
@@ -42,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EVAL_PHASES = ("train_eval", "valid", "test")
 
 
-class RunError(ValueError):
+class RunError(NlwuError, ValueError):
     """Bad input to a run (unknown name, bad value, missing data): one line, exit code 2 on the CLI."""
 
 
@@ -54,6 +66,7 @@ def train_curves(
     num_epochs: int,
     train_log_interval: int = 10,
     on_epoch: Callable[[int, dict], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run DeepOBS' StandardRunner loop on ``trainer`` and return the seven curves plus ``diverged_epoch``.
 
@@ -61,7 +74,8 @@ def train_curves(
     otherwise train epoch n. If the last logged minibatch loss of epoch n is not finite, stop and append
     element [0] of every list ``num_epochs - n`` times (AR ``_abort_routine``), so the epoch curves keep
     ``num_epochs + 1`` entries and ``minibatch_train_losses`` gets ``num_epochs - n`` copies of its first entry.
-    ``on_epoch(n, last_eval)`` is called after each evaluation (progress bars).
+    ``on_epoch(n, last_eval)`` is called after each evaluation, ``on_step(step)`` after each training step
+    (progress bars).
     """
     curves: dict[str, list[float]] = {k: [] for k in (*CURVE_KEYS, *ACCURACY_KEYS, "minibatch_train_losses")}
     diverged_epoch = None
@@ -77,7 +91,8 @@ def train_curves(
             on_epoch(n, last)
         if n == num_epochs:
             break
-        logged = [float(x) for x in trainer.train_epoch(n, log_interval=train_log_interval)]
+        step_hook = {} if on_step is None else {"on_step": on_step}
+        logged = [float(x) for x in trainer.train_epoch(n, log_interval=train_log_interval, **step_hook)]
         if not logged:
             raise RuntimeError(f"trainer.train_epoch({n}) logged no minibatch loss (empty epoch?)")
         curves["minibatch_train_losses"].extend(logged)
@@ -95,7 +110,6 @@ def train_curves(
 # side effects: provenance, Keras state
 def _plugin_provenance() -> list[dict]:
     """Every plugin loaded in this process (module, path, sha256, optimizers): ``runners status`` compares them."""
-    from optimizers import plugins
 
     return plugins.provenance()
 
@@ -122,8 +136,6 @@ def git_state() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "scipy", "nlwu-bench"):
         try:
@@ -147,32 +159,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def import_keras():
-    """``import keras`` (and its backend) with TF's C++ start-up lines silenced: absl writes "All log messages
-    before absl::InitializeLog()" and the CUDA/oneDNN notes straight to file descriptor 2 whatever
-    TF_CPP_MIN_LOG_LEVEL says, so the first import runs with fd 2 on /dev/null (Python errors are raised after
-    it is restored). ``NLWU_TF_LOGS=1`` keeps them."""
-    import sys
-
-    if "keras" in sys.modules or os.environ.get("NLWU_TF_LOGS") == "1":
-        import keras
-
-        return keras
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        try:
-            import keras
-        finally:
-            os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-    return keras
-
-
 def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
     """Clear Keras' global state and reseed Python, NumPy and the backend (fresh state per run).
     ``free_memory`` runs Python's garbage collector (about 0.4 s here: skipped for tiny models)."""
@@ -183,36 +169,62 @@ def fresh_keras_state(seed: int, free_memory: bool = True) -> None:
 
 
 def _large_model(testproblem: str) -> bool:
-    import testproblems
-
     params = getattr(testproblems.spec(testproblem), "trainable_params", None)
     return params is None or params > 10_000
 
 
-def _bar(spec: RunSpec, num_epochs: int, enabled: bool):
-    from tqdm.auto import tqdm
+def _bar(spec: RunSpec, num_epochs: int, enabled: bool, steps_per_epoch: int | None = None):
+    """A bar over the run's training steps (over its epochs when the trainer does not say its steps)."""
+    steps = int(steps_per_epoch) if isinstance(steps_per_epoch, int) and steps_per_epoch > 0 else None
+    return tqdm(total=num_epochs * steps if steps else num_epochs, unit="step" if steps else "epoch",
+                desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}", disable=not enabled, leave=False,
+                dynamic_ncols=True, mininterval=0.5)
 
-    return tqdm(total=num_epochs, desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}",
-                unit="epoch", disable=not enabled, leave=False, dynamic_ncols=True)
+
+def _progress(bar, trainer, num_epochs: int, per_step: bool):
+    """(on_epoch, on_step) hooks: the bar advances per step with the running training loss; after each
+    evaluation it shows that evaluation's losses (never the previous epoch's)."""
+    shown: dict[str, str] = {}
+
+    def on_epoch(n, last):
+        shown.clear()
+        shown["epoch"] = f"{n}/{num_epochs}"
+        for phase, key in (("valid", "valid_loss"), ("test", "test_loss")):
+            if phase in last:
+                shown[key] = f"{float(last[phase]['loss']):.4g}"
+        acc = last.get("test", {}).get("accuracy")
+        if acc is not None:
+            shown["test_acc"] = f"{float(acc):.4f}"
+        if n and not per_step:
+            bar.update(1)
+        bar.set_postfix(shown, refresh=True)
+
+    def on_step(step):
+        bar.update(1)
+        if step % 10 == 0 and getattr(trainer, "last_loss", None) is not None:
+            bar.set_postfix({**shown, "loss": f"{float(trainer.last_loss):.4g}"}, refresh=False)
+
+    return on_epoch, (on_step if per_step else None)
 
 
 def check_names(testproblem: str, optimizer: str) -> None:
     """RunError (one line listing what is known) for an unregistered problem or optimizer."""
-    import optimizers
-    import testproblems
 
     try:
         testproblems.spec(testproblem)
     except ValueError as exc:
         raise RunError(str(exc)) from None
     if optimizer not in optimizers.names():
-        raise RunError(f"unknown optimizer {optimizer!r}; known: {', '.join(optimizers.names())}")
+        raise RunError(f"unknown optimizer {short(optimizer)}; known: {', '.join(optimizers.names())}")
 
 
 def check_out(out: str | Path, flag: str = "--out") -> Path:
     """RunError unless ``out`` is a folder (or can be made one) this process can write to; creates nothing.
     Called before any training, so a bad ``--out`` never costs the compute of a run."""
     out = Path(out)
+    problem_name = name_problem(out)
+    if problem_name:
+        raise RunError(f"{flag} {short(str(out), 120)}: {problem_name}")
     if out.exists() and not out.is_dir():
         raise RunError(f"{flag} {out} exists and is not a folder; pass a results folder")
     probe = out
@@ -242,7 +254,6 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
 def check_data(spec: RunSpec) -> None:
     """RunError (one line, naming the file and the fix) unless the run's data load and give at least one
     training batch; NumPy only, so it runs before TensorFlow is imported. The readers cache what they read."""
-    import testproblems
 
     try:
         with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
@@ -259,8 +270,6 @@ def check_data(spec: RunSpec) -> None:
 
 def build(spec: RunSpec):
     """(problem, model, optimizer, trainer) for ``spec``; bad names/values raise RunError with one line."""
-    import optimizers
-    import testproblems
 
     check_names(spec.testproblem, spec.optimizer)
     try:
@@ -285,7 +294,7 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     out = Path(out)
     try:
         spec.validate()
-        existing = spec.existing_result(out)
+        existing, rejected = spec.result_files(out)
         if existing is not None:
             return existing
         num_epochs = spec.effective_num_epochs()
@@ -294,22 +303,28 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     except ValueError as exc:  # includes SpecMismatch
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
     check_out(out)
+    problem_name = name_problem(folder / (".x" + provenance_file_name(result_file_name(spec.seed)) + ".12345678.tmp"))
+    if problem_name:
+        raise RunError(f"cannot write the result under {short(str(folder), 120)}: {problem_name}; use shorter "
+                       "option values or a shorter --out")
     check_inside(out, folder)
+    for bad in rejected:  # never reused: moved aside (not deleted), the run is trained again
+        moved = quarantine(out, bad.path)
+        print(f"warning: {bad.path}: {bad.reason}; moved to {moved}", file=sys.stderr)
     check_data(spec)  # before TensorFlow loads: bad data fail in a second, without TF's log lines
     start = time.time()
     t0 = time.perf_counter()
     fresh_keras_state(spec.seed, free_memory=_large_model(spec.testproblem))
     problem, model, optimizer, trainer = build(spec)
 
-    bar = _bar(spec, num_epochs, progress)
-
-    def on_epoch(n, last):
-        if n:
-            bar.update(1)
-        bar.set_postfix(valid_loss=f"{last['valid']['loss']:.4g}", refresh=False)
+    steps = getattr(trainer, "steps_per_epoch", None) if progress else None
+    steps = steps() if callable(steps) else steps
+    bar = _bar(spec, num_epochs, progress, steps)
+    on_epoch, on_step = _progress(bar, trainer, num_epochs, per_step=bool(progress and isinstance(steps, int)
+                                                                           and steps > 0))
 
     try:
-        curves = train_curves(trainer, num_epochs, spec.train_log_interval, on_epoch=on_epoch)
+        curves = train_curves(trainer, num_epochs, spec.train_log_interval, on_epoch=on_epoch, on_step=on_step)
     finally:
         bar.close()
     wall = time.perf_counter() - t0
@@ -359,7 +374,6 @@ def write_result(spec: RunSpec, out: str | Path, problem: Any, optimizer: Any, c
         "wall_seconds": round(wall, 3),
         **(extra or {}),
     }
-    import yaml
 
     # another process may have finished the same run meanwhile: keep theirs, never two files per seed
     try:
@@ -369,6 +383,10 @@ def write_result(spec: RunSpec, out: str | Path, problem: Any, optimizer: Any, c
     if existing is not None:
         return existing
     check_inside(out, folder)  # again: a link may have appeared while training
-    write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
-    write_atomic(path, dump_deepobs_json(output))
+    prov = write_atomic(folder / provenance_file_name(name), yaml.safe_dump(_plain(provenance), sort_keys=False))
+    try:
+        write_atomic(path, dump_deepobs_json(output))
+    except BaseException:
+        prov.unlink(missing_ok=True)  # a provenance without its result would be a partial run
+        raise
     return path

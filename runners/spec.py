@@ -12,17 +12,33 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import optimizers
+import testproblems
 from deepobs_tree import (
     RUN_FIELD_DEFAULTS,
     TUNING_SEED,
+    NlwuError,
     parse_result_file_name,
     provenance_file_name,
     setting_folder_name,
 )
+from deepobs_tree.safe_io import (
+    MAX_YAML_BYTES,
+    NotRegularFile,
+    load_yaml,
+    name_problem,
+    os_error_text,
+    read_regular,
+    short,
+)
+from deepobs_tree.schema import ResultSchemaError, check_result
+from optimizers.selection import DEFAULT_RULE, resolve_rule, rule_name, validate_decay_on
+from testproblems import FIDELITIES
 
 #: seeds NumPy, Python and the backends all accept (unsigned 32 bit)
 MAX_SEED = 2**32 - 1
@@ -42,8 +58,29 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
-class SpecMismatch(ValueError):
+class SpecMismatch(NlwuError, ValueError):
     """A result exists in the run's folder but was made with a different spec (one line: what differs)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    """A file named like a result of a run that cannot be trusted: never reused, never summarised."""
+
+    path: Path
+    reason: str
+
+
+#: largest result file a run reads back (the biggest DeepOBS file, tolstoi's, is under 1 MB)
+MAX_RESULT_BYTES = 64 << 20
+_VERDICTS: dict[tuple, str | None] = {}
+
+
+def _stat_key(path: Path) -> tuple | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_mode
 
 #: fields that define a run (hashed into run_id); data_dir is deliberately absent.
 ID_FIELDS = (
@@ -68,7 +105,7 @@ def _pairs(value: Any, what: str) -> tuple[tuple[str, Any], ...]:
     pairs = []
     for item in items:
         if isinstance(item, str) or len(item) != 2:
-            raise ValueError(f"RunSpec.{what} must be (name, value) pairs or a dict, got {value!r}")
+            raise ValueError(f"RunSpec.{what} must be (name, value) pairs or a dict, got {short(value)}")
         name, val = item
         if isinstance(val, list):
             val = tuple(val)
@@ -108,20 +145,20 @@ class RunSpec:
         set_(self, "options", _pairs(self.options, "options"))
         for name in ("testproblem", "optimizer", "fidelity"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"RunSpec.{name} must be a non-empty string, got {getattr(self, name)!r}")
+                raise ValueError(f"RunSpec.{name} must be a non-empty string, got {short(getattr(self, name))}")
         for name in ("seed", "num_epochs", "batch_size", "train_log_interval"):
             value = getattr(self, name)
             if value is None and name in ("num_epochs", "batch_size"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"RunSpec.{name} must be an integer, got {value!r}")
+                raise ValueError(f"RunSpec.{name} must be an integer, got {short(value)}")
             if name != "seed" and value < 1:
-                raise ValueError(f"RunSpec.{name} must be >= 1, got {value!r}")
+                raise ValueError(f"RunSpec.{name} must be >= 1, got {short(value)}")
         if self.weight_decay is not None:
             if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float):
-                raise ValueError(f"RunSpec.weight_decay must be a number or None, got {self.weight_decay!r}")
+                raise ValueError(f"RunSpec.weight_decay must be a number or None, got {short(self.weight_decay)}")
             if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-                raise ValueError(f"RunSpec.weight_decay must be finite and >= 0, got {self.weight_decay!r}")
+                raise ValueError(f"RunSpec.weight_decay must be finite and >= 0, got {short(self.weight_decay)}")
         if self.data_dir is not None:
             set_(self, "data_dir", str(self.data_dir))
 
@@ -130,16 +167,13 @@ class RunSpec:
         """ValueError (one line) unless every field is one a run accepts: known names, a seed in
         [0, 2**32 - 1], a known fidelity, a batch no larger than the problem's training set, hyperparameters and
         options the optimizer takes (values in their declared ranges). Imports neither TF nor Keras."""
-        import optimizers
-        import testproblems
-        from testproblems import FIDELITIES
 
         problem = testproblems.spec(self.testproblem)
         optimizers.spec(self.optimizer)
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if self.fidelity not in FIDELITIES:
-            raise ValueError(f"unknown fidelity {self.fidelity!r}; use one of: {', '.join(FIDELITIES)}")
+            raise ValueError(f"unknown fidelity {short(self.fidelity)}; use one of: {', '.join(FIDELITIES)}")
         limit = testproblems.max_batch_size(self.testproblem)
         if self.batch_size is not None and limit is not None and self.batch_size > limit:
             raise ValueError(f"batch_size {self.batch_size} is larger than the training set of {problem.name} "
@@ -148,14 +182,12 @@ class RunSpec:
         for name, value in self.folder_extras().items():
             text = str(value)
             if not text or "/" in text or "__" in text or text.startswith(".") or "\0" in text:
-                raise ValueError(f"option {name}={value!r} cannot be part of a folder name")
+                raise ValueError(f"option {name}={short(value)} cannot be part of a folder name")
         return self
 
     def resolved_hyperparams(self) -> dict[str, Any]:
         """Hyperparameters and options as the optimizer gets them: defaults filled in, values validated,
         options normalised (select rule name, decay_on)."""
-        import optimizers
-        from optimizers.selection import DEFAULT_RULE, resolve_rule, rule_name, validate_decay_on
 
         values = optimizers.resolve_hyperparams(self.optimizer, {**self.hyperparams_dict, **self.options_dict})
         if "select" in values or "select" in optimizers.spec(self.optimizer).options:
@@ -170,8 +202,6 @@ class RunSpec:
         provenance-only hyperparameters (PowKernel momentum), options (select, decay_on), fidelity and
         train_log_interval. These become ``name__value`` tokens of the setting folder, so runs with different
         values never share a folder, while the paper's defaults keep the paper's folder names."""
-        import optimizers
-        from optimizers.selection import DEFAULT_RULE
 
         entry = optimizers.spec(self.optimizer)
         values = self.resolved_hyperparams()
@@ -263,20 +293,17 @@ class RunSpec:
     def effective_num_epochs(self) -> int:
         if self.num_epochs is not None:
             return self.num_epochs
-        import testproblems
 
         return testproblems.spec(self.testproblem).num_epochs
 
     def effective_batch_size(self) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        import testproblems
 
         return testproblems.spec(self.testproblem).batch_size
 
     def recorded_hyperparams(self) -> dict[str, Any]:
         """What goes into the JSON's ``optimizer_hyperparams`` (and the folder name)."""
-        import optimizers
 
         return optimizers.recorded_hyperparams(self.optimizer, self.hyperparams_dict)
 
@@ -294,41 +321,104 @@ class RunSpec:
         return Path(out) / self.testproblem / self.optimizer / self.setting_folder()
 
     def existing_result(self, out: str | Path) -> Path | None:
-        """A ``random_seed__<seed>__<timestamp>.json`` for this seed already in the setting folder (the
-        latest by name if several), else None."""
+        """The latest trusted ``random_seed__<seed>__<timestamp>.json`` of this seed in the setting folder, else
+        None. Files named like one that cannot be trusted (see ``result_files``) are never returned."""
+        return self.result_files(out)[0]
+
+    def result_files(self, out: str | Path) -> tuple[Path | None, list[Rejected]]:
+        """(the latest trusted result of this seed, the files named like one that are not trusted, with why).
+
+        Trusted: a regular file that parses, passes ``deepobs_tree.schema.check_result`` with curves of exactly
+        ``num_epochs + 1`` values, records this run's values (problem, optimizer, epochs, batch size, seed, L2
+        factor, recorded hyperparameters) and whose provenance, if any, is readable. A readable provenance that
+        records another spec raises SpecMismatch (another run's valid result: never moved, never reused)."""
         folder = self.setting_dir(out)
-        if not folder.is_dir():
-            return None
-        hits = sorted(
-            p
-            for p in folder.glob(f"random_seed__{self.seed:d}__*.json")
-            if (parsed := parse_result_file_name(p.name)) is not None and parsed[0] == self.seed and p.is_file()
-        )
-        if not hits:
-            return None
-        self.check_provenance(hits[-1])
-        return hits[-1]
+        if name_problem(folder) is not None:
+            return None, []  # no file system holds such a folder: nothing can be there
+        try:
+            names = sorted(os.listdir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return None, []
+        trusted, rejected = None, []
+        for name in names:
+            parsed = parse_result_file_name(name)
+            if parsed is None or parsed[0] != self.seed:
+                continue
+            path = folder / name
+            reason = self.untrusted_reason(path)
+            if reason is None:
+                trusted = path
+            else:
+                rejected.append(Rejected(path, reason))
+        if trusted is not None:
+            self.check_provenance(trusted)
+        return trusted, rejected
+
+    def untrusted_reason(self, path: Path) -> str | None:
+        """Why ``path`` is not a trusted result of this run (None: trusted); memoised on the file's and its
+        provenance's identity (device, inode, size, mtime)."""
+        key = (str(path), _stat_key(path), _stat_key(path.with_name(provenance_file_name(path.name))), self.run_id)
+        if key not in _VERDICTS:
+            if len(_VERDICTS) > 100_000:
+                _VERDICTS.clear()
+            _VERDICTS[key] = self._judge(path)
+        return _VERDICTS[key]
+
+    def _judge(self, path: Path) -> str | None:
+        try:
+            raw = read_regular(path, max_bytes=MAX_RESULT_BYTES)
+            data = json.loads(raw.decode("utf-8"))
+        except OSError as exc:
+            return exc.strerror if isinstance(exc, NotRegularFile) else f"unreadable ({os_error_text(exc)})"
+        except UnicodeDecodeError as exc:
+            return f"not UTF-8 text (byte {exc.start})"
+        except json.JSONDecodeError as exc:
+            return f"not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno}; truncated?)"
+        except (ValueError, RecursionError) as exc:
+            return f"not a result file ({str(exc)[:80] or type(exc).__name__})"
+        try:
+            check_result(data, seed=self.seed, exact_length=True)
+        except ResultSchemaError as exc:
+            return f"not a DeepOBS result of this run: {exc}"
+        wanted = {"testproblem": self.testproblem, "optimizer_name": self.optimizer,
+                  "num_epochs": self.effective_num_epochs(), "batch_size": self.effective_batch_size(),
+                  "weight_decay": self.weight_decay, "optimizer_hyperparams": self.recorded_hyperparams()}
+        for key, value in wanted.items():
+            if not same_value(data.get(key), value):
+                return f"records {key} {short(data.get(key), 50)}, the run has {short(value, 50)}"
+        prov = path.with_name(provenance_file_name(path.name))
+        try:
+            text = read_regular(prov, max_bytes=MAX_YAML_BYTES).decode("utf-8")
+        except FileNotFoundError:
+            return None  # DeepOBS' own results, the paper's: the folder name says every value they were made with
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)[:80]
+            return f"its provenance {prov.name} is unreadable ({why})"
+        try:
+            RunSpec.from_dict(load_yaml(text)["spec"]).identity()
+        except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
+            return (f"its provenance {prov.name} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); cannot "
+                    "check the spec")
+        return None
 
     def check_provenance(self, result: Path) -> None:
         """SpecMismatch (one line naming what differs) if the provenance file beside ``result`` records a spec
         other than this one. Results without a provenance file (DeepOBS' own, the paper's) are accepted: their
         folder name already says every value they were made with."""
-        import yaml
-
         prov = result.with_name(provenance_file_name(result.name))
         try:
-            text = prov.read_text()
+            text = read_regular(prov, max_bytes=MAX_YAML_BYTES).decode("utf-8")
         except FileNotFoundError:
             return
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise SpecMismatch(f"cannot read {prov} to check the existing result: {exc}") from None
         try:
-            recorded = RunSpec.from_dict(yaml.safe_load(text)["spec"]).identity()
+            recorded = RunSpec.from_dict(load_yaml(text)["spec"]).identity()
         except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
             raise SpecMismatch(f"{prov}: unreadable provenance ({type(exc).__name__}); cannot check that "
                                f"{result.name} was made with the requested spec; move it away") from None
         wanted = self.identity()
-        diff = [f"{k}: recorded {recorded.get(k)!r}, requested {wanted.get(k)!r}"
+        diff = [f"{k}: recorded {short(recorded.get(k))}, requested {short(wanted.get(k))}"
                 for k in sorted(set(recorded) | set(wanted)) if not same_value(recorded.get(k), wanted.get(k))]
         if diff:
             raise SpecMismatch(f"{result} was made with a different spec ({'; '.join(diff)}); "

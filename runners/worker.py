@@ -30,12 +30,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+import runners.run
+from optimizers import plugins
+from runners.executors.population import execute_population
+from runners.run import execute
 from runners.spec import RunSpec
 
 
 def handle(line: str, default_out: str | Path | None, progress: bool = False) -> dict[str, Any]:
     """Run one request line; return its reply dict (never raises for a bad request or a failed run)."""
-    from runners.run import execute
 
     t0 = time.perf_counter()
     run_id = None
@@ -68,8 +71,6 @@ def handle(line: str, default_out: str | Path | None, progress: bool = False) ->
 
 
 def _population(request: dict, default_out, t0: float) -> dict[str, Any]:
-    from runners.executors.population import execute_population
-
     extra = sorted(set(request) - {"population", "out"})
     if extra:
         raise ValueError(f"unknown request key(s) {extra}; allowed: population, out")
@@ -113,10 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     reply = _private_stdout()
     # pay the imports once, before the first request
-    import optimizers  # noqa: F401
-    import runners.run
-    import testproblems  # noqa: F401
-    from optimizers import plugins
 
     plugins.load_all(args.plugin, validate=False)  # once per worker; the driver validated them
 

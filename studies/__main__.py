@@ -16,12 +16,23 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deepobs_tree import NlwuError, UsageError, fail, provenance_file_name, result_file_name
+from deepobs_tree.safe_io import name_problem, os_error_text, short
+from optimizers import PluginError, plugins
+from runners.commandline import main_run, run_command
+from runners.config import load_study
+from runners.executors import make_executor
+from runners.executors.population_pool import wrap
+from runners.ledger import STALE_AGE, LockPolicy, pending, state_dir
+from runners.run import check_inside, check_out
+
 DEFAULT_OUT = "deepobs_results_medium_budget"
 PROG = "python -m runners"
 
 
-class UsageError(Exception):
-    """Bad command-line input: one line, exit code 2."""
+def prog() -> str:
+    """The command as typed: ``$NLWU_PROG`` (set by ``nlwu`` and ``make run``), else ``python -m runners``."""
+    return os.environ.get("NLWU_PROG", PROG)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,9 +44,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short(text)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short(text)}")
     return value
 
 
@@ -43,9 +54,9 @@ def _nonneg_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {short(text)}") from None
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {short(text)}")
     return value
 
 
@@ -57,8 +68,28 @@ def _study_args(p: argparse.ArgumentParser) -> None:
                    help="plugin module or .py file registering optimizers (repeatable; also `plugins:` in the study)")
 
 
+def _lock_args(p: argparse.ArgumentParser, sweep: bool) -> None:
+    p.add_argument("--stale-lock-age", type=_positive_float, default=STALE_AGE, metavar="SECONDS",
+                   help="a lock of another host not touched for this long is stale (its holders touch it every "
+                        f"minute; default {STALE_AGE:g})")
+    if sweep:
+        p.add_argument("--break-stale-locks", action="store_true",
+                       help="take over the runs of stale locks (another host's sweep that is gone) instead of "
+                            "waiting for them")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {short(text)}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {short(text)}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Runs, sweeps and their status (DeepOBS result trees).")
+    parser = _Parser(prog=prog(), description="Runs, sweeps and their status (DeepOBS result trees).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("run", help="one training run (python -m runners run --help)", add_help=False)
 
@@ -76,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--gpus-per-run", type=_nonneg_float, default=0.0, help="ray: GPUs per run (default 0)")
     sw.add_argument("--max-retries", type=int, default=None,
                     help="retries of a run whose worker died (default: local 1, ray 3)")
+    sw.add_argument("--memory-per-run", type=_nonneg_float, default=0.0, metavar="GB",
+                    help="ray: memory per run in GB (default 0: not reserved)")
+    _lock_args(sw, sweep=True)
     sw.add_argument("--emit-commands", action="store_true",
                     help="print one `python -m runners run ...` line per pending run instead of running "
                          "(tuning runs first; once they are all done, the reruns)")
@@ -88,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="done / running / failed / missing runs of a study")
     _study_args(st)
     st.add_argument("-v", "--verbose", action="store_true", help="list every run that is not done")
+    _lock_args(st, sweep=False)
     return parser
 
 
@@ -97,32 +132,30 @@ def _population(text: str) -> int | None:
     return _positive_int(text)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def _load(args):
-    from optimizers import PluginError, plugins
-    from runners.config import load_study
-    from runners.run import check_inside, check_out
-
     out = check_out(Path(args.out or DEFAULT_OUT))  # before the study: a bad --out fails fast
     try:
         plugins.load_all(args.plugin)  # before the study names their optimizers
     except PluginError as exc:
         raise UsageError(f"--plugin: {exc}") from None
     study = load_study(args.config, preset=args.preset)
-    for folder in sorted({spec.setting_dir(out) for spec in study.tuning_specs()}):
+    state = state_dir(out)
+    if os.path.lexists(state) and not state.is_dir():
+        raise UsageError(f"{state} is not a folder: it is where sweeps keep their locks and failure records; "
+                         "move that file away (or choose another --out)")
+    for folder, spec in sorted({spec.setting_dir(out): spec for spec in study.tuning_specs()}.items(),
+                               key=lambda item: str(item[0])):
+        # the longest name written there: the provenance file's temp file
+        problem = name_problem(folder / f".{provenance_file_name(result_file_name(spec.seed))}.12345678.tmp")
+        if problem:
+            raise UsageError(f"{spec.label()[:200]}: cannot write its results under {short(str(folder), 120)}: "
+                             f"{problem}; use shorter option values or a shorter --out")
         check_inside(out, folder)  # no result may land outside --out through a symlink
     return study, out
 
 
 def _sweep(args) -> int:
-    from runners.commandline import run_command
-    from runners.executors import make_executor
-    from runners.ledger import pending
-    from studies.sweep import run_sweep, study_specs
+    from studies.sweep import run_sweep, study_specs  # the sweep imports the analysis (pandas): not for `run`
 
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
@@ -130,7 +163,7 @@ def _sweep(args) -> int:
         raise UsageError(f"--max-retries must be >= 0, got {args.max_retries}")
     if args.backend == "ray" and not args.emit_commands:
         try:
-            import ray  # noqa: F401
+            import ray  # noqa: F401 - optional: only to report that Ray is missing
         except ImportError:
             raise UsageError("--backend ray needs the ray package (pip install 'ray[default]')") from None
     study, out = _load(args)
@@ -151,9 +184,8 @@ def _sweep(args) -> int:
         return 0
     executor = make_executor(args.backend, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              address=args.address, num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
-                             max_retries=args.max_retries)
-    from runners.executors.population_pool import wrap
-
+                             max_retries=args.max_retries, memory_gb=args.memory_per_run)
+    executor.lock_policy = LockPolicy(stale_age=args.stale_lock_age, break_stale=args.break_stale_locks)
     try:
         executor = wrap(executor, args.population)
     except ValueError as exc:
@@ -162,10 +194,10 @@ def _sweep(args) -> int:
 
 
 def _status(args) -> int:
-    from studies.status import format_status
+    from studies.status import format_status  # status imports the analysis (pandas): not for `run`
 
     study, out = _load(args)
-    print(format_status(study, out, verbose=args.verbose))
+    print(format_status(study, out, verbose=args.verbose, policy=LockPolicy(stale_age=args.stale_lock_age)))
     return 0
 
 
@@ -173,21 +205,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if argv and argv[0] == "run":
-        from runners.commandline import main_run
-
-        return main_run(argv[1:], prog=f"{PROG} run")
-    from runners.config import ConfigError
-    from runners.executors import BackendError
-    from runners.run import RunError
-    from runners.spec import SpecMismatch
+        return main_run(argv[1:], prog=f"{prog()} run")
 
     try:
         args = build_parser().parse_args(argv)
         if args.command == "sweep":
             return _sweep(args)
         return _status(args)
-    except (UsageError, ConfigError, BackendError, RunError, SpecMismatch) as exc:
-        return _fail(str(exc))
+    except NlwuError as exc:  # ConfigError, BackendError, RunError, SpecMismatch, UsageError, ...
+        return fail(exc)
+    except OSError as exc:  # a full disk, a read-only folder, no permission: one line, nothing half-written
+        if argv[:1] == ["sweep"]:
+            where = f"cannot write {exc.filename}" if exc.filename else "cannot write the results"
+            return fail(f"{where}: {os_error_text(exc)}; the sweep stopped, every finished result is kept: "
+                        "fix it and rerun the same command to resume")
+        return fail(f"{exc.filename or 'the results tree'}: {os_error_text(exc)}")
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from analysis import AnalysisError, load_runs, select_best, summarize
-from deepobs_tree import extra_tokens
+from deepobs_tree import NlwuError, extra_tokens
 from runners.config import Search, Study
 from runners.spec import RunSpec
 
@@ -30,7 +31,7 @@ SUMMARY_COLUMNS = ("testproblem", "optimizer", "learning_rate", "power", "moment
                    "n_samples", "n_seeds", "metric", "final_test_mean", "final_test_std", "tie")
 
 
-class SweepError(RuntimeError):
+class SweepError(NlwuError, RuntimeError):
     """The sweep could not complete (failed runs); the message says which and where the errors are."""
 
 
@@ -50,10 +51,11 @@ def search_label(entry: Search) -> str:
     return f"{entry.problem}/{entry.optimizer}"
 
 
-def load_results(out: str | Path):
-    """The results tree as ``analysis.load_runs`` reads it, or None when it holds no result yet."""
+def load_results(out: str | Path, warn: bool = True):
+    """The results tree as ``analysis.load_runs`` reads it, or None when it holds no result yet. ``warn``:
+    one warning line per file or folder it skips (the sweep warns once, on its first read)."""
     try:
-        return load_runs([out], progress=False, cache=False)
+        return load_runs([out], progress=False, cache=False, warn=warn)
     except AnalysisError:
         return None
 
@@ -110,7 +112,7 @@ def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | Non
     """``analysis.summarize`` of the study's runs only (one row per search); ``choices`` (from
     ``selections``) saves selecting each search again."""
     out = Path(out)
-    runs = load_results(out)
+    runs = load_results(out, warn=False)  # the sweep warned on its first read
     if runs is None:
         return pd.DataFrame()
     tables = []
@@ -128,8 +130,6 @@ def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | Non
 
 
 def format_summary(table) -> str:
-    from tabulate import tabulate
-
     if table is None or table.empty:
         return "(no results yet)"
     table = table.assign(folder_tokens=[_folder_tokens(row) for _, row in table.iterrows()])

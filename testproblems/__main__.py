@@ -12,13 +12,14 @@ import math
 import os
 import sys
 
+import testproblems
+from deepobs_tree import UsageError, fail
+from testproblems.quiet import import_keras
+
 
 def info_rows(names=None) -> list[dict]:
     """One dict per problem: name, trainable_params (counted on the built model), batch_size, num_epochs, l2."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    import testproblems
+    keras = import_keras()  # Keras only for `info` (it builds each model), without TF's start-up lines
 
     rows = []
     for name in names or testproblems.names():
@@ -48,14 +49,10 @@ def _info(args) -> int:
 
 def _prepare_module():
     try:
-        from testproblems.data import prepare
+        from testproblems.data import prepare  # optional: a missing one is one error line
     except ImportError as exc:
         return None, exc
     return prepare, None
-
-
-class UsageError(Exception):
-    """Bad command-line input: one ``error:`` line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +61,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m testproblems",
+    parser = _Parser(prog=os.environ.get("NLWU_PROG", "python -m testproblems"),
                      description="DeepOBS test problems on Keras 3: metadata and data preparation.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_info = sub.add_parser("info", help="list the problems: trainable parameters, batch size, epochs, L2 factor")
@@ -82,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _prepare_missing(args) -> int:
     _, exc = _prepare_module()
-    print(f"error: prepare-data is unavailable (testproblems.data.prepare cannot be imported: {exc})",
-          file=sys.stderr)
-    return 2
+    return fail(f"prepare-data is unavailable (testproblems.data.prepare cannot be imported: {exc})")
 
 
 def main(argv=None) -> int:
@@ -92,8 +87,7 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     return int(args.func(args) or 0)
 
 

@@ -10,12 +10,19 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import random
+import sys
 import warnings
 from typing import Any
 
+import numpy as np
+
 from deepobs_tree.seeds import TUNING_SEED
 
+from .data import load_dataset
 from .registry import FIDELITIES, ProblemSpec, default_data_dir, spec
+from .trainer import Trainer
+from .user import dataset
 
 
 def _integer(value, what: str, minimum: int) -> int:
@@ -74,9 +81,9 @@ class Problem:
     # -- data ---------------------------------------------------------------------------------------------
     def dataset(self):
         """The data set (``testproblems.data.load_dataset``), loaded on first use and cached."""
+        if self._dataset is None and self.spec.user is not None:
+            self._dataset = dataset(self.spec, self.batch_size, self.seed, self.fidelity)
         if self._dataset is None:
-            from .data import load_dataset
-
             self._dataset = load_dataset(self.spec.dataset, self.data_dir, batch_size=self.batch_size,
                                          seed=self.seed, fidelity=self.fidelity)
         return self._dataset
@@ -85,17 +92,21 @@ class Problem:
     def build_model(self):
         """A fresh keras.Model, initialised deterministically from the seed; needs no data files."""
 
-        from . import models
+        from . import models  # models imports Keras
 
-        set_random_seed(self.seed)
+        set_random_seed(self.seed)  # Keras' own call under TensorFlow (below)
+        if self.spec.user is not None:
+            return self.spec.user.model()
         builder = getattr(models, self.spec.network)
         return builder(models._Seeds(self.seed), self.l2, self.batch_size, name=self.name)
 
     def loss(self):
         """Keras loss function returning per-example losses (Keras averages them over the batch)."""
-        from . import models
+        from . import models  # models imports Keras
 
         kind = self.spec.loss
+        if self.spec.user is not None:
+            return self.spec.user.loss
         if kind == "quadratic":
             return models.quadratic_loss(models.quadratic_hessian())
         if kind == "vae":
@@ -103,7 +114,7 @@ class Problem:
         return models.softmax_cross_entropy
 
     def metrics(self) -> list:
-        from . import models
+        from . import models  # models imports Keras
 
         return [models.accuracy] if self.spec.has_accuracy else []
 
@@ -118,13 +129,12 @@ class Problem:
 
     def trainer(self, model, optimizer, *, jit_compile="auto"):
         """A Trainer running this problem's epochs and evaluations for ``model`` with ``optimizer``."""
-        from .trainer import Trainer
 
         return Trainer(self, model, optimizer, jit_compile=jit_compile)
 
     def provenance(self) -> dict[str, Any]:
         """What a result needs to be reproduced: problem options, Keras backend and versions, data."""
-        import keras
+        import keras  # Keras only for the backend and version of a finished run
 
         prov = {
             "testproblem": self.name,
@@ -136,7 +146,7 @@ class Problem:
             "batch_size": self.batch_size,
             "keras_backend": keras.backend.backend(),
             "keras_version": keras.__version__,
-            "data_dir": None if self.spec.dataset == "quadratic" else os.path.abspath(self.data_dir),
+            "data_dir": None if self.spec.dataset in ("quadratic", "user") else os.path.abspath(self.data_dir),
         }
         if self._dataset is not None and hasattr(self._dataset, "provenance"):
             try:
@@ -150,25 +160,20 @@ def set_random_seed(seed: int) -> None:
     """``keras.utils.set_random_seed``, without TensorFlow's seed when Keras runs on another backend and TF is
     not loaded: that call imports TensorFlow (seconds, in every population worker) to seed nothing a jax or
     torch model uses. Under TensorFlow it is Keras' own call."""
-    import sys
-
-    import keras
+    import keras  # Keras only when a model is built: importing testproblems stays light
 
     if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)
         return
-    import random
-
-    import numpy as np
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
+    from keras.src.backend.common import global_state  # Keras internals (as keras.utils.set_random_seed)
+    from keras.src.random import seed_generator  # (the global seed generator it resets)
 
     global_state.set_global_attribute("global_random_seed", seed)
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
     if keras.backend.backend() == "torch":
-        import torch
+        import torch  # only under the torch backend
 
         torch.manual_seed(seed)
 

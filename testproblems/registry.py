@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DATASETS = ("quadratic", "mnist", "fmnist", "cifar10", "cifar100", "svhn", "tolstoi")
 #: 'deepobs' reproduces DeepOBS 1.2's data quirks, 'corrected' uses held-out splits and the right bytes
@@ -42,10 +45,24 @@ class ProblemSpec:
     has_l2: bool
     #: whether the network carries state across batches (reset at the start of each phase)
     stateful: bool
+    #: a user's own problem (``register``): its model, data and loss; None for the DeepOBS problems
+    user: UserProblem | None = None
 
     @property
     def is_nodecay(self) -> bool:
         return self.name.endswith("_nodecay")
+
+
+@dataclass(frozen=True)
+class UserProblem:
+    """What ``register`` was given: ``model()`` -> a fresh keras.Model (Keras is seeded before the call),
+    ``data()`` -> ``{"train": (x, y), "valid": (x, y), "test": (x, y)}`` NumPy arrays, ``loss(y_true, y_pred)``
+    -> one loss per example; ``source``: the file that registered it (named in every error)."""
+
+    model: Callable[[], Any]
+    data: Callable[[], Any]
+    loss: Callable[[Any, Any], Any]
+    source: str
 
 
 def _spec(name, dataset, batch_size, num_epochs, l2, has_accuracy, trainable_params, network, loss, *,
@@ -71,8 +88,42 @@ for _b in [s for s in _BASE if s.has_l2]:
     _REGISTRY[_b.name + "_nodecay"] = dataclasses.replace(_b, name=_b.name + "_nodecay", l2=0.0)
 
 
+BUILTIN = tuple(_REGISTRY)
+
+
+def register(name: str, *, model: Callable[[], Any], data: Callable[[], Any], loss: Callable[[Any, Any], Any],
+             batch_size: int, num_epochs: int, accuracy: bool = False) -> ProblemSpec:
+    """Add a user's own test problem (a Keras model, its data and its loss) so that studies, runs and workers
+    use it like a DeepOBS problem (no L2 regulariser; accuracy reported when ``accuracy``). Call it from a
+    plugin file (``--plugin``, a study's ``plugins:``); the problem is checked on one batch when the plugin
+    loads (``testproblems.user.validate``)."""
+    if not isinstance(name, str) or not name or "__" in name or "/" in name or name.endswith("_nodecay"):
+        raise ValueError(f"test problem name must be a folder name without '__', '/' or a _nodecay suffix, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"test problem {name!r} is already registered; choose another name")
+    for what, fn in (("model", model), ("data", data), ("loss", loss)):
+        if not callable(fn):
+            raise ValueError(f"test problem {name!r}: {what} must be callable, got {fn!r}")
+    for what, value in (("batch_size", batch_size), ("num_epochs", num_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"test problem {name!r}: {what} must be an integer >= 1, got {value!r}")
+    module = sys.modules.get(getattr(model, "__module__", ""), None)
+    source = str(getattr(module, "__file__", None) or getattr(model, "__module__", "user code"))
+    entry = ProblemSpec(name, "user", batch_size, num_epochs, 0.0, bool(accuracy), name, 0, "", "user", False, False,
+                        UserProblem(model, data, loss, source))
+    _REGISTRY[name] = entry
+    return entry
+
+
+def unregister(name: str) -> None:
+    """Remove a user's test problem (plugin rollback, tests); the DeepOBS problems stay."""
+    if name in BUILTIN:
+        raise ValueError(f"test problem {name!r} is built in")
+    _REGISTRY.pop(name, None)
+
+
 def names() -> list[str]:
-    """All registered problem names: the 8 DeepOBS problems, then the 3 ``_nodecay`` variants."""
+    """All registered problem names: the 8 DeepOBS problems, the 3 ``_nodecay`` variants, then users' own."""
     return list(_REGISTRY)
 
 

@@ -66,6 +66,7 @@ class Trainer:
         logged = []
         for step, (x, y) in enumerate(self.data.batches("train", epoch=epoch)):
             logs = model.train_on_batch(x, problem.targets(x, y), return_dict=True)
+            self.last_loss = logs["loss"]  # for progress bars (on_step), read only when shown
             if step % log_interval == 0:
                 logged.append(float(logs["loss"]))
             if on_step is not None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from deepobs_tree import cache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -18,15 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _unpack_reference() -> Path:
-    stamp = CACHE / ".unpacked"
-    if not stamp.exists():
-        if not (REFERENCE / "paper_results_medium_budget.tar.xz").exists():
-            pytest.skip(f"reference archives not found under {REFERENCE}")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        for name in ("paper_results_medium_budget.tar.xz", "paper_results_removed_l2.tar.xz"):
-            subprocess.run(["tar", "-xJf", str(REFERENCE / name), "-C", str(CACHE)], check=True)
-        stamp.touch()
-    return CACHE
+    archives = [REFERENCE / name for name in ("paper_results_medium_budget.tar.xz", "paper_results_removed_l2.tar.xz")]
+    if not all(a.exists() for a in archives):
+        pytest.skip(f"reference archives not found under {REFERENCE}")
+    return cache.unpack(archives, CACHE)  # again only when the archives' content changed
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +50,22 @@ def python() -> str:
     """The project's interpreter (for CLI subprocess tests)."""
     return sys.executable
 
+
+
+def valid_result_text(spec) -> str:
+    """The JSON text of a result file the runner would trust for ``spec`` (schema-valid, its values)."""
+    from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json
+
+    n = spec.effective_num_epochs()
+    curves = {name: [1.0] * (n + 1) for name in CURVES}
+    curves["minibatch_train_losses"] = [1.0, 1.0]
+    return dump_deepobs_json(deepobs_output(
+        testproblem=spec.testproblem, batch_size=spec.effective_batch_size(), num_epochs=n,
+        random_seed=spec.seed, weight_decay=spec.weight_decay, optimizer_name=spec.optimizer,
+        optimizer_hyperparams=spec.recorded_hyperparams(), curves=curves, has_accuracy=False))
+
+
+@pytest.fixture(scope="session")
+def result_text():
+    """``result_text(spec)``: a trusted result file's JSON for ``spec`` (for planting results in a tree)."""
+    return valid_result_text

@@ -8,41 +8,27 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tree_helpers import small_tree
 
 from analysis import derived
 from analysis.report import analyse, write_report
+from deepobs_tree import cache as cache_module
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_analysis_stats import write_run  # noqa: E402
 
+# one problem: no performance profile (issue 27); the verdict's files instead
 TABLE_FILES = ("summary.csv", "summary.md", "summary.tex", "comparison.csv", "comparison.md", "budget_curves.csv",
-               "performance_profile.csv", "performance_profile.md", "report.md", "report.html")
+               "verdict.md", "verdict.csv", "verdict_searches.csv", "report.md", "report.html")
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
-
-
-def small_tree(root: Path) -> Path:
-    """Two optimizers on quadratic_deep (one a baseline), three settings each, seeds 42-45 of the best."""
-    rng = np.random.default_rng(0)
-    for optimizer, base in (("PowKernelGradientDescentOptimizer", 86.0), ("GradientDescentOptimizer", 86.5)):
-        for i, lr in enumerate((0.01, 0.02, 0.05)):
-            hp = {"learning_rate": lr, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": lr}
-            write_run(root, "quadratic_deep", optimizer, hp, 42, [100.0, base + i], [100.0, base + 1 + i])
-        best = {"learning_rate": 0.01, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": 0.01}
-        for seed in range(43, 46):
-            write_run(root, "quadratic_deep", optimizer, best, seed, [100.0, base],
-                      [100.0, base + 1 + rng.normal(0, 0.1)])
-    return root
 
 
 def run_cli(python, tree: Path, out: Path, cache: Path, *extra: str) -> None:
@@ -58,10 +44,10 @@ def tables(out: Path) -> dict[str, bytes]:
 
 def entries(cache: Path) -> list[Path]:
     folder = cache / "analysis-derived"
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return sorted(folder.glob("*/tables.json")) if folder.is_dir() else []
 
 
-def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tmp_path, python):
+def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tmp_path, python, monkeypatch):
     tree, cache = small_tree(tmp_path / "tree"), tmp_path / "cli-cache"
     run_cli(python, tree, tmp_path / "cold", cache)
     [entry] = entries(cache)
@@ -76,7 +62,8 @@ def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tm
     summary = derived.decode_frame(data["tables"]["summary"])
     summary.loc[0, "final_test_mean"] = 12.345
     data["tables"]["summary"] = derived.encode_frame(summary)
-    entry.write_text(json.dumps(data))
+    monkeypatch.setenv("NLWU_CACHE", str(cache))
+    cache_module.write("analysis-derived", entry.parent.name, {"tables.json": json.dumps(data).encode()})
     run_cli(python, tree, tmp_path / "planted", cache)
     assert "12.345" in (tmp_path / "planted" / "summary.csv").read_text()
     # edit one result file's final test loss (quadratic_deep's metric) in a copy: a new key, a new summary, as without any cache
@@ -149,7 +136,7 @@ def test_damaged_entries_are_recomputed_and_no_cache_writes_none(tmp_path):
         entry.write_bytes(damage)
         again = analyse([tree], rerun_seeds=range(43, 46), progress=False)
         pd.testing.assert_frame_equal(again.summary, reference.summary, check_exact=True)
-        assert derived.load(entry.stem) is not None  # rewritten whole
+        assert derived.load(entry.parent.name) is not None  # rewritten whole
     out1, out2 = tmp_path / "o1", tmp_path / "o2"
     write_report(reference, out1, figures=False)
     write_report(again, out2, figures=False)

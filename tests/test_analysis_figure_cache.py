@@ -4,20 +4,18 @@ cached file is caught by its hash and redrawn, and an unwritable cache folder on
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import small_tree, write_run
 
 from analysis import figure_cache
 from analysis import figures as figs
 from analysis.report import analyse, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_analysis_derived import small_tree  # noqa: E402
-from test_analysis_stats import write_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +96,7 @@ def test_damaged_entry_is_redrawn_and_replaced(tmp_path, monkeypatch):
     assert {k: v for k, v in again.items() if k.endswith(".png")} == {k: v for k, v in cold.items()
                                                                        if k.endswith(".png")}
     manifest = json.loads((png.parent / "manifest.json").read_text())
-    assert figure_cache._sha(png.read_bytes()) == dict(manifest["files"])[png.name]  # entry replaced
+    assert hashlib.sha256(png.read_bytes()).hexdigest() == dict(manifest["files"])[png.name]  # entry replaced
 
 
 def test_unwritable_cache_still_writes_figures(tmp_path, monkeypatch):

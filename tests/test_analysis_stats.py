@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from tree_helpers import write_run
 
 from analysis import load_runs, summarize
 from analysis import stats as st
@@ -26,22 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
-
-
-def write_run(root: Path, problem: str, optimizer: str, hp: dict, seed: int, valid: list, test: list,
-              stamp: str = "2022-01-01-00-00-00") -> Path:
-    import json
-
-    data = {"testproblem": problem, "batch_size": 128, "num_epochs": len(valid) - 1, "random_seed": seed,
-            "weight_decay": None, "optimizer_name": optimizer, "optimizer_hyperparams": hp,
-            "training_params": {}, "train_losses": list(valid), "valid_losses": list(valid),
-            "test_losses": list(test), "minibatch_train_losses": [1.0, 1.0],
-            "train_accuracies": list(valid), "valid_accuracies": list(valid), "test_accuracies": list(test)}
-    path = (root / problem / optimizer / setting_folder_name(len(valid) - 1, 128, hp, None)
-            / f"random_seed__{seed}__{stamp}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=4))
-    return path
 
 
 def scipy_ci(values):
@@ -244,7 +229,10 @@ def test_report_writes_ci_columns_comparison_statistics_budget_profile_and_html(
     curves = pd.read_csv(out / "budget_curves.csv")
     assert list(curves.columns[:6]) == ["testproblem", "optimizer", "search", "source", "n_samples", "k"]
     assert {"expected_best_score", "expected_final_test"} <= set(curves.columns)
-    assert (out / "performance_profile.csv").is_file()
+    # one problem: no profile (a flat line), a line in the report saying why (issue 27)
+    assert not (out / "performance_profile.csv").is_file()
+    assert "Performance profile omitted: it compares optimizers across problems and needs at least 2; these " \
+           "results have 1." in (out / "report.md").read_text()
     page = (out / "report.html").read_text()
     assert "Provenance" in page and "table-summary" in page and "table-comparison" in page
     assert "http://" not in page and "https://" not in page

@@ -24,7 +24,7 @@ import pytest
 
 from analysis import load_runs
 from analysis.__main__ import main
-from analysis.naming import setting_folder_name
+from deepobs_tree import setting_folder_name
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = "2024-01-01-00-00-00"

@@ -190,7 +190,7 @@ def test_run_idx_with_wrong_image_shape(box):
     assert tree_digest(data) == before and not (box / "out").exists()
 
 
-def test_run_refuses_a_result_made_with_another_spec(box, capsys):
+def test_run_refuses_a_result_made_with_another_spec(box, capsys, result_text):
     """A result whose provenance records other values is not returned as this run's (one line says what)."""
     from deepobs_tree import provenance_file_name
     from runners.spec import RunSpec
@@ -200,7 +200,7 @@ def test_run_refuses_a_result_made_with_another_spec(box, capsys):
     folder = spec.setting_dir(out)
     folder.mkdir(parents=True)
     result = folder / "random_seed__42__2026-01-01-00-00-00.json"
-    result.write_text("{}")
+    result.write_text(result_text(spec))
     other = spec.replace(options={"select": "all"})
     rec = {**other.to_dict(), "hyperparams": other.hyperparams_dict, "options": other.options_dict}
     folder.joinpath(provenance_file_name(result.name)).write_text(yaml.safe_dump({"spec": rec}))

@@ -16,8 +16,8 @@ from scipy import stats
 
 import optimizers
 from analysis import load_runs, summarize
-from analysis.naming import setting_folder_name
 from analysis.tables import COMPARISON_VIEW, compare_to_baselines, is_baseline, short_name, view
+from deepobs_tree import setting_folder_name
 from optimizers import plugins
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,10 @@ def test_plugin_baseline_and_nonlinear_in_tables_and_figures(loaded, tmp_path, m
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     markers = [line for line in ax.lines if line.get_marker() == "o"]
     colours = dict(zip(ticks, (m.get_color() for m in markers)))
-    assert colours == {"Base+φ": "C0", "Base": "0.45"}  # grey = baseline
+    # one colour per optimizer, the same in every figure (analysis.figures.colour); baselines open markers
+    assert colours == {"Base+φ": figures.colour("PowKernelTmpBaseOpt"), "Base": figures.colour("TmpBaseOpt")}
+    assert colours["Base+φ"] != colours["Base"]
+    assert {t: m.get_markerfacecolor() == "white" for t, m in zip(ticks, markers)} == {"Base+φ": False, "Base": True}
     figures.learning_curves(runs, summary, "fmnist_2c2d", tmp_path / "figs")
     legend = {line.get_label(): line.get_linestyle() for line in captured["learning_curves_fmnist_2c2d"].axes[0].lines}
     assert legend == {"Base+φ": "-", "Base": "--"}  # baselines dashed

@@ -282,8 +282,8 @@ def test_examples_study_full_quadratic_search(tmp_path):
 
 
 def _readme_examples_table() -> dict[str, dict]:
-    """The README's table of the example study's quadratic search: optimizer -> its recorded numbers."""
-    text = (ROOT / "README.md").read_text()
+    """The table (docs/plugins.md) of the example study's quadratic search: optimizer -> its recorded numbers."""
+    text = (ROOT / "docs" / "plugins.md").read_text()
     block = text.split("<!-- examples-quadratic-table -->")[1].split("<!-- /examples-quadratic-table -->")[0]
     table = {}
     for line in block.strip().splitlines()[2:]:
@@ -298,3 +298,81 @@ def test_readme_examples_table_parses():
     table = _readme_examples_table()
     assert set(table) == {"KerasAdam", "PowKernelAdam"}
     assert table["PowKernelAdam"]["power"] is not None and table["KerasAdam"]["power"] is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a user's own test problem (testproblems.register in a plugin file): local pool, Ray, provenance, bad ones
+# ----------------------------------------------------------------------------------------------------------
+PROBLEM_PLUGIN = ROOT / "examples" / "plugins" / "tiny_problem.py"
+PROBLEM_STUDY = '''\
+plugins: [{plugin}]
+defaults: {{budget: 2, num_epochs: 1, rerun_seeds: [43]}}
+problems:
+  blobs_mlp:
+    optimizers: [PowKernelGradientDescentOptimizer]
+'''
+
+
+@pytest.fixture(scope="module")
+def problem_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user_problem")
+    plugin = folder / "my_problem.py"  # a copy outside the repository: Ray ships it like an optimizer plugin
+    plugin.write_text(PROBLEM_PLUGIN.read_text())
+    study = folder / "study.yaml"
+    study.write_text(PROBLEM_STUDY.format(plugin=plugin))
+    out = folder / "local"
+    proc = _cli("runners", "sweep", str(study), "--out", str(out), "--workers", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "blobs_mlp" in proc.stdout and "test_accuracies" in proc.stdout
+    return plugin, study, out
+
+
+def test_user_problem_runs_on_the_local_pool_with_its_provenance(problem_study):
+    import yaml
+
+    plugin, _, out = problem_study
+    tree = _tree(out)
+    assert len(tree) == 2 + 1 and all(k.startswith("blobs_mlp/PowKernelGradientDescentOptimizer/") for k in tree)
+    for result in tree.values():
+        assert result["testproblem"] == "blobs_mlp" and result["batch_size"] == 32 and result["num_epochs"] == 1
+        assert len(result["test_accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in result["test_accuracies"])
+    prov = yaml.safe_load(next(out.rglob("*.provenance.yaml")).read_text())
+    assert prov["plugins"] == [{"module": "my_problem", "path": str(plugin.resolve()),
+                                "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(), "optimizers": [],
+                                "testproblems": ["blobs_mlp"]}]
+    assert prov["problem"]["testproblem"] == "blobs_mlp" and prov["problem"]["data"]["source"] == str(plugin.resolve())
+
+
+@pytest.mark.slow
+def test_user_problem_on_a_local_ray_cluster_gives_the_local_pools_files(problem_study, tmp_path):
+    _, study, local = problem_study
+    out = tmp_path / "ray"
+    proc = _cli("runners", "sweep", str(study), "--out", str(out), "--backend", "ray", "--workers", "2",
+                "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _tree(out) == _tree(local)  # names and every number
+
+
+BROKEN_PROBLEMS = {
+    "import_error": ("import not_a_module_anywhere\n", "import failed: ModuleNotFoundError"),
+    "wrong_shapes": ("def model():\n    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])\n",
+                     "the model does not take a batch of x of shape (32, 2)"),
+    "loss_not_per_example": ("def loss(y_true, y_pred):\n    return keras.ops.mean(y_pred)\n",
+                             "loss must give one value per example (shape (32,)), got shape ()"),
+    "bad_data": ("def data():\n    return {'train': (np.zeros((8, 2)), np.zeros(7))}\n", "data() must return a dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_PROBLEMS))
+def test_a_broken_user_problem_is_one_error_line_naming_its_file(case, tmp_path):
+    change, message = BROKEN_PROBLEMS[case]
+    source = PROBLEM_PLUGIN.read_text()
+    register = source.index("testproblems.register(")
+    plugin = tmp_path / f"broken_{case}.py"
+    plugin.write_text(source[:register] + change + "\n\n" + source[register:])
+    study = tmp_path / "study.yaml"
+    study.write_text(PROBLEM_STUDY.format(plugin=plugin))
+    out = tmp_path / "out"
+    line = _one_error(_cli("runners", "sweep", str(study), "--out", str(out), "--workers", "1"))
+    assert message in line and str(plugin) in line, line
+    assert not out.exists()

@@ -159,7 +159,7 @@ def test_cli_values():
             parse_hp(bad)
 
 
-def test_existing_result_skips(tmp_path):
+def test_existing_result_skips(tmp_path, result_text):
     spec = RunSpec("quadratic_deep", "PowKernelGradientDescentOptimizer", {"learning_rate": 0.01, "power": 0.5},
                    num_epochs=2, seed=43)
     folder = spec.setting_dir(tmp_path)
@@ -171,9 +171,12 @@ def test_existing_result_skips(tmp_path):
     (folder / ("random_seed__43__2026-01-01-00-00-00" + PROVENANCE_SUFFIX)).write_text("x")
     (folder / ".random_seed__43__2026-01-01-00-00-00.json.abc.tmp").write_text("partial")
     assert spec.existing_result(tmp_path) is None
+    (folder / "random_seed__43__2026-01-01-00-00-09.json").write_text("{}")  # not a result: never trusted
+    assert spec.existing_result(tmp_path) is None
     done = folder / "random_seed__43__2026-01-01-00-00-05.json"
-    done.write_text("{}")
+    done.write_text(result_text(spec))
     assert spec.existing_result(tmp_path) == done
+    (folder / "random_seed__43__2026-01-01-00-00-09.json").unlink()
     from runners.run import execute
 
     assert execute(spec, tmp_path, progress=False) == done  # no training, no import of the problem

@@ -8,21 +8,32 @@ sweep holds, records failures and returns a ``Report``; a backend (``runners.exe
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from deepobs_tree import NlwuError
 from runners.ledger import (
+    DEFAULT_POLICY,
+    LockPolicy,
     RunLock,
     clean_partials,
     clear_failure,
+    describe_lock,
     failure_path,
     file_mtime,
-    live_lock,
+    format_age,
+    lock_host,
+    lock_state,
+    quarantine,
     read_failure,
     record_failure,
 )
@@ -30,10 +41,30 @@ from runners.spec import RunSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5
+#: a sweep waiting for runs other processes hold says so at least this often
+WAIT_REPORT_S = 30.0
+#: errors of the results folder itself (full disk, quota, read-only, no permission, bad names): every
+#: further run would fail the same way, so the sweep stops at the first one instead of recording failures
+FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                          errno.ENAMETOOLONG, errno.ENOTDIR})
+_ERRNO_RE = re.compile(r"\[Errno (\d+)\]")
 
 
-class BackendError(RuntimeError):
+class BackendError(NlwuError, RuntimeError):
     """The backend could not start (e.g. no Ray cluster at the address): one line, exit code 2."""
+
+
+class SweepStopped(BackendError):
+    """A run could not write into the results folder (disk full, read-only, no permission): the sweep stops
+    at once, keeps every finished result and releases its locks, so rerunning the command resumes it."""
+
+
+def fatal_errno(error: str | None) -> int | None:
+    """The errno of a run's error text when it is one of FATAL_ERRNOS (``[Errno 28]`` in any line), else None."""
+    for match in _ERRNO_RE.finditer(error or ""):
+        if int(match.group(1)) in FATAL_ERRNOS:
+            return int(match.group(1))
+    return None
 
 
 @dataclasses.dataclass
@@ -58,6 +89,8 @@ class Executor:
     """
 
     backend = "?"
+    #: how locks of other hosts are treated (``--stale-lock-age``, ``--break-stale-locks``)
+    lock_policy: LockPolicy = DEFAULT_POLICY
 
     # -- backend hooks --------------------------------------------------------------------------------
     def start(self, out: Path) -> None:  # pragma: no cover - interface
@@ -98,8 +131,6 @@ class Executor:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self, specs: Sequence[RunSpec], out: str | Path, *, desc: str = "runs", progress: bool = True):
-        from tqdm.auto import tqdm
-
         out = Path(out)
         report = Report()
         unique: dict[str, RunSpec] = {}
@@ -107,7 +138,10 @@ class Executor:
             unique.setdefault(spec.run_id, spec)
         todo: list[RunSpec] = []
         for run_id, spec in unique.items():
-            path = spec.existing_result(out)
+            path, rejected = spec.result_files(out)
+            for bad in rejected:  # never reused: moved aside (not deleted), the run is trained again
+                moved = quarantine(out, bad.path)
+                print(f"warning: {bad.path}: {bad.reason}; moved to {moved}", file=sys.stderr)
             if path is not None:
                 report.done[run_id] = path
             else:
@@ -123,13 +157,14 @@ class Executor:
             waiting: list[RunSpec] = []  # held by another live process
             waiting_since: dict[str, float] = {}
             in_flight = 0
+            last_report = -WAIT_REPORT_S  # the first wait is reported at once
             while todo or waiting or in_flight:
                 # dispatch as many as the backend takes
                 if todo:
                     self._ensure_started(out)
                 while todo and in_flight < (self.capacity() if self._started else 0):
                     spec = todo.pop(0)
-                    lock = RunLock.acquire(out, spec.run_id, backend=self.backend)
+                    lock = RunLock.acquire(out, spec.run_id, self.lock_policy, backend=self.backend)
                     if lock is None:
                         waiting.append(spec)
                         waiting_since[spec.run_id] = time.time() - 1.0
@@ -151,6 +186,12 @@ class Executor:
                     time.sleep(POLL_S)
                 for spec, path, error in finished:
                     in_flight -= 1
+                    code = fatal_errno(error) if path is None else None
+                    if code is not None:
+                        raise SweepStopped(
+                            f"{spec.label()}: cannot write into {out}: {first_line(error)[:300]} "
+                            f"({errno.errorcode.get(code, code)}); the sweep stopped, every finished result is "
+                            "kept: fix it and rerun the same command to resume")
                     if path is not None:
                         clear_failure(out, spec.run_id)
                         report.done[spec.run_id] = path
@@ -161,15 +202,19 @@ class Executor:
                         bar.write(f"run failed: {spec.label()}: {first_line(error)}", file=sys.stderr)
                     locks.pop(spec.run_id).release()
                     bar.update(1)
+                for lock in locks.values():
+                    lock.heartbeat()
                 # runs another sweep holds: done when its result appears, ours when its lock goes away
-                still = []
+                still, held = [], []
                 for spec in waiting:
                     path = spec.existing_result(out)
+                    state = None if path is not None else lock_state(out, spec.run_id, self.lock_policy)
                     if path is not None:
                         report.done[spec.run_id] = path
                         bar.update(1)
-                    elif live_lock(out, spec.run_id) is not None:
+                    elif state is not None and not (state[0] == "stale" and self.lock_policy.break_stale):
                         still.append(spec)
+                        held.append((spec, state))
                     elif file_mtime(failure_path(out, spec.run_id), default=0.0) >= waiting_since[spec.run_id]:
                         # the other sweep failed it while we waited: report it, do not loop on it
                         report.failed[spec.run_id] = (read_failure(out, spec.run_id) or {}).get("error", "?")
@@ -177,6 +222,9 @@ class Executor:
                     else:  # its holder died without a result: ours now
                         todo.append(spec)
                 waiting = still
+                if held and time.monotonic() - last_report >= WAIT_REPORT_S:
+                    last_report = time.monotonic()
+                    bar.write(waiting_message(held, self.lock_policy), file=sys.stderr)
         except BaseException:
             self.close()  # in-flight runs must stop before their locks go
             raise
@@ -185,6 +233,23 @@ class Executor:
                 lock.release()
             bar.close()
         return report
+
+
+def waiting_message(held: list[tuple[RunSpec, tuple[str, dict, float]]], policy: LockPolicy) -> str:
+    """What a sweep waits for: each run another process holds (up to 3 named), with host, pid and heartbeat
+    age; stale ones (another host silent for ``policy.stale_age``) with how to take them over."""
+    stale = [(spec, st) for spec, st in held if st[0] == "stale"]
+    lines = [f"waiting for {len(held)} run(s) locked by other processes ({len(stale)} stale)"]
+    for spec, (state, info, age) in held[:3]:
+        what = (f"stale (host {lock_host(info)}, age {format_age(age)})" if state == "stale"
+                else describe_lock(info, age))
+        lines.append(f"  {spec.label()} [{spec.run_id}]: {what}")
+    if len(held) > 3:
+        lines.append(f"  ... and {len(held) - 3} more (python -m runners status -v)")
+    if stale:
+        lines.append(f"  a stale lock's host has not touched it for {format_age(policy.stale_age)}: if that "
+                     "sweep is gone, rerun with --break-stale-locks to take its runs over")
+    return "\n".join(lines)
 
 
 def first_line(text: str | None) -> str:

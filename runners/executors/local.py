@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from optimizers import plugins
 from runners.executors.base import REPO_ROOT, Executor, available_cores, parse_answer
 from runners.ledger import state_dir
 from runners.spec import RunSpec
@@ -40,8 +42,6 @@ def _die_with_parent() -> None:
     """preexec_fn: the worker gets SIGKILL when the sweep that started it dies (Linux), so a killed sweep
     leaves no orphan training in the tree."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:  # pragma: no cover - non-Linux
@@ -62,7 +62,6 @@ class _Worker:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"worker-{os.getpid()}-{index}.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in close()
-        from optimizers import plugins
 
         self.proc = subprocess.Popen(  # every plugin the driver loaded, imported once at the worker's start
             [sys.executable, "-m", "runners.worker", *plugins.command_line_args()],

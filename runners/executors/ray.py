@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
 
-from deepobs_tree import parse_result_file_name, write_atomic
+from tqdm.auto import tqdm
+
+from deepobs_tree import parse_result_file_name, provenance_file_name, write_atomic
+from optimizers import plugins
 from runners.executors.base import (
     REPO_ROOT,
     BackendError,
@@ -18,13 +22,15 @@ from runners.executors.base import (
     first_line,
     parse_answer,
 )
+from runners.executors.population import execute_population
+from runners.ledger import RunLock, clean_partials, clear_failure, record_failure
+from runners.run import execute
 from runners.spec import RunSpec
 
 
 def plugin_payload() -> list[dict[str, Any]]:
     """Every plugin loaded in the driver as {module, path, sha256, source}: shipped with each Ray task, so a
     cluster needs neither the plugin files nor a shared filesystem (``py_modules`` is not used)."""
-    from optimizers import plugins
 
     return [{**p.record(), "source": Path(p.path).read_bytes()} for p in plugins.loaded()]
 
@@ -35,9 +41,7 @@ def ensure_plugins(payload: list[dict[str, Any]]) -> None:
     The driver's file is used where this node has it unchanged (same path, same SHA-256: a local cluster),
     so the provenance names the same path; otherwise the shipped source is written to
     ``$TMPDIR/nlwu-plugins/<sha256>/<module>.py`` and imported from there."""
-    import hashlib
 
-    from optimizers import plugins
 
     for item in payload:
         path = Path(item["path"])
@@ -60,7 +64,6 @@ def ray_run_one(spec_json: str, plugin_files: list[dict[str, Any]] | None = None
     with tempfile.TemporaryDirectory(prefix="nlwu-ray-") as tmp:
         try:
             ensure_plugins(plugin_files or [])
-            from runners.run import execute
 
             execute(spec, tmp, progress=False)  # fresh Keras state and reseed inside
         except Exception as exc:  # noqa: BLE001 - reported to the driver as the run's failure
@@ -87,7 +90,9 @@ class RayExecutor(Executor):
     backend = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, num_cpus: float = 1,
-                 num_gpus: float = 0, max_retries: int = 3, max_in_flight: int | None = None):
+                 num_gpus: float = 0, max_retries: int = 3, max_in_flight: int | None = None,
+                 memory_gb: float = 0):
+        self.memory = int(memory_gb * 2**30)
         self.address = address
         self.workers = workers
         self.num_cpus = num_cpus
@@ -100,7 +105,7 @@ class RayExecutor(Executor):
 
     def start(self, out: Path) -> None:
         self._out = Path(out)
-        import ray
+        import ray  # Ray (optional, ~2 s) only when the ray backend starts
 
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -127,6 +132,13 @@ class RayExecutor(Executor):
                 raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: "
                                    f"{first_line(str(exc))} (start one with `ray start --head`)") from None
             self._owns_ray = True
+        try:  # before any run is submitted: a request no node can meet would wait forever
+            check_resources(ray.nodes(), self.num_cpus, self.num_gpus, self.memory)
+        except BackendError:
+            if self._owns_ray:
+                ray.shutdown()
+                self._owns_ray = False
+            raise
         total = ray.cluster_resources()
         if self.num_gpus:
             cap = int(total.get("GPU", 0) // self.num_gpus)
@@ -134,7 +146,7 @@ class RayExecutor(Executor):
             cap = int(total.get("CPU", 1) // max(self.num_cpus, 1e-9))
         self._cap = max(1, self.max_in_flight or (2 * cap))
         self._plugins = ray.put(plugin_payload())  # once per sweep; every task gets the same object
-        self._task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+        self._task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory or None,
                                 max_retries=self.max_retries)(ray_run_one)
 
     def capacity(self) -> int:
@@ -144,7 +156,7 @@ class RayExecutor(Executor):
         self.refs[self._task.remote(spec.to_json(), self._plugins)] = spec
 
     def poll(self, timeout: float):
-        import ray
+        import ray  # Ray (optional, ~2 s) only when the ray backend runs
 
         if not self.refs:
             return []
@@ -167,7 +179,7 @@ class RayExecutor(Executor):
         return finished
 
     def stop(self) -> None:
-        import ray
+        import ray  # Ray (optional, ~2 s) only when the ray backend runs
 
         for ref in list(self.refs):
             with contextlib.suppress(Exception):
@@ -176,6 +188,34 @@ class RayExecutor(Executor):
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
+
+
+def check_resources(nodes: list[dict[str, Any]], num_cpus: float, num_gpus: float, memory: int) -> None:
+    """BackendError naming what was asked and what the cluster has, unless one alive node (``ray.nodes()``)
+    offers a run's CPUs, GPUs and memory (bytes) at once. Ray itself would queue such a task forever."""
+    alive = [node.get("Resources") or {} for node in nodes if node.get("Alive", True)]
+    asks = {"CPU": num_cpus, "GPU": num_gpus, "memory": memory}
+    if not alive:
+        raise BackendError("the Ray cluster has no alive node: start one with `ray start --head`")
+
+    def show(key: str, value: float) -> str:
+        return f"{value / 2**30:.3g} GB memory" if key == "memory" else f"{value:g} {key}s"
+
+    for key, asked in asks.items():
+        if asked > 0:
+            largest = max(res.get(key, 0.0) for res in alive)
+            if largest < asked:
+                total = sum(res.get(key, 0.0) for res in alive)
+                flag = {"CPU": "--cpus-per-run", "GPU": "--gpus-per-run", "memory": "--memory-per-run"}[key]
+                raise BackendError(
+                    f"each run asks for {show(key, asked)} ({flag}), but no node of the Ray cluster has that: the "
+                    f"largest has {show(key, largest)} ({len(alive)} node(s), {show(key, total)} in all); "
+                    f"lower {flag} or add a node that has them")
+    if not any(all(res.get(k, 0.0) >= v for k, v in asks.items() if v > 0) for res in alive):
+        asked = ", ".join(show(k, v) for k, v in asks.items() if v > 0)
+        have = "; ".join(", ".join(show(k, res.get(k, 0.0)) for k, v in asks.items() if v > 0) for res in alive[:4])
+        raise BackendError(f"each run asks for {asked} on one node, but no node of the Ray cluster has all of them "
+                           f"(nodes: {have}); lower the request")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -195,12 +235,17 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
     """Write a Ray task's files into ``out`` (side files first, the result JSON last, each atomically) and
     return the result JSON's path."""
-    result = None
-    for rel, data in sorted(files.items(), key=lambda kv: parse_result_file_name(Path(kv[0]).name) is not None):
-        target = out / rel
-        if parse_result_file_name(target.name) is not None:
-            result = target
-        write_atomic(target, data)
+    result, written = None, []
+    try:
+        for rel, data in sorted(files.items(), key=lambda kv: parse_result_file_name(Path(kv[0]).name) is not None):
+            target = out / rel
+            if parse_result_file_name(target.name) is not None:
+                result = target
+            written.append(write_atomic(target, data))
+    except BaseException:
+        for path in written:  # a side file without its result would be a partial run
+            path.unlink(missing_ok=True)
+        raise
     if result is None:
         raise RuntimeError(f"the Ray task for {spec.label()} returned no result file")
     return result
@@ -212,14 +257,10 @@ def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
 def ray_run_population(specs_json: list[str], plugin_files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The Ray task of a population (its worker runs with KERAS_BACKEND=jax): train ``specs_json`` together
     into a private temporary tree and return each member's files (relative path -> bytes), in order."""
-    from deepobs_tree import provenance_file_name
-
     specs = [RunSpec.from_json(s) for s in specs_json]
     with tempfile.TemporaryDirectory(prefix="nlwu-ray-") as tmp:
         try:
             ensure_plugins(plugin_files or [])
-            from runners.executors.population import execute_population
-
             paths = execute_population(specs, tmp, progress=False)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as every member's failure
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -235,10 +276,7 @@ def run_populations(executor: RayExecutor, populations: list[list[RunSpec]], out
     """Train ``populations`` as Ray tasks (each with the executor's CPUs/GPUs per run, on the jax backend),
     taking every member's lock first (members another sweep holds go to ``leftover``), and write the results
     into ``out``; failures are recorded per member in ``report`` and the ledger."""
-    import ray
-    from tqdm.auto import tqdm
-
-    from runners.ledger import RunLock, clean_partials, clear_failure, record_failure
+    import ray  # on first use: Ray is optional
 
     executor._ensure_started(out)
     task = ray.remote(num_cpus=executor.num_cpus, num_gpus=executor.num_gpus, max_retries=0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 from deepobs_tree.atomic import AtomicFile, write_atomic  # noqa: F401 - re-exported for the data package
+from deepobs_tree.errors import NlwuError
 from testproblems.registry import DATASETS, FIDELITIES, default_data_dir  # noqa: F401 - re-exported
 
 #: the data package's name for the writer
@@ -23,7 +24,7 @@ FOLDERS = {
 PHASES = ("train", "train_eval", "valid", "test")
 
 
-class DataError(ValueError):
+class DataError(NlwuError, ValueError):
     """Missing or corrupt data; the message names the file and the command that fixes it."""
 
 

@@ -9,6 +9,7 @@ decoded files are cached per process.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,6 @@ def prefetch(iterator: Iterator, depth: int = 3, name: str = "nlwu-data-prefetch
     NumPy releases the GIL, so augmentation overlaps with the (compiled) training step. Exceptions in the
     producer are re-raised in the consumer; abandoning the generator stops the thread and closes ``iterator``.
     """
-    import queue
 
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -245,16 +245,45 @@ class QuadraticDataset(_ArrayDataset):
         return {"train": n, "valid": n, "train_eval": n, "test": n}
 
     def batches(self, phase: str, epoch: int = 0):
+        for xb in self._split_batches(self._arrays, phase, epoch):
+            yield xb, xb
+
+    def _split_batches(self, arrays: dict, phase: str, epoch: int) -> Iterator:
+        """Full batches of ``arrays[split]`` (rows of one array, or of an (x, y) pair alike): train and
+        train_eval passes of the train split in the train pipeline's order, valid and test in order."""
         self._check_phase(phase)
         nb, b = self.num_batches(phase), self.batch_size
         if phase in ("train", "train_eval"):
-            order, _ = self._train_pass(QUADRATIC["size"], nb * b, self._rng(phase, epoch), None)
-            x = self._arrays["train"][order]
+            data = arrays["train"]
+            n = len(data[0]) if isinstance(data, tuple) else len(data)
+            order, _ = self._train_pass(n, nb * b, self._rng(phase, epoch), None)
         else:
-            x = self._arrays[phase][: nb * b]
+            data, order = arrays[phase], slice(0, nb * b)
+        data = tuple(a[order] for a in data) if isinstance(data, tuple) else data[order]
         for k in range(nb):
-            xb = x[k * b:(k + 1) * b]
-            yield xb, xb
+            sl = slice(k * b, (k + 1) * b)
+            yield tuple(a[sl] for a in data) if isinstance(data, tuple) else data[sl]
+
+
+class UserDataset(QuadraticDataset):
+    """A user's own problem's arrays (``testproblems.register``): ``{"train"|"valid"|"test": (x, y)}``; batches
+    as the quadratic problem serves them (train shuffled per the fidelity, train_eval as large as test)."""
+
+    def __init__(self, name, arrays, batch_size, seed, fidelity, source=""):
+        _ArrayDataset.__init__(self, name, None, batch_size, seed, fidelity)
+        self._arrays = arrays
+        self.source = source
+
+    @property
+    def sizes(self):
+        n = {split: len(self._arrays[split][0]) for split in ("train", "valid", "test")}
+        return {**n, "train_eval": min(n["train"], n["test"])}
+
+    def batches(self, phase: str, epoch: int = 0):
+        return self._split_batches(self._arrays, phase, epoch)
+
+    def provenance(self):
+        return {**super().provenance(), "data_dir": None, "source": self.source}
 
 
 class MnistDataset(_ArrayDataset):
@@ -410,4 +439,4 @@ def load_dataset(name: str, data_dir=None, *, batch_size: int, seed: int, fideli
     return ImageDataset(name, data_dir, batch_size, seed, fidelity)
 
 
-__all__ = ["DataError", "Dataset", "load_dataset", "clear_cache"]
+__all__ = ["DataError", "Dataset", "UserDataset", "load_dataset", "clear_cache"]

@@ -16,13 +16,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+from deepobs_tree.errors import NlwuError
+
 from ._common import FOLDERS, AtomicFile
 
 DOWNLOADS = ".downloads"
 CHUNK = 1 << 20
 
 
-class PrepareError(Exception):
+class PrepareError(NlwuError):
     """A failure with a one-line message for the user."""
 
 
@@ -129,8 +133,6 @@ def _download_once(url: str, part: Path, *, size, timeout, progress) -> None:
         total = have + int(length) if length is not None else size
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                        desc=part.name[:-5], leave=False, file=sys.stderr)
         try:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepobs_tree.errors import fail
+
 from ._common import DATASETS, FOLDERS, atomic_write_bytes, default_data_dir
 from .download import DOWNLOADS, PrepareError, Remote, copy_atomic, digest, extract_stripped, fetch
 from .readers import clear_cache
@@ -155,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
         if args.retries < 0 or not 0 < args.timeout < float("inf"):
             raise PrepareError(f"--retries must be >= 0 and --timeout a finite number > 0, got {args.retries}, {args.timeout}")
     except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     failed = 0
     for name in names:
@@ -169,11 +170,10 @@ def run(args: argparse.Namespace) -> int:
                           progress=not args.quiet)
             print(f"{name}: {msg}")
         except (PrepareError, OSError) as e:
-            print(f"error: {name}: {e}", file=sys.stderr)
+            fail(f"{name}: {e}")
             failed += 1
         except KeyboardInterrupt:
-            print(f"error: {name}: interrupted; rerun the same command to resume", file=sys.stderr)
-            return 2
+            return fail(f"{name}: interrupted; rerun the same command to resume")
     clear_cache()
     return 2 if failed else 0
 
@@ -264,7 +264,7 @@ def svhn_records(mat: dict, path) -> np.ndarray:
 def _prep_svhn(name, paths, folder) -> list[str]:
     """SVHN .mat -> CIFAR-style records: all 73,257 training images, 12,800 per data_batch_k.bin (the last
     file holds the remaining 9,257), and test_batch.bin with all 26,032 test images."""
-    import scipy.io
+    import scipy.io  # SciPy (~0.8 s) only to read SVHN's .mat files
 
     out = []
     for fname, kind in (("train_32x32.mat", "train"), ("test_32x32.mat", "test")):

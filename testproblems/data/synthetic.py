@@ -145,7 +145,7 @@ def write_archives(name: str, folder, *, seed: int = 0) -> dict[str, Path]:
                 tar.addfile(info, io.BytesIO(payload))
         out[{"cifar10": "cifar-10-binary.tar.gz", "cifar100": "cifar-100-binary.tar.gz"}[name]] = buf.getvalue()
     elif name == "svhn":
-        import scipy.io
+        import scipy.io  # SciPy (~0.8 s) only to write SVHN's .mat files
 
         for fname, n in (("train_32x32.mat", 90), ("test_32x32.mat", 30)):
             x = np.asfortranarray(_images(rng, n, (32, 32, 3)).transpose(1, 2, 3, 0))  # (32, 32, 3, N)

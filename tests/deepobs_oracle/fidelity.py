@@ -76,21 +76,26 @@ def _same_spec(result: Path, problem, optimizer, hyperparams, seed, epochs) -> b
     (``runners.spec.RunSpec.identity``, compared with ``same_value``, as the runner's own reuse check) of ours:
     problem, optimizer, every hyperparameter and option such as ``select`` (which the DeepOBS file itself does
     not record), seed, epochs, batch size, L2 factor, fidelity. A result without a sidecar is not reused."""
-    import yaml
-
     from deepobs_tree.naming import provenance_file_name
+    from deepobs_tree.safe_io import MAX_YAML_BYTES, load_yaml, read_regular
     from runners.spec import RunSpec, same_value
 
     sidecar = result.with_name(provenance_file_name(result.name))
     if not sidecar.is_file():
         return False
-    try:
-        recorded = RunSpec.from_dict((yaml.safe_load(sidecar.read_text()) or {})["spec"]).identity()
+    try:  # regular files only, YAML within limits: a FIFO or an alias bomb here is "not reused", never a hang
+        recorded = RunSpec.from_dict((load_yaml(read_regular(sidecar, MAX_YAML_BYTES).decode()) or {})["spec"]).identity()
     except Exception:  # noqa: BLE001 - an unreadable record cannot be verified: not reused
         return False
-    wanted = RunSpec(problem, optimizer, tuple((k, v) for k, v in hyperparams.items() if v is not None),
-                     seed=seed, num_epochs=epochs).identity()
-    return all(same_value(recorded.get(k), wanted.get(k)) for k in set(recorded) | set(wanted))
+    spec = RunSpec(problem, optimizer, tuple((k, v) for k, v in hyperparams.items() if v is not None),
+                   seed=seed, num_epochs=epochs)
+    wanted = spec.identity()
+    if not all(same_value(recorded.get(k), wanted.get(k)) for k in set(recorded) | set(wanted)):
+        return False
+    reason = spec.untrusted_reason(result)  # the runner's own trust rule: schema, length, values
+    if reason is not None:
+        print(f"warning: {result}: {reason}; not reused", file=sys.stderr)
+    return reason is None
 
 
 def run_case(problem, optimizer, hyperparams, seed, epochs, out: Path, data_dir: Path, train=True) -> dict | None:
@@ -112,7 +117,9 @@ def run_case(problem, optimizer, hyperparams, seed, epochs, out: Path, data_dir:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
         return run_case(problem, optimizer, hyperparams, seed, epochs, out, data_dir, train)
-    return json.loads(existing[0].read_text())
+    from deepobs_tree.safe_io import read_regular
+
+    return json.loads(read_regular(existing[0]))
 
 
 def compare(ours: list[dict], paper: dict[int, dict], epochs: int) -> list[dict]:

@@ -1,0 +1,39 @@
+"""Small DeepOBS result trees written by the analysis tests (shared through pytest's ``pythonpath``, which
+puts this folder on sys.path: no test edits sys.path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from deepobs_tree import setting_folder_name
+
+
+def write_run(root: Path, problem: str, optimizer: str, hp: dict, seed: int, valid: list, test: list,
+              stamp: str = "2022-01-01-00-00-00") -> Path:
+    data = {"testproblem": problem, "batch_size": 128, "num_epochs": len(valid) - 1, "random_seed": seed,
+            "weight_decay": None, "optimizer_name": optimizer, "optimizer_hyperparams": hp,
+            "training_params": {}, "train_losses": list(valid), "valid_losses": list(valid),
+            "test_losses": list(test), "minibatch_train_losses": [1.0, 1.0],
+            "train_accuracies": list(valid), "valid_accuracies": list(valid), "test_accuracies": list(test)}
+    path = (root / problem / optimizer / setting_folder_name(len(valid) - 1, 128, hp, None)
+            / f"random_seed__{seed}__{stamp}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=4))
+    return path
+
+
+def small_tree(root: Path) -> Path:
+    """Two optimizers on quadratic_deep (one a baseline), three settings each, seeds 42-45 of the best."""
+    rng = np.random.default_rng(0)
+    for optimizer, base in (("PowKernelGradientDescentOptimizer", 86.0), ("GradientDescentOptimizer", 86.5)):
+        for i, lr in enumerate((0.01, 0.02, 0.05)):
+            hp = {"learning_rate": lr, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": lr}
+            write_run(root, "quadratic_deep", optimizer, hp, 42, [100.0, base + i], [100.0, base + 1 + i])
+        best = {"learning_rate": 0.01, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": 0.01}
+        for seed in range(43, 46):
+            write_run(root, "quadratic_deep", optimizer, best, seed, [100.0, base],
+                      [100.0, base + 1 + rng.normal(0, 0.1)])
+    return root
