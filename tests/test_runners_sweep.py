@@ -116,7 +116,8 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     ray = pytest.importorskip("ray")
     config = _study(tmp_path)
     local, remote = tmp_path / "local", tmp_path / "ray"
-    proc = subprocess.run(_sweep_cmd(config, local, "--workers", "2"), cwd=ROOT, env=_env(),
+    # --population 1: the per-run path on both executors (the default trains quadratic_deep as jax populations)
+    proc = subprocess.run(_sweep_cmd(config, local, "--workers", "2", "--population", "1"), cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout

@@ -30,7 +30,7 @@ from runners.executors.population import (
     split,
     unsupported_reason,
 )
-from runners.ledger import RunLock, clean_partials, clear_failure, record_failure, state_dir
+from runners.ledger import RunLock, clean_partials, clear_failure, lock_path, record_failure, state_dir
 from runners.spec import RunSpec
 
 
@@ -70,6 +70,12 @@ class PopulationExecutor(Executor):
         for spec in specs:
             if spec.existing_result(out) is None:
                 todo.setdefault(spec.run_id, spec)
+            elif lock_path(out, spec.run_id).exists():
+                # a done run whose lock outlived its sweep (killed after the population wrote its members):
+                # taken (only when its holder is gone) and released, so no lock is left behind
+                lock = RunLock.acquire(out, spec.run_id, self.lock_policy, backend=self.backend)
+                if lock is not None:
+                    lock.release()
         groups: dict[tuple, list[RunSpec]] = {}
         for spec in todo.values():
             groups.setdefault(population_key(spec), []).append(spec)
@@ -138,7 +144,7 @@ class PopulationExecutor(Executor):
                     locks = {}
                     members = []
                     for spec in population:
-                        lock = RunLock.acquire(out, spec.run_id, backend=self.backend)
+                        lock = RunLock.acquire(out, spec.run_id, self.lock_policy, backend=self.backend)
                         if lock is None:  # another sweep runs it: the per-run loop waits for it
                             leftover.append(spec)
                             continue
@@ -252,7 +258,9 @@ def wrap(executor: Executor, population: int | None) -> Executor:
         raise ValueError(f"--population must be a positive integer, got {population}")
     if population == 1:
         return executor
-    return PopulationExecutor(executor, size=population)
+    wrapped = PopulationExecutor(executor, size=population)
+    wrapped.lock_policy = getattr(executor, "lock_policy", wrapped.lock_policy)
+    return wrapped
 
 
 __all__ = ["PopulationExecutor", "wrap"]
