@@ -106,8 +106,8 @@ def test_existing_seed_is_skipped(single_run):
     assert sorted(p.name for p in path.parent.iterdir()) == before
 
 
-def test_result_appearing_during_training_wins(tmp_path, monkeypatch):
-    """Two processes on one tree: if the seed's file appears while we train, ours is dropped, never both."""
+def test_result_appearing_during_training_wins(tmp_path, monkeypatch, result_text):
+    """Two processes on one tree: if the seed's (trusted) file appears while we train, ours is dropped, never both."""
     spec = RunSpec("quadratic_deep", GD, SAMPLE5, seed=44, num_epochs=1)
     other = spec.setting_dir(tmp_path) / "random_seed__44__2000-01-01-00-00-00.json"
     real = run_mod.train_curves
@@ -115,7 +115,7 @@ def test_result_appearing_during_training_wins(tmp_path, monkeypatch):
     def racing(*args, **kwargs):
         curves = real(*args, **kwargs)
         other.parent.mkdir(parents=True, exist_ok=True)
-        other.write_text("{}")
+        other.write_text(result_text(spec))
         return curves
 
     monkeypatch.setattr(run_mod, "train_curves", racing)

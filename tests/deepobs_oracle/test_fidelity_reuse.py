@@ -5,11 +5,12 @@ of another variant in the same tree must not stand in for the paper's setting.""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import yaml
+
+from runners.spec import RunSpec
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("deepobs_oracle_fidelity_reuse", HERE / "fidelity.py")
@@ -20,11 +21,12 @@ _spec.loader.exec_module(fidelity)
 HP = {"learning_rate": 0.005762487216478597, "power": 0.7000000000000001}
 
 
-def _result(out: Path, setting: str, spec_overrides: dict, sidecar=True) -> Path:
+def _result(result_text, out: Path, setting: str, spec_overrides: dict, sidecar=True) -> Path:
     folder = out / "results" / "fmnist_2c2d" / fidelity.M / setting
     folder.mkdir(parents=True)
     path = folder / "random_seed__42__2026-12-04-18-40-04.json"
-    path.write_text(json.dumps({"num_epochs": 5, "optimizer_hyperparams": HP, "test_losses": [1.0] * 6}))
+    run = RunSpec("fmnist_2c2d", fidelity.M, HP, seed=42, num_epochs=5)
+    path.write_text(result_text(run))  # a result the runner trusts (schema and values), as a real run writes
     spec = {"testproblem": "fmnist_2c2d", "optimizer": fidelity.M, "hyperparams": dict(HP), "seed": 42,
             "num_epochs": 5, "batch_size": None, "weight_decay": None, "fidelity": "deepobs", "options": {},
             **spec_overrides}
@@ -37,16 +39,16 @@ def _reused(out: Path):
     return fidelity.run_case("fmnist_2c2d", fidelity.M, HP, 42, 5, out, out / "data", train=False)
 
 
-def test_the_requested_run_is_reused(tmp_path):
-    _result(tmp_path, "default", {})
+def test_the_requested_run_is_reused(tmp_path, result_text):
+    _result(result_text, tmp_path, "default", {})
     assert _reused(tmp_path) is not None
 
 
-def test_another_variant_or_an_unrecorded_run_is_not_reused(tmp_path):
+def test_another_variant_or_an_unrecorded_run_is_not_reused(tmp_path, result_text):
     cases = [({"options": {"select": "all"}}, True), ({"hyperparams": {**HP, "momentum": 0.95}}, True),
              ({"num_epochs": 3}, True), ({"batch_size": 64}, True), ({"fidelity": "corrected"}, True),
              ({}, False)]
     for i, (overrides, sidecar) in enumerate(cases):
         out = tmp_path / str(i)
-        _result(out, "variant", overrides, sidecar=sidecar)
+        _result(result_text, out, "variant", overrides, sidecar=sidecar)
         assert _reused(out) is None, (overrides, sidecar)
