@@ -40,6 +40,7 @@ setup: $(STAMP)
 # ruff, and the layers of .importlinter (which package may import which; no import cycles)
 lint: $(STAMP)
 	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check --quiet . || { echo 'error: files not formatted: run .venv/bin/ruff format .' >&2; exit 1; }
 	@$(VENV)/bin/lint-imports --no-cache
 
 test: lint

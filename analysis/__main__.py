@@ -27,28 +27,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("results", nargs="+", help="root folder(s) of DeepOBS results trees")
     parser.add_argument("--out", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--baselines", nargs="*", default=[], metavar="TREE",
-                        help="DeepOBS trees of baseline runs (e.g. Crowded Valley's), compared with a Welch t-test")
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=[],
+        metavar="TREE",
+        help="DeepOBS trees of baseline runs (e.g. Crowded Valley's), compared with a Welch t-test",
+    )
     reruns = f"{RERUN_SEEDS[0]}-{RERUN_SEEDS[-1]}"
-    parser.add_argument("--tuning-seed", type=int, default=TUNING_SEED,
-                        help=f"seed of the search runs (default {TUNING_SEED})")
-    parser.add_argument("--rerun-seeds", default=reruns,
-                        help=f"seeds of the reruns, e.g. 43-51 or 43,44 (default {reruns})")
-    parser.add_argument("--searched", default=None,
-                        help="hyperparameters a search varies (default learning_rate,power,momentum and what "
-                             "the plugins' optimizers search)")
-    parser.add_argument("--mode", default="final",
-                        help=f"selection: {', '.join(MODES)} (default final: the tuning run's final validation metric)")
-    parser.add_argument("--filter", action="append", default=[], metavar="NAME=VALUE",
-                        help="keep only runs with this hyperparameter value (folder-token precision); repeatable")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                        help="import an optimizer plugin (dotted module or .py path) for its labels and "
-                             "baseline flags; repeatable")
-    parser.add_argument("--paper", default=None, metavar="PROTOCOL_MD",
-                        help="protocol.md with the paper's §5 table, for the verdict section (default: $NLWU_PROTOCOL "
-                             "or ../shared/spec/protocol.md beside the checkout, if present)")
+    parser.add_argument(
+        "--tuning-seed", type=int, default=TUNING_SEED, help=f"seed of the search runs (default {TUNING_SEED})"
+    )
+    parser.add_argument(
+        "--rerun-seeds", default=reruns, help=f"seeds of the reruns, e.g. 43-51 or 43,44 (default {reruns})"
+    )
+    parser.add_argument(
+        "--searched",
+        default=None,
+        help="hyperparameters a search varies (default learning_rate,power,momentum and what "
+        "the plugins' optimizers search)",
+    )
+    parser.add_argument(
+        "--mode",
+        default="final",
+        help=f"selection: {', '.join(MODES)} (default final: the tuning run's final validation metric)",
+    )
+    parser.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keep only runs with this hyperparameter value (folder-token precision); repeatable",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import an optimizer plugin (dotted module or .py path) for its labels and baseline flags; repeatable",
+    )
+    parser.add_argument(
+        "--paper",
+        default=None,
+        metavar="PROTOCOL_MD",
+        help="protocol.md with the paper's §5 table, for the verdict section (default: $NLWU_PROTOCOL "
+        "or ../shared/spec/protocol.md beside the checkout, if present)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="write the tables only")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the caches (parsed runs, derived tables, figures)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the caches (parsed runs, derived tables, figures)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -105,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rerun_seeds = parse_seeds(args.rerun_seeds)
     except ValueError:
-        parser.error(f"bad --rerun-seeds '{args.rerun_seeds}': write an increasing range or a list, e.g. 43-51 or "
-                     "43,44,45")
+        parser.error(
+            f"bad --rerun-seeds '{args.rerun_seeds}': write an increasing range or a list, e.g. 43-51 or 43,44,45"
+        )
     from deepobs_tree.safe_io import name_problem, os_error_text, short
 
     for path, what in ((args.out, "--out"), *((r, "results path") for r in [*args.results, *args.baselines])):
@@ -119,18 +148,33 @@ def main(argv: list[str] | None = None) -> int:
     for root in [*args.results, *args.baselines]:  # all of them before any parsing (and cache writing)
         if not Path(root).is_dir():
             what = "is not a folder" if Path(root).exists() else "does not exist"
-            print(f"error: results path '{str(root)[:300]}' {what}: pass the root of a DeepOBS results tree",
-                  file=sys.stderr)
+            print(
+                f"error: results path '{str(root)[:300]}' {what}: pass the root of a DeepOBS results tree",
+                file=sys.stderr,
+            )
             return 2
     searched = _searched(args.searched, args.plugin)
     try:
-        analysis = analyse(args.results, args.baselines, tuning_seed=args.tuning_seed, rerun_seeds=rerun_seeds,
-                           searched=searched, mode=args.mode, where=where, progress=not args.quiet,
-                           cache=not args.no_cache)
+        analysis = analyse(
+            args.results,
+            args.baselines,
+            tuning_seed=args.tuning_seed,
+            rerun_seeds=rerun_seeds,
+            searched=searched,
+            mode=args.mode,
+            where=where,
+            progress=not args.quiet,
+            cache=not args.no_cache,
+        )
         if analysis.summary.empty:
             raise AnalysisError("no run matches the given filters: relax --filter")
-        written = write_report(analysis, args.out, figures=not args.no_figures, tuning_seed=args.tuning_seed,
-                               protocol=Path(args.paper) if args.paper else "default")
+        written = write_report(
+            analysis,
+            args.out,
+            figures=not args.no_figures,
+            tuning_seed=args.tuning_seed,
+            protocol=Path(args.paper) if args.paper else "default",
+        )
     except AnalysisError as err:
         print(f"error: {str(err)[:1000]}", file=sys.stderr)
         return 2
@@ -142,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     n_figs = sum(1 for p in written if p.suffix == ".png")
     names = {p.name for p in written}
     extra = [n for n in ("comparison.csv", "budget_curves.csv", "performance_profile.csv") if n in names]
-    print(f"wrote {args.out}/summary.csv, summary.md, summary.tex ({n_rows} rows), {n_figs} figures "
-          f"(PNG+PDF), {', '.join(extra + ['verdict.md'])}, report.md and report.html")
+    print(
+        f"wrote {args.out}/summary.csv, summary.md, summary.tex ({n_rows} rows), {n_figs} figures "
+        f"(PNG+PDF), {', '.join(extra + ['verdict.md'])}, report.md and report.html"
+    )
     return 0
 
 

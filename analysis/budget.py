@@ -43,9 +43,21 @@ from .select import (
 )
 from .tables import BASELINE_OPTIMIZERS, main_rows
 
-BUDGET_COLUMNS = ["testproblem", "optimizer", "search", "source", "n_samples", "k", "expected_best_score",
-                  "expected_final_test", "tuning_metric", "metric", "n_diverged", "expected_best_score_converged",
-                  "expected_final_test_converged"]
+BUDGET_COLUMNS = [
+    "testproblem",
+    "optimizer",
+    "search",
+    "source",
+    "n_samples",
+    "k",
+    "expected_best_score",
+    "expected_final_test",
+    "tuning_metric",
+    "metric",
+    "n_diverged",
+    "expected_best_score_converged",
+    "expected_final_test_converged",
+]
 
 
 def weights(n: int, k: int) -> np.ndarray:
@@ -64,8 +76,12 @@ def _fill_worst(values: np.ndarray, higher_better: bool) -> np.ndarray:
     return values
 
 
-def expected_curve(ranked_scores: Sequence[float], ranked_tests: Sequence[float], higher_better: bool,
-                   higher_better_test: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def expected_curve(
+    ranked_scores: Sequence[float],
+    ranked_tests: Sequence[float],
+    higher_better: bool,
+    higher_better_test: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(expected best score, expected final test) for k = 1..N, the inputs ranked best first as the
     selection ranks them (``higher_better``: of the score; ``higher_better_test``: of the test metric,
     default the same)."""
@@ -90,14 +106,27 @@ def diverged_samples(ranked: pd.DataFrame, tuning_metric: str) -> np.ndarray:
     return out
 
 
-def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int = TUNING_SEED,
-                  searched: Sequence[str] = DEFAULT_SEARCHED, where: Mapping[str, object] | None = None
-                  ) -> pd.DataFrame:
+def budget_curves(
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    tuning_seed: int = TUNING_SEED,
+    searched: Sequence[str] = DEFAULT_SEARCHED,
+    where: Mapping[str, object] | None = None,
+) -> pd.DataFrame:
     """One row per (search, k) for every summary row with a search of at least one tuning run."""
     rows = []
     runs = _apply_filter(runs, where)
-    needed = ["setting_key", "setting_folder", "source", "final_valid_accuracies", "final_valid_losses",
-              "final_test_accuracies", "final_test_losses", "valid_losses"]  # valid_losses[0]: diverged?
+    needed = [
+        "setting_key",
+        "setting_folder",
+        "source",
+        "final_valid_accuracies",
+        "final_valid_losses",
+        "final_test_accuracies",
+        "final_test_losses",
+        "valid_losses",
+    ]  # valid_losses[0]: diverged?
     if "selection" in summary and (summary["selection"] == "best").any():
         needed += ["valid_accuracies"]  # mode best ranks by the curves
     tuning = runs.loc[runs["seed"] == tuning_seed, [c for c in needed if c in runs]]
@@ -116,9 +145,12 @@ def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int
         tuning_metric, report_metric = metric_names(problem_has_accuracy(runs, row["testproblem"]))
         mode = row.get("selection") if row.get("selection") in ("final", "best") else "final"
         ranked = rank_settings(search, tuning_metric, mode)
-        best, test = expected_curve(ranked["score"].to_numpy(dtype=float),
-                                    ranked[f"final_{report_metric}"].to_numpy(dtype=float),
-                                    "acc" in tuning_metric, "acc" in report_metric)
+        best, test = expected_curve(
+            ranked["score"].to_numpy(dtype=float),
+            ranked[f"final_{report_metric}"].to_numpy(dtype=float),
+            "acc" in tuning_metric,
+            "acc" in report_metric,
+        )
         diverged = diverged_samples(ranked, tuning_metric)
         scores = ranked["score"].to_numpy(dtype=float).copy()
         tests = ranked[f"final_{report_metric}"].to_numpy(dtype=float).copy()
@@ -126,11 +158,23 @@ def budget_curves(runs: pd.DataFrame, summary: pd.DataFrame, *, tuning_seed: int
         best_c, test_c = expected_curve(scores, tests, "acc" in tuning_metric, "acc" in report_metric)
         n = best.size
         for k, b, t, bc, tc in zip(range(1, n + 1), best, test, best_c, test_c):
-            rows.append({"testproblem": row["testproblem"], "optimizer": row["optimizer"], "search": row["search"],
-                         "source": row["source"], "n_samples": n, "k": int(k), "expected_best_score": float(b),
-                         "expected_final_test": float(t), "tuning_metric": tuning_metric, "metric": report_metric,
-                         "n_diverged": int(diverged.sum()), "expected_best_score_converged": float(bc),
-                         "expected_final_test_converged": float(tc)})
+            rows.append(
+                {
+                    "testproblem": row["testproblem"],
+                    "optimizer": row["optimizer"],
+                    "search": row["search"],
+                    "source": row["source"],
+                    "n_samples": n,
+                    "k": int(k),
+                    "expected_best_score": float(b),
+                    "expected_final_test": float(t),
+                    "tuning_metric": tuning_metric,
+                    "metric": report_metric,
+                    "n_diverged": int(diverged.sum()),
+                    "expected_best_score_converged": float(bc),
+                    "expected_final_test_converged": float(tc),
+                }
+            )
     return pd.DataFrame(rows, columns=BUDGET_COLUMNS)
 
 
@@ -146,8 +190,11 @@ def budget_figures(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -
     keys = set(zip(main["source"], main["optimizer"], main["testproblem"], main["search"]))
     for problem, frame in curves.groupby("testproblem", sort=True):
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-        groups = [(key, g) for key, g in frame.groupby(["source", "optimizer", "search"], sort=False)
-                  if (key[0], key[1], problem, key[2]) in keys]
+        groups = [
+            (key, g)
+            for key, g in frame.groupby(["source", "optimizer", "search"], sort=False)
+            if (key[0], key[1], problem, key[2]) in keys
+        ]
         notes = []
         for (source, optimizer, _search), g in groups:
             label = figs.label(optimizer) + (" (baselines)" if source == "baselines" else "")
@@ -156,12 +203,13 @@ def budget_figures(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -
                 label += f" ({n_div}/{n_all} diverged)"
                 notes.append(f"{figs.label(optimizer)} {n_div}/{n_all}")
             dashed = source == "baselines" or optimizer in BASELINE_OPTIMIZERS
-            style = {"color": figs.colour(optimizer), "lw": 1.4, "label": label,
-                     "linestyle": "--" if dashed else "-"}
+            style = {"color": figs.colour(optimizer), "lw": 1.4, "label": label, "linestyle": "--" if dashed else "-"}
             left.plot(g["k"], g["expected_best_score_converged"], **style)
             right.plot(g["k"], g["expected_final_test_converged"], **style)
-        for ax, what, col in ((left, frame["tuning_metric"].iloc[0], "score"),
-                              (right, frame["metric"].iloc[0], "test")):
+        for ax, what, col in (
+            (left, frame["tuning_metric"].iloc[0], "score"),
+            (right, frame["metric"].iloc[0], "test"),
+        ):
             ax.set_xscale("log")
             ax.set_xlabel("tuning budget k (random-search samples)")
             ax.set_ylabel(f"expected {'best final' if col == 'score' else 'final'} {what.replace('_', ' ')}")
@@ -170,8 +218,14 @@ def budget_figures(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -
         right.set_title("expected final test metric of the setting chosen among k (seed 42)", fontsize=9)
         left.legend(fontsize=7)
         if notes:
-            fig.text(0.5, -0.04, "diverged samples (non-finite, or a final loss above the untrained model's) count as "
-                     "their search's worst converged sample: " + ", ".join(notes), ha="center", fontsize=7)
+            fig.text(
+                0.5,
+                -0.04,
+                "diverged samples (non-finite, or a final loss above the untrained model's) count as "
+                "their search's worst converged sample: " + ", ".join(notes),
+                ha="center",
+                fontsize=7,
+            )
         fig.suptitle(f"{problem}: tuning-budget curves (Dodge et al. 2019)", y=1.02)
         fig.tight_layout()
         written += figs.save(fig, out_dir, f"budget_curves_{problem}")

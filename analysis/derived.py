@@ -8,7 +8,8 @@ profile) cached on disk, so a warm run neither selects nor bootstraps again (nor
   scipy, and the source of every module of ``analysis`` and ``deepobs_tree``. Any change to any of them is a
   different key, so a stale entry is never read; it only stays on disk.
 * Entry: ``tables.json`` in the ``analysis-derived`` entry of the one cache (``deepobs_tree.cache``: a folder
-  per key, each file checked against its SHA-256). Data never executes code: every value is type-tagged JSON (no pickle), and a
+  per key, each file checked against its SHA-256). Data never executes code: every value is type-tagged JSON (no
+  pickle), and a
   frame is stored only if decoding its encoding gives it back exactly (same columns, dtypes, values, value
   types and attrs), so a cached table is the table. A missing, unreadable or malformed entry is recomputed;
   a value the encoding does not know (or a cache folder that cannot be written) just means no caching.
@@ -38,6 +39,7 @@ class Unencodable(TypeError):
 
 
 # ---- type-tagged JSON (exact for the value types the tables hold) ----
+
 
 def _enc(value):
     if value is None or isinstance(value, (bool, str)):
@@ -80,8 +82,13 @@ def encode_frame(frame: pd.DataFrame) -> dict:
         series = frame[name]
         values = series.tolist() if series.dtype != object else list(series)
         columns.append([name, str(series.dtype), [_enc(v) for v in values]])
-    return {"rows": len(frame), "columns": columns, "attrs": _enc(dict(frame.attrs)),
-            "range_columns": isinstance(frame.columns, pd.RangeIndex), "columns_dtype": str(frame.columns.dtype)}
+    return {
+        "rows": len(frame),
+        "columns": columns,
+        "attrs": _enc(dict(frame.attrs)),
+        "range_columns": isinstance(frame.columns, pd.RangeIndex),
+        "columns_dtype": str(frame.columns.dtype),
+    }
 
 
 def decode_frame(data: dict) -> pd.DataFrame:
@@ -114,18 +121,25 @@ def _exact(frame: pd.DataFrame, encoded: dict) -> bool:
     same column index and dtypes."""
     try:
         back = decode_frame(json.loads(json.dumps(encoded, allow_nan=False)))
-        return (encode_frame(back) == encoded and type(back.columns) is type(frame.columns)
-                and back.columns.equals(frame.columns) and back.columns.dtype == frame.columns.dtype
-                and back.dtypes.equals(frame.dtypes) and len(back) == len(frame))
+        return (
+            encode_frame(back) == encoded
+            and type(back.columns) is type(frame.columns)
+            and back.columns.equals(frame.columns)
+            and back.columns.dtype == frame.columns.dtype
+            and back.dtypes.equals(frame.dtypes)
+            and len(back) == len(frame)
+        )
     except (Unencodable, ValueError, TypeError, KeyError):
         return False
 
 
 # ---- the key ----
 
+
 def _feed_frame(digest, frame: pd.DataFrame) -> None:
-    digest.update(json.dumps([list(map(str, frame.columns)), [str(t) for t in frame.dtypes],
-                              _enc(list(frame.index))]).encode())
+    digest.update(
+        json.dumps([list(map(str, frame.columns)), [str(t) for t in frame.dtypes], _enc(list(frame.index))]).encode()
+    )
     for name in frame.columns:
         series = frame[name]
         if series.dtype.kind in "biuf":
@@ -169,6 +183,7 @@ def key(frames: list[pd.DataFrame], options: dict, registry: dict) -> str | None
 
 
 # ---- load / store ----
+
 
 def load(key: str) -> dict[str, pd.DataFrame] | None:
     """The cached tables of ``key``, or None (missing, unreadable or malformed: recomputed)."""

@@ -49,8 +49,9 @@ def grid(n_panels: int, max_cols: int, panel_size: tuple[float, float], **kwargs
     plt = _plt()
     ncols = min(n_panels, max_cols)
     nrows = math.ceil(n_panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False,
-                             **kwargs)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows), squeeze=False, **kwargs
+    )
     for ax in list(axes.flat)[n_panels:]:
         ax.axis("off")
     return fig, axes
@@ -96,8 +97,14 @@ def _setting_runs(runs: pd.DataFrame, row) -> pd.DataFrame:
 
 
 #: one colour per built-in optimizer in every figure: a hue per family, dark with φ_p, light for its linear twin
-_FAMILY = ["GradientDescentOptimizer", "MomentumOptimizer", "NAGOptimizer", "GradientDescentOptimizerW_scaled",
-           "MomentumOptimizerW_momscaled", "NAGOptimizerW_momscaled"]
+_FAMILY = [
+    "GradientDescentOptimizer",
+    "MomentumOptimizer",
+    "NAGOptimizer",
+    "GradientDescentOptimizerW_scaled",
+    "MomentumOptimizerW_momscaled",
+    "NAGOptimizerW_momscaled",
+]
 
 
 def colour(optimizer: str):
@@ -177,8 +184,7 @@ def learning_curves(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str,
                     if ax.get_yscale() == "linear":
                         ax.set_ylim(low - pad, high + pad)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False,
-               bbox_to_anchor=(0.5, 1.02))
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False, bbox_to_anchor=(0.5, 1.02))
     fig.suptitle(f"{testproblem}: chosen settings, mean ± std over seeds", y=1.07)
     fig.tight_layout()
     legend_note(fig)
@@ -200,8 +206,9 @@ def _visible_range(values: np.ndarray, higher_better: bool) -> tuple[float, floa
     return low - pad, high + pad
 
 
-def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path,
-                   tuning_seed: int = TUNING_SEED) -> list[Path]:
+def lr_sensitivity(
+    runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, out_dir: Path, tuning_seed: int = TUNING_SEED
+) -> list[Path]:
     """Final validation metric of every tuning run vs its learning rate, coloured by power; runs beyond the
     shown range (diverged, not learning) are drawn as triangles on the axis edge."""
     plt = _plt()
@@ -226,16 +233,44 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
         if shown is not None:
             inside &= (values >= shown[0]) & (values <= shown[1])
             edge = shown[0] if higher_better else shown[1]
-            ax.scatter(lr[~inside], np.full((~inside).sum(), edge), c=colour[~inside], cmap=cmap, vmin=0.35,
-                       vmax=1.0, s=26, marker="v" if higher_better else "^", edgecolors="k", linewidths=0.3,
-                       clip_on=False)
-        scatter = ax.scatter(lr[inside], values[inside], c=colour[inside], cmap=cmap, vmin=0.35, vmax=1.0, s=22,
-                             edgecolors="k", linewidths=0.3)
-        ax.scatter([_as_float(row["learning_rate"])], [row["tuning_score"]], marker="*", s=160, facecolors="none",
-                   edgecolors="red", linewidths=1.2, label="chosen")
+            ax.scatter(
+                lr[~inside],
+                np.full((~inside).sum(), edge),
+                c=colour[~inside],
+                cmap=cmap,
+                vmin=0.35,
+                vmax=1.0,
+                s=26,
+                marker="v" if higher_better else "^",
+                edgecolors="k",
+                linewidths=0.3,
+                clip_on=False,
+            )
+        scatter = ax.scatter(
+            lr[inside],
+            values[inside],
+            c=colour[inside],
+            cmap=cmap,
+            vmin=0.35,
+            vmax=1.0,
+            s=22,
+            edgecolors="k",
+            linewidths=0.3,
+        )
+        ax.scatter(
+            [_as_float(row["learning_rate"])],
+            [row["tuning_score"]],
+            marker="*",
+            s=160,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=1.2,
+            label="chosen",
+        )
         ax.set_xscale("log")
-        ax.set_title(f"{label(row['optimizer'])} ({row['source']})" if row["source"] == "baselines"
-                     else label(row["optimizer"]))
+        ax.set_title(
+            f"{label(row['optimizer'])} ({row['source']})" if row["source"] == "baselines" else label(row["optimizer"])
+        )
         ax.set_xlabel("learning rate")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
@@ -245,12 +280,15 @@ def lr_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, testproblem: str, 
     if scatter is not None:
         bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.85)
         bar.set_label("power (1.0 = no map)")
-    fig.suptitle(f"{testproblem}: learning-rate sensitivity (triangles on the edge: beyond the axis, e.g."
-                 " diverged)", fontsize=9)
+    fig.suptitle(
+        f"{testproblem}: learning-rate sensitivity (triangles on the edge: beyond the axis, e.g. diverged)", fontsize=9
+    )
     return save(fig, out_dir, f"lr_sensitivity_{testproblem}")
 
 
-def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = TUNING_SEED) -> list[Path]:
+def power_sensitivity(
+    runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, tuning_seed: int = TUNING_SEED
+) -> list[Path]:
     """Best tuning score per power value, one panel per problem, one line per optimizer."""
     main = main_rows(summary)
     main = main[(main["n_samples"] > 1) & main["power"].notna()]
@@ -263,10 +301,12 @@ def power_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, 
         higher_better = "acc" in tuning_metric
         for row, style in _styles(main[main["testproblem"] == problem]):
             search = search_runs(runs, row, tuning_seed)
-            frame = pd.DataFrame({
-                "power": [round(_as_float(hp.get("power")), 6) for hp in search["optimizer_hyperparams"]],
-                "score": search[f"final_{tuning_metric}"].to_numpy(dtype=float),
-            })
+            frame = pd.DataFrame(
+                {
+                    "power": [round(_as_float(hp.get("power")), 6) for hp in search["optimizer_hyperparams"]],
+                    "score": search[f"final_{tuning_metric}"].to_numpy(dtype=float),
+                }
+            )
             frame = frame[np.isfinite(frame["score"]) & np.isfinite(frame["power"])]
             best = frame.groupby("power")["score"].max() if higher_better else frame.groupby("power")["score"].min()
             ax.plot(best.index, best.values, marker="o", ms=4, **style)
@@ -294,8 +334,7 @@ def w_vs_l2(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, problem: s
     labels, data = [], []
     for row, style in _styles(variants):
         variant = "W" if row["testproblem"].endswith("_nodecay") else "L2"
-        style = dict(style, label=f"{label(row['optimizer'])} [{variant}]",
-                     linestyle="-" if variant == "W" else ":")
+        style = dict(style, label=f"{label(row['optimizer'])} [{variant}]", linestyle="-" if variant == "W" else ":")
         chosen = _setting_runs(runs, row)
         series = [c for c in chosen[curve] if isinstance(c, np.ndarray) and c.size]
         if series:
@@ -316,8 +355,9 @@ def w_vs_l2(runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, problem: s
     right.boxplot(data, showmeans=True)
     right.set_xticks(range(1, len(labels) + 1), labels, rotation=20, fontsize=8)
     for i, values in enumerate(data, start=1):
-        right.scatter(np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, s=10,
-                      color="k", alpha=0.6)
+        right.scatter(
+            np.full(len(values), i) + np.linspace(-0.08, 0.08, len(values)), values, s=10, color="k", alpha=0.6
+        )
     right.set_title(f"final {metric.replace('_', ' ')} per seed")
     right.grid(alpha=0.3)
     fig.suptitle("Decoupled weight decay (W, _nodecay problem) vs L2 in the loss (L2)")
@@ -338,8 +378,15 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         rows = rows.iloc[np.argsort([canonical_rank(o) for o in rows["optimizer"]], kind="stable")]
         names = [label(o) + ("*" if s == "baselines" else "") for o, s in zip(rows["optimizer"], rows["source"])]
         for x, (_, row) in enumerate(rows.iterrows()):
-            ax.errorbar([x], [row["final_test_mean"]], yerr=[row["final_test_std"]], fmt="o", capsize=4,
-                        color=colour(row["optimizer"]), mfc="white" if is_baseline(row) else None)
+            ax.errorbar(
+                [x],
+                [row["final_test_mean"]],
+                yerr=[row["final_test_std"]],
+                fmt="o",
+                capsize=4,
+                color=colour(row["optimizer"]),
+                mfc="white" if is_baseline(row) else None,
+            )
             low, high = row.get("final_test_ci_low", np.nan), row.get("final_test_ci_high", np.nan)
             if np.isfinite(low) and np.isfinite(high):  # 95% bootstrap CI of the mean: thick bar
                 ax.vlines([x], [low], [high], lw=5, alpha=0.45, color="C3")
@@ -351,8 +398,11 @@ def overview(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
         ax.set_title(f"{problem}\n{rows['metric'].iloc[0].replace('_', ' ')}", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Final test metric of the chosen settings (mean ± std over seeds, red bar: 95% bootstrap CI of "
-                 "the mean; open marker = linear baseline, * = BASELINES tree)", fontsize=9)
+    fig.suptitle(
+        "Final test metric of the chosen settings (mean ± std over seeds, red bar: 95% bootstrap CI of "
+        "the mean; open marker = linear baseline, * = BASELINES tree)",
+        fontsize=9,
+    )
     fig.tight_layout()
     legend_note(fig, y=-0.04)
     return save(fig, out_dir, "overview")

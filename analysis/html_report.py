@@ -40,8 +40,9 @@ LOADED_CHECK = (
 )
 
 
-def table_html(frame: pd.DataFrame, columns: Sequence[str], headers: Sequence[str] | None = None,
-               table_id: str | None = None) -> str:
+def table_html(
+    frame: pd.DataFrame, columns: Sequence[str], headers: Sequence[str] | None = None, table_id: str | None = None
+) -> str:
     headers = list(headers or columns)
     ident = f' id="{html.escape(table_id)}"' if table_id else ""
     out = [f'<div class="scroll"><table{ident}><thead><tr>']
@@ -56,23 +57,30 @@ def table_html(frame: pd.DataFrame, columns: Sequence[str], headers: Sequence[st
 def verdict_html(line: str, claims: pd.DataFrame) -> str:
     """The verdict section: the headline, the judged claims, the rules, how many were not run."""
     judged = claims[claims["status"] != "not run"]
-    parts = ['<section id="verdict"><h2>Verdict: the paper\'s claims on these results</h2>',
-             f'<p id="verdict-headline"><strong>{html.escape(line)}</strong></p>']
+    parts = [
+        '<section id="verdict"><h2>Verdict: the paper\'s claims on these results</h2>',
+        f'<p id="verdict-headline"><strong>{html.escape(line)}</strong></p>',
+    ]
     if not judged.empty:
-        parts.append(table_html(judged, [c for c, _ in CLAIM_VIEW], [h for _, h in CLAIM_VIEW],
-                                table_id="table-verdict"))
+        parts.append(
+            table_html(judged, [c for c, _ in CLAIM_VIEW], [h for _, h in CLAIM_VIEW], table_id="table-verdict")
+        )
     not_run = claims[claims["status"] == "not run"]
     if not not_run.empty:
-        parts.append(f"<p>{len(not_run)} claims not run (no search with reruns in these results), on: "
-                     f"{html.escape(', '.join(sorted(set(not_run['testproblem']))))}.</p>")
+        parts.append(
+            f"<p>{len(not_run)} claims not run (no search with reruns in these results), on: "
+            f"{html.escape(', '.join(sorted(set(not_run['testproblem']))))}.</p>"
+        )
     parts.append(f"<p>{html.escape(RULES)}</p></section>")
     return "".join(parts)
 
 
 def image_html(path: Path, caption: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def budget_excerpt(curves: pd.DataFrame, ks: Sequence[int] = (1, 2, 5, 10, 20, 50)) -> pd.DataFrame:
@@ -83,25 +91,41 @@ def budget_excerpt(curves: pd.DataFrame, ks: Sequence[int] = (1, 2, 5, 10, 20, 5
     return curves[keep]
 
 
-def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list[str], list[str]]],
-                figure_paths: Sequence[Path], settings: dict, title: str = "Results report",
-                verdict: tuple[str, pd.DataFrame] | None = None, notes: Sequence[str] = ()) -> str:
+def render_html(
+    analysis,
+    *,
+    tables: Sequence[tuple[str, str, pd.DataFrame, list[str], list[str]]],
+    figure_paths: Sequence[Path],
+    settings: dict,
+    title: str = "Results report",
+    verdict: tuple[str, pd.DataFrame] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
     """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance;
     ``verdict``: (headline, judged claims) for the verdict section, first after the title."""
-    parts = ["<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if verdict is not None:
         parts.append(verdict_html(*verdict))
-    parts.append("<h2 id=\"provenance\">Provenance</h2><ul>")
+    parts.append('<h2 id="provenance">Provenance</h2><ul>')
     for report in analysis.reports:
         parts.append(
             f"<li><code>{html.escape(', '.join(report.roots))}</code>: {report.n_files} result files, "
             f"{report.n_duplicates} byte-identical copies counted once, {report.n_superseded} older files of a "
-            f"repeated run superseded, {len(report.skipped)} unreadable files skipped")
+            f"repeated run superseded, {len(report.skipped)} unreadable files skipped"
+        )
         if report.skipped:
-            parts.append("<ul>" + "".join(f"<li>skipped <code>{html.escape(str(p))}</code>: {html.escape(str(r))}"
-                                          "</li>" for p, r in report.skipped) + "</ul>")
+            parts.append(
+                "<ul>"
+                + "".join(
+                    f"<li>skipped <code>{html.escape(str(p))}</code>: {html.escape(str(r))}</li>"
+                    for p, r in report.skipped
+                )
+                + "</ul>"
+            )
         parts.append("</li>")
     parts.append("</ul><ul>")
     for key, value in settings.items():
@@ -111,20 +135,22 @@ def render_html(analysis, *, tables: Sequence[tuple[str, str, pd.DataFrame, list
         f"scipy.stats.bootstrap {stats.METHOD}, {stats.N_RESAMPLES:,} resamples, random_state={stats.RANDOM_STATE}; "
         "fewer than 2 seeds or a non-finite value: no interval (–); all seeds equal: the point itself</li>"
         "<li>comparison p-values: Welch t-test over seeds, Holm-corrected over the table's tests</li>"
-        f"<li>labels: {html.escape(PHI_LEGEND)}</li></ul>")
+        f"<li>labels: {html.escape(PHI_LEGEND)}</li></ul>"
+    )
     for anchor, heading, frame, columns, headers in tables:
         if frame is None or frame.empty:
             continue
-        parts.append(f"<h2 id=\"{html.escape(anchor)}\">{html.escape(heading)}</h2>")
+        parts.append(f'<h2 id="{html.escape(anchor)}">{html.escape(heading)}</h2>')
         parts.append(table_html(frame, columns, headers, table_id=f"table-{anchor}"))
     for note in notes:
         parts.append(f'<p class="note">{html.escape(note)}</p>')
     for root, caveat in getattr(analysis, "caveats", []):
-        parts.append(f"<h3>Caveat of the baseline tree <code>{html.escape(root)}</code></h3>"
-                     f"<p>{html.escape(caveat)}</p>")
+        parts.append(
+            f"<h3>Caveat of the baseline tree <code>{html.escape(root)}</code></h3><p>{html.escape(caveat)}</p>"
+        )
     pngs = [p for p in figure_paths if Path(p).suffix == ".png"]
     if pngs:
-        parts.append("<h2 id=\"figures\">Figures</h2>")
+        parts.append('<h2 id="figures">Figures</h2>')
         for path in pngs:
             parts.append(image_html(Path(path), Path(path).stem.replace("_", " ")))
     parts.append(LOADED_CHECK)

@@ -123,8 +123,12 @@ def find_result_files(root: Path, problems: list[tuple[str, str]] | None = None)
                 is_link = entry.is_symlink()
             except OSError as err:
                 loop = err.errno == errno.ELOOP
-                problems.append((str(path), "symlink loop, not followed" if loop
-                                 else f"cannot stat ({err.strerror or type(err).__name__})"))
+                problems.append(
+                    (
+                        str(path),
+                        "symlink loop, not followed" if loop else f"cannot stat ({err.strerror or type(err).__name__})",
+                    )
+                )
                 continue
             if is_dir and entry.name == STATE_FOLDER and depth == 0:
                 continue  # the runners' book-keeping (locks, failures, files moved aside), never results
@@ -242,8 +246,9 @@ def parse_run_file(path: Path, root: Path) -> dict:
             if not types <= _CURVE_TYPES:
                 raise MalformedResult(f"{name} is not a flat list of numbers")
             try:
-                curves[name] = np.asarray([math.nan if v is None else v for v in values] if type(None) in types
-                                          else values, dtype=float)
+                curves[name] = np.asarray(
+                    [math.nan if v is None else v for v in values] if type(None) in types else values, dtype=float
+                )
             except (TypeError, ValueError, OverflowError) as err:
                 raise MalformedResult(f"{name} is not a list of numbers in float range") from err
     seed = data.get("random_seed", seed_from_name)
@@ -289,8 +294,12 @@ def parse_run_file(path: Path, root: Path) -> dict:
     for name in CURVES:
         row[f"final_{name}"] = _final(curves.get(name))
         row[name] = curves.get(name)
-    row["hp_key"] = tuple(sorted([(k, _hp_token(v)) for k, v in hyperparams.items()]
-                                 + list(extra_tokens(setting_dir.name, hyperparams).items())))
+    row["hp_key"] = tuple(
+        sorted(
+            [(k, _hp_token(v)) for k, v in hyperparams.items()]
+            + list(extra_tokens(setting_dir.name, hyperparams).items())
+        )
+    )
     return row
 
 
@@ -328,6 +337,7 @@ def _cache_dir() -> Path:
 # corrupted file can at worst be rejected (and rebuilt), never execute code. It holds the rows as JSON
 # (``meta``, UTF-8 bytes) and every curve concatenated into one float64 array (``values``) with per-row,
 # per-curve offsets and lengths (-1: the file had no such curve).
+
 
 def _cache_save(path: Path, signature: str, rows: list[dict], skipped: list[tuple[str, str]]) -> None:
     lengths = np.full((len(rows), len(CURVES)), -1, dtype=np.int64)

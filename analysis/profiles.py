@@ -51,25 +51,30 @@ def costs(summary: pd.DataFrame, families: bool = True) -> pd.DataFrame:
     for _, row in main.iterrows():
         mean = float(row["final_test_mean"])
         is_acc = "acc" in str(row["metric"])
-        rows.append({"testproblem": row["testproblem"], "solver": solver_name(row["optimizer"], row["source"],
-                                                                             families),
-                     "optimizer": row["optimizer"], "metric": row["metric"],
-                     "cost": 1.0 - mean if is_acc else mean,
-                     "cost_kind": "error rate" if is_acc else "loss"})
+        rows.append(
+            {
+                "testproblem": row["testproblem"],
+                "solver": solver_name(row["optimizer"], row["source"], families),
+                "optimizer": row["optimizer"],
+                "metric": row["metric"],
+                "cost": 1.0 - mean if is_acc else mean,
+                "cost_kind": "error rate" if is_acc else "loss",
+            }
+        )
     frame = pd.DataFrame(rows, columns=["testproblem", "solver", "optimizer", "metric", "cost", "cost_kind"])
     if frame.empty:
         frame["ratio"] = []
         return frame
-    best = frame.groupby("testproblem")["cost"].transform(lambda c: np.nanmin(c.to_numpy(dtype=float))
-                                                          if np.isfinite(c).any() else math.nan)
+    best = frame.groupby("testproblem")["cost"].transform(
+        lambda c: np.nanmin(c.to_numpy(dtype=float)) if np.isfinite(c).any() else math.nan
+    )
     ok = np.isfinite(best) & (best > 0)
     ratio = np.where(ok & np.isfinite(frame["cost"]), frame["cost"] / np.where(ok, best, 1.0), np.inf)
     frame["ratio"] = np.where(ok, ratio, np.nan)
     return frame
 
 
-def performance_profile(summary: pd.DataFrame, taus: Sequence[float] = TAUS, families: bool = True
-                        ) -> pd.DataFrame:
+def performance_profile(summary: pd.DataFrame, taus: Sequence[float] = TAUS, families: bool = True) -> pd.DataFrame:
     """One row per solver: ``rho_<τ>`` for each τ, ``score`` (normalised area, see module docstring),
     ``n_problems`` (the problems of the profile) and ``n_best`` (problems where its ratio is 1)."""
     frame = costs(summary, families)
@@ -111,12 +116,20 @@ def profile_figure(summary: pd.DataFrame, out_dir: Path, families: bool = True) 
         optimizer = frame.loc[frame["solver"] == solver, "optimizer"].iloc[0]
         mine = frame[frame["solver"] == solver].groupby("testproblem")["ratio"].min()
         ratios = np.sort(np.array([mine.get(p, np.inf) for p in problems], dtype=float))
-        taus = np.concatenate([[1.0], np.clip(ratios[np.isfinite(ratios) & (ratios <= TAU_MAX)], 1.0, TAU_MAX),
-                               [TAU_MAX]])
+        taus = np.concatenate(
+            [[1.0], np.clip(ratios[np.isfinite(ratios) & (ratios <= TAU_MAX)], 1.0, TAU_MAX), [TAU_MAX]]
+        )
         rho = [np.mean(ratios <= t) for t in taus]
         shown = solver.replace(short_name(optimizer).removesuffix("-W"), figs.label(optimizer).replace("-W", ""), 1)
-        ax.step(taus, rho, where="post", lw=1.5, color=figs.colour(optimizer), label=shown,
-                linestyle="--" if "baselines" in solver else "-")
+        ax.step(
+            taus,
+            rho,
+            where="post",
+            lw=1.5,
+            color=figs.colour(optimizer),
+            label=shown,
+            linestyle="--" if "baselines" in solver else "-",
+        )
     ax.set_xscale("log")
     ax.set_xlim(1.0, TAU_MAX)
     ax.set_ylim(-0.02, 1.02)
@@ -135,5 +148,7 @@ def omitted_reason(profile: pd.DataFrame) -> str | None:
     n = len(profile.attrs.get("problems", [])) if profile is not None else 0
     if n >= MIN_PROBLEMS:
         return None
-    return (f"Performance profile omitted: it compares optimizers across problems and needs at least "
-            f"{MIN_PROBLEMS}; these results have {n}.")
+    return (
+        f"Performance profile omitted: it compares optimizers across problems and needs at least "
+        f"{MIN_PROBLEMS}; these results have {n}."
+    )

@@ -101,15 +101,24 @@ def analyse(
         "results trees": ", ".join(map(str, results)),
         "baseline trees": ", ".join(map(str, baselines)) or "none",
         "selection rule": f"mode '{mode}': each search's settings ranked by the tuning run's (seed {tuning_seed}) "
-                          "final validation accuracy (final validation loss where the problem has no accuracy), "
-                          "non-finite scores last, exact ties to the first setting folder in name order",
+        "final validation accuracy (final validation loss where the problem has no accuracy), "
+        "non-finite scores last, exact ties to the first setting folder in name order",
         "searched hyperparameters": ", ".join(searched),
         "tuning seed": tuning_seed,
         "rerun seeds": _rerun_seeds_text(summary, rerun_seeds),
         "filter": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "none",
     }
-    return Analysis(runs=runs, summary=summary, comparison=comparison, reports=reports, caveats=caveats,
-                    budget=budget, profile=profile, settings=settings, key=key)
+    return Analysis(
+        runs=runs,
+        summary=summary,
+        comparison=comparison,
+        reports=reports,
+        caveats=caveats,
+        budget=budget,
+        profile=profile,
+        settings=settings,
+        key=key,
+    )
 
 
 def _rerun_seeds_text(summary: pd.DataFrame, rerun_seeds: list[int]) -> str:
@@ -133,9 +142,14 @@ def _seed_range(seeds: list[int]) -> str:
 def _key_options(options: dict, sources: list[str]) -> dict:
     """The options as the derived-table cache key holds them (JSON-able, filter values as given)."""
     where = options["where"] or {}
-    return {"tuning_seed": int(options["tuning_seed"]), "rerun_seeds": [int(s) for s in options["rerun_seeds"]],
-            "searched": [str(s) for s in options["searched"]], "mode": str(options["mode"]),
-            "where": [[str(k), type(v).__name__, repr(v)] for k, v in sorted(where.items())], "sources": sources}
+    return {
+        "tuning_seed": int(options["tuning_seed"]),
+        "rerun_seeds": [int(s) for s in options["rerun_seeds"]],
+        "searched": [str(s) for s in options["searched"]],
+        "mode": str(options["mode"]),
+        "where": [[str(k), type(v).__name__, repr(v)] for k, v in sorted(where.items())],
+        "sources": sources,
+    }
 
 
 def _registry(runs: pd.DataFrame) -> dict:
@@ -149,12 +163,33 @@ def _registry(runs: pd.DataFrame) -> dict:
     return {"optimizers": optimizers, "problems": problems}
 
 
-def _derive(frames: list[pd.DataFrame], sources: list[str], runs: pd.DataFrame, *, tuning_seed: int,
-            rerun_seeds: list[int], searched: Sequence[str], mode: str, where) -> dict[str, pd.DataFrame]:
+def _derive(
+    frames: list[pd.DataFrame],
+    sources: list[str],
+    runs: pd.DataFrame,
+    *,
+    tuning_seed: int,
+    rerun_seeds: list[int],
+    searched: Sequence[str],
+    mode: str,
+    where,
+) -> dict[str, pd.DataFrame]:
     """The derived tables (selection and aggregation, intervals, comparison, budget curves, profile)."""
-    summary = pd.concat([summarize(frame, tuning_seed=tuning_seed, rerun_seeds=rerun_seeds, searched=searched,
-                                   mode=mode, where=where, source=source)
-                         for frame, source in zip(frames, sources)], ignore_index=True)
+    summary = pd.concat(
+        [
+            summarize(
+                frame,
+                tuning_seed=tuning_seed,
+                rerun_seeds=rerun_seeds,
+                searched=searched,
+                mode=mode,
+                where=where,
+                source=source,
+            )
+            for frame, source in zip(frames, sources)
+        ],
+        ignore_index=True,
+    )
     summary = summary.sort_values(["testproblem", "source", "optimizer", "search"], kind="stable").reset_index(
         drop=True
     )
@@ -171,12 +206,26 @@ def _write_text(path: Path, text: str) -> None:
 
 MANIFEST = ".report-files"
 #: outputs an older report may have left without a manifest (never beside a new report)
-LEGACY_OUTPUTS = ("verdict.md", "verdict.csv", "verdict_searches.csv", "comparison.csv", "comparison.md",
-                  "performance_profile.csv", "performance_profile.md", "budget_curves.csv")
+LEGACY_OUTPUTS = (
+    "verdict.md",
+    "verdict.csv",
+    "verdict_searches.csv",
+    "comparison.csv",
+    "comparison.md",
+    "performance_profile.csv",
+    "performance_profile.md",
+    "budget_curves.csv",
+)
 
 
-def write_report(analysis: Analysis, out: str | os.PathLike, *, figures: bool = True,
-                 tuning_seed: int = TUNING_SEED, protocol: Path | None | str = "default") -> list[Path]:
+def write_report(
+    analysis: Analysis,
+    out: str | os.PathLike,
+    *,
+    figures: bool = True,
+    tuning_seed: int = TUNING_SEED,
+    protocol: Path | None | str = "default",
+) -> list[Path]:
     """Write every output file under ``out``, completely or not at all; returns the paths written.
 
     Everything is built in a hidden temporary folder next to ``out`` and then moved into place (one rename
@@ -235,19 +284,27 @@ def _umask() -> int:
     return mask
 
 
-def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int,
-                   protocol: Path | None = None) -> list[Path]:
+def _write_outputs(
+    analysis: Analysis, out: Path, *, figures: bool, tuning_seed: int, protocol: Path | None = None
+) -> list[Path]:
     """Every output file, written into the (empty, staging) folder ``out``."""
     written = []
     summary = analysis.summary
     results = analysis.settings.get("results trees", "these results")
     claims, searches, paper = verdict.evaluate(summary, protocol)
     line = verdict.headline(claims, results)
-    written += verdict.write_verdict(out, claims, searches, line, results, None,
-                                     str(protocol) if paper is not None else None)
-    verdict_md = ["## Verdict: the paper's claims on these results", "", f"**{line}**", "",
-                  verdict.claims_markdown(claims), "Per search (outcome within the paper's mean ± "
-                  f"{verdict.K_SE:g} SE, chosen setting): verdict.md.", ""]
+    written += verdict.write_verdict(
+        out, claims, searches, line, results, None, str(protocol) if paper is not None else None
+    )
+    verdict_md = [
+        "## Verdict: the paper's claims on these results",
+        "",
+        f"**{line}**",
+        "",
+        verdict.claims_markdown(claims),
+        f"Per search (outcome within the paper's mean ± {verdict.K_SE:g} SE, chosen setting): verdict.md.",
+        "",
+    ]
     _write_text(out / "summary.csv", summary_csv_frame(summary).to_csv(index=False, float_format="%.17g"))
     written.append(out / "summary.csv")
     shown, columns, headers = view(summary, SUMMARY_VIEW)
@@ -258,8 +315,7 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
     comparison_md = ""
     if not analysis.comparison.empty:
         path = out / "comparison.csv"
-        comparison_csv = analysis.comparison.drop(columns=[c for c in COMPARISON_INTERNAL
-                                                           if c in analysis.comparison])
+        comparison_csv = analysis.comparison.drop(columns=[c for c in COMPARISON_INTERNAL if c in analysis.comparison])
         _write_text(path, comparison_csv.to_csv(index=False, float_format="%.17g"))
         shown, columns, headers = view(analysis.comparison, COMPARISON_VIEW)
         comparison_md = markdown_table(shown, columns, headers)
@@ -267,6 +323,7 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         written += [path, out / "comparison.md"]
     figure_paths = []
     if figures:
+
         def draw() -> list[Path]:
             paths = figs.all_figures(analysis.runs, summary, out / "figures", tuning_seed)
             paths += budget_figures(analysis.budget, summary, out / "figures")
@@ -282,8 +339,11 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         written.append(out / "budget_curves.csv")
         excerpt = html_report.budget_excerpt(analysis.budget)
         shown, columns, headers = view(excerpt, BUDGET_VIEW)
-        extra_md += ["## Tuning-budget curves (expected over k random-search samples; budget_curves.csv has "
-                     "every k)", "", markdown_table(shown, columns, headers)]
+        extra_md += [
+            "## Tuning-budget curves (expected over k random-search samples; budget_curves.csv has every k)",
+            "",
+            markdown_table(shown, columns, headers),
+        ]
     profile_md = ""
     omitted = profile_omitted(analysis.profile)
     if omitted:
@@ -294,8 +354,9 @@ def _write_outputs(analysis: Analysis, out: Path, *, figures: bool, tuning_seed:
         _write_text(out / "performance_profile.md", profile_md)
         written += [out / "performance_profile.csv", out / "performance_profile.md"]
         extra_md += [_profile_heading(analysis.profile), "", profile_md]
-    _write_text(out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out,
-                                                 extra_md, verdict_md))
+    _write_text(
+        out / "report.md", render_report(analysis, summary_md, comparison_md, figure_paths, out, extra_md, verdict_md)
+    )
     written.append(out / "report.md")
     _write_text(out / "report.html", render_html(analysis, figure_paths, (line, claims)))
     written.append(out / "report.html")
@@ -328,19 +389,25 @@ def diverged_note(budget: pd.DataFrame) -> str | None:
     first = first[first["n_diverged"] > 0]
     if first.empty:
         return None
-    parts = [f"{r.testproblem}/{label(r.optimizer)} {int(r.n_diverged)} of {int(r.n_samples)}"
-             for r in first.itertuples()]
-    return ("Diverged tuning samples (non-finite, or a final validation loss above the untrained model's): "
-            + ", ".join(parts) + ". The budget figures count each as its search's worst converged sample; "
-            "budget_curves.csv has both versions.")
+    parts = [
+        f"{r.testproblem}/{label(r.optimizer)} {int(r.n_diverged)} of {int(r.n_samples)}" for r in first.itertuples()
+    ]
+    return (
+        "Diverged tuning samples (non-finite, or a final validation loss above the untrained model's): "
+        + ", ".join(parts)
+        + ". The budget figures count each as its search's worst converged sample; "
+        "budget_curves.csv has both versions."
+    )
 
 
 def _profile_heading(profile: pd.DataFrame) -> str:
     problems = profile.attrs.get("problems", [])
     excluded = profile.attrs.get("excluded", [])
-    text = (f"## Performance profile over {len(problems)} problems (fraction within τ of the best; losses as "
-            "they are, accuracies as error rates; a W optimizer counts as its base; score = area under the "
-            "profile on τ in [1, 4], normalised)")
+    text = (
+        f"## Performance profile over {len(problems)} problems (fraction within τ of the best; losses as "
+        "they are, accuracies as error rates; a W optimizer counts as its base; score = area under the "
+        "profile on τ in [1, 4], normalised)"
+    )
     if excluded:
         text += f"\n\nLeft out (best cost not positive): {', '.join(excluded)}."
     return text
@@ -351,28 +418,65 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple 
     tables = []
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
-        tables.append(("matrix", "Final test metric of the chosen settings (mean ± population std (seeds))",
-                       matrix, list(matrix.columns), list(matrix.columns)))
-    tables.append(("summary", "Summary (one row per search; 95% bootstrap CI of the mean; the seeds of each row)",
-                   *view(analysis.summary, [*SUMMARY_VIEW, ("seeds", "seeds")])))
+        tables.append(
+            (
+                "matrix",
+                "Final test metric of the chosen settings (mean ± population std (seeds))",
+                matrix,
+                list(matrix.columns),
+                list(matrix.columns),
+            )
+        )
+    tables.append(
+        (
+            "summary",
+            "Summary (one row per search; 95% bootstrap CI of the mean; the seeds of each row)",
+            *view(analysis.summary, [*SUMMARY_VIEW, ("seeds", "seeds")]),
+        )
+    )
     if not analysis.comparison.empty:
-        tables.append(("comparison", "Difference to the best baseline (BCa CI of the difference; Welch p, "
-                                     "Holm-corrected)", *view(analysis.comparison, COMPARISON_VIEW)))
+        tables.append(
+            (
+                "comparison",
+                "Difference to the best baseline (BCa CI of the difference; Welch p, Holm-corrected)",
+                *view(analysis.comparison, COMPARISON_VIEW),
+            )
+        )
     if not analysis.profile.empty and not profile_omitted(analysis.profile):
-        tables.append(("profile", _profile_heading(analysis.profile).lstrip("# ").split("\n")[0],
-                       analysis.profile, list(analysis.profile.columns), list(analysis.profile.columns)))
+        tables.append(
+            (
+                "profile",
+                _profile_heading(analysis.profile).lstrip("# ").split("\n")[0],
+                analysis.profile,
+                list(analysis.profile.columns),
+                list(analysis.profile.columns),
+            )
+        )
     if not analysis.budget.empty:
-        tables.append(("budget", "Tuning-budget curves at selected k (budget_curves.csv has every k)",
-                       *view(html_report.budget_excerpt(analysis.budget), BUDGET_VIEW)))
+        tables.append(
+            (
+                "budget",
+                "Tuning-budget curves at selected k (budget_curves.csv has every k)",
+                *view(html_report.budget_excerpt(analysis.budget), BUDGET_VIEW),
+            )
+        )
     settings = dict(analysis.settings)
     settings["performance-profile τ grid"] = ", ".join(f"{t:g}" for t in TAUS)
     notes = [n for n in (profile_omitted(analysis.profile), diverged_note(analysis.budget)) if n]
-    return html_report.render_html(analysis, tables=tables, figure_paths=figure_paths, settings=settings,
-                                   verdict=judged, notes=notes)
+    return html_report.render_html(
+        analysis, tables=tables, figure_paths=figure_paths, settings=settings, verdict=judged, notes=notes
+    )
 
 
-def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figure_paths: Sequence[Path],
-                  out: Path, extra_md: Sequence[str] = (), verdict_md: Sequence[str] = ()) -> str:
+def render_report(
+    analysis: Analysis,
+    summary_md: str,
+    comparison_md: str,
+    figure_paths: Sequence[Path],
+    out: Path,
+    extra_md: Sequence[str] = (),
+    verdict_md: Sequence[str] = (),
+) -> str:
     lines = ["# Results report", ""]
     for report in analysis.reports:
         lines.append(
@@ -395,20 +499,34 @@ def render_report(analysis: Analysis, summary_md: str, comparison_md: str, figur
         "",
     ]
     if not ties.empty:
-        lines.append("Exact ties at the top (first in folder-name order chosen): " + ", ".join(
-            f"{r.testproblem}/{r.optimizer}" for r in ties.itertuples()) + ".")
+        lines.append(
+            "Exact ties at the top (first in folder-name order chosen): "
+            + ", ".join(f"{r.testproblem}/{r.optimizer}" for r in ties.itertuples())
+            + "."
+        )
         lines.append("")
     lines += list(verdict_md)
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
-        lines += ["## Final test metric of the chosen settings (mean ± population std (seeds))", "",
-                  markdown_table(matrix, list(matrix.columns)), ""]
-    lines += [f"Labels: {PHI_LEGEND} (e.g. \"GD φ_p\" is PowKernelGradientDescentOptimizer, \"SGD\" its "
-              "linear twin GradientDescentOptimizer).", ""]
+        lines += [
+            "## Final test metric of the chosen settings (mean ± population std (seeds))",
+            "",
+            markdown_table(matrix, list(matrix.columns)),
+            "",
+        ]
+    lines += [
+        f'Labels: {PHI_LEGEND} (e.g. "GD φ_p" is PowKernelGradientDescentOptimizer, "SGD" its '
+        "linear twin GradientDescentOptimizer).",
+        "",
+    ]
     lines += ["## Summary (one row per search)", "", summary_md]
     if comparison_md:
-        lines += ["## Difference to the best baseline (BCa 95% CI of the difference; Welch t-test over seeds, "
-                  "Holm-corrected over the table's tests)", "", comparison_md]
+        lines += [
+            "## Difference to the best baseline (BCa 95% CI of the difference; Welch t-test over seeds, "
+            "Holm-corrected over the table's tests)",
+            "",
+            comparison_md,
+        ]
     lines += list(extra_md)
     for root, caveat in analysis.caveats:
         lines += [f"### Caveat of the baseline tree `{root}`", "", caveat, ""]

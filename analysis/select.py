@@ -172,8 +172,16 @@ def summarize(
         for fixed_key, search in tuning.groupby(fixed, sort=True):
             rows.append(
                 _search_row(
-                    testproblem, optimizer, search, by_setting, tuning_metric, report_metric,
-                    report_seeds, mode, fixed_key, source,
+                    testproblem,
+                    optimizer,
+                    search,
+                    by_setting,
+                    tuning_metric,
+                    report_metric,
+                    report_seeds,
+                    mode,
+                    fixed_key,
+                    source,
                 )
             )
     table = pd.DataFrame(rows)
@@ -184,8 +192,9 @@ def summarize(
     return table.reset_index(drop=True)
 
 
-def _search_row(testproblem, optimizer, search, by_setting, tuning_metric, report_metric, seeds, mode,
-                fixed_key, source) -> dict:
+def _search_row(
+    testproblem, optimizer, search, by_setting, tuning_metric, report_metric, seeds, mode, fixed_key, source
+) -> dict:
     search_desc = ", ".join(f"{k}={v}" for k, v in fixed_key[5]) or "-"
     ranked = rank_settings(search, tuning_metric, "final" if mode == "most" else mode)
     if mode == "most":
@@ -197,19 +206,39 @@ def _search_row(testproblem, optimizer, search, by_setting, tuning_metric, repor
             tie = bool(np.sort(counts)[-1] == np.sort(counts)[-2])
             best = ranked.iloc[0]
             return _row(
-                testproblem, optimizer, by_setting[best["setting_key"]], report_metric, seeds,
-                n_samples=len(search), tie=tie, selection="most", tuning_metric=tuning_metric,
-                tuning_score=float(best["score"]), runner_up_score=math.nan, setting=best["setting_folder"],
-                search=search_desc, source=source,
+                testproblem,
+                optimizer,
+                by_setting[best["setting_key"]],
+                report_metric,
+                seeds,
+                n_samples=len(search),
+                tie=tie,
+                selection="most",
+                tuning_metric=tuning_metric,
+                tuning_score=float(best["score"]),
+                runner_up_score=math.nan,
+                setting=best["setting_folder"],
+                search=search_desc,
+                source=source,
             )
     best = ranked.iloc[0]
     runner_up = ranked["score"].iloc[1] if len(ranked) > 1 else math.nan
     tie = bool(len(ranked) > 1 and np.isfinite(best["score"]) and runner_up == best["score"])
     return _row(
-        testproblem, optimizer, by_setting[best["setting_key"]], report_metric, seeds,
-        n_samples=len(search), tie=tie, selection=mode, tuning_metric=tuning_metric,
-        tuning_score=float(best["score"]), runner_up_score=float(runner_up), setting=best["setting_folder"],
-        search=search_desc, source=source,
+        testproblem,
+        optimizer,
+        by_setting[best["setting_key"]],
+        report_metric,
+        seeds,
+        n_samples=len(search),
+        tie=tie,
+        selection=mode,
+        tuning_metric=tuning_metric,
+        tuning_score=float(best["score"]),
+        runner_up_score=float(runner_up),
+        setting=best["setting_folder"],
+        search=search_desc,
+        source=source,
     )
 
 
@@ -221,10 +250,20 @@ def _most_seeds_row(testproblem, optimizer, by_setting, report_metric, seeds, so
     (key, group), *rest = sorted(by_setting.items(), key=order)
     tie = bool(rest and order(rest[0])[0] == order((key, group))[0])
     return _row(
-        testproblem, optimizer, group, report_metric, seeds,
-        n_samples=0, tie=tie, selection="most-seeds (no tuning run)", tuning_metric="",
-        tuning_score=math.nan, runner_up_score=math.nan, setting=sorted(group["setting_folder"])[0],
-        search="-", source=source,
+        testproblem,
+        optimizer,
+        group,
+        report_metric,
+        seeds,
+        n_samples=0,
+        tie=tie,
+        selection="most-seeds (no tuning run)",
+        tuning_metric="",
+        tuning_score=math.nan,
+        runner_up_score=math.nan,
+        setting=sorted(group["setting_folder"])[0],
+        search="-",
+        source=source,
     )
 
 
@@ -269,8 +308,9 @@ def select_best(
     }
 
 
-def search_runs(runs: pd.DataFrame, summary_row: Mapping, tuning_seed: int = TUNING_SEED,
-                searched: Sequence[str] = DEFAULT_SEARCHED) -> pd.DataFrame:
+def search_runs(
+    runs: pd.DataFrame, summary_row: Mapping, tuning_seed: int = TUNING_SEED, searched: Sequence[str] = DEFAULT_SEARCHED
+) -> pd.DataFrame:
     """The tuning runs that formed one summary row's search (for sensitivity plots)."""
     pair = runs[(runs["testproblem"] == summary_row["testproblem"]) & (runs["optimizer"] == summary_row["optimizer"])]
     tuning = pair[pair["seed"] == tuning_seed]

@@ -47,8 +47,16 @@ def _bootstrap(data: tuple, statistic, vectorized=True):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by the callers
-        res = stats.bootstrap(data, statistic, n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
-                              method=METHOD, random_state=RANDOM_STATE, vectorized=vectorized, axis=-1)
+        res = stats.bootstrap(
+            data,
+            statistic,
+            n_resamples=N_RESAMPLES,
+            confidence_level=CONFIDENCE,
+            method=METHOD,
+            random_state=RANDOM_STATE,
+            vectorized=vectorized,
+            axis=-1,
+        )
     return res.confidence_interval
 
 
@@ -104,8 +112,16 @@ def difference_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
         # BCa undefined (one side constant makes its jackknife degenerate): percentile interval instead
         from scipy import stats
 
-        res = stats.bootstrap((x, y), _diff, n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
-                              method="percentile", random_state=RANDOM_STATE, vectorized=True, axis=-1)
+        res = stats.bootstrap(
+            (x, y),
+            _diff,
+            n_resamples=N_RESAMPLES,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            random_state=RANDOM_STATE,
+            vectorized=True,
+            axis=-1,
+        )
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return low, high
 

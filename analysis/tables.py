@@ -189,15 +189,26 @@ def results_matrix(summary: pd.DataFrame) -> pd.DataFrame:
     main = main[main["n_seeds"] > 0]
     if main.empty:
         return pd.DataFrame()
-    labels = [label(o) + (" (baseline tree)" if s == "baselines" else "")
-              for o, s in zip(main["optimizer"], main["source"])]
-    cells = [f"{_fmt(m, 6)} ± {_fmt(sd, 4)} ({n})" for m, sd, n in
-             zip(main["final_test_mean"], main["final_test_std"], main["n_seeds"])]
-    frame = pd.DataFrame({"problem": main["testproblem"].to_numpy(), "metric": main["metric"].to_numpy(),
-                          "optimizer": labels, "cell": cells})
+    labels = [
+        label(o) + (" (baseline tree)" if s == "baselines" else "") for o, s in zip(main["optimizer"], main["source"])
+    ]
+    cells = [
+        f"{_fmt(m, 6)} ± {_fmt(sd, 4)} ({n})"
+        for m, sd, n in zip(main["final_test_mean"], main["final_test_std"], main["n_seeds"])
+    ]
+    frame = pd.DataFrame(
+        {
+            "problem": main["testproblem"].to_numpy(),
+            "metric": main["metric"].to_numpy(),
+            "optimizer": labels,
+            "cell": cells,
+        }
+    )
     rank = {label(o): canonical_rank(o) for o in main["optimizer"]}
-    order = sorted(dict.fromkeys(labels), key=lambda text: (text.endswith("(baseline tree)"),
-                                                          rank.get(text.removesuffix(" (baseline tree)"), len(rank))))
+    order = sorted(
+        dict.fromkeys(labels),
+        key=lambda text: (text.endswith("(baseline tree)"), rank.get(text.removesuffix(" (baseline tree)"), len(rank))),
+    )
     matrix = frame.pivot_table(index=["problem", "metric"], columns="optimizer", values="cell", aggfunc="first")
     matrix = matrix.reindex(columns=[c for c in order if c in matrix.columns]).reset_index()
     matrix.columns.name = None

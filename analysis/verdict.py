@@ -65,21 +65,66 @@ MIN_SEEDS = 5
 PAPER_BUDGET = 50
 
 COMPARED_HP = ("learning_rate", "power", "momentum", "weight_decay_opt")
-SEARCH_COLUMNS = ["testproblem", "optimizer", "search", "reference", "setting", "reference_setting", "same_setting",
-                  "n_seeds", "mean", "se", "reference_n_seeds", "reference_mean", "reference_se", "difference",
-                  "combined_se", "outcome_equivalent", "note"]
-CLAIM_COLUMNS = ["claim", "kind", "statement", "paper", "status", "reason", "testproblem", "optimizer",
-                 "other_problem", "other", "n_seeds", "mean", "other_n_seeds", "other_mean", "difference",
-                 "difference_ci_low", "difference_ci_high", "p_value", "p_holm", "chosen_power", "paper_power"]
+SEARCH_COLUMNS = [
+    "testproblem",
+    "optimizer",
+    "search",
+    "reference",
+    "setting",
+    "reference_setting",
+    "same_setting",
+    "n_seeds",
+    "mean",
+    "se",
+    "reference_n_seeds",
+    "reference_mean",
+    "reference_se",
+    "difference",
+    "combined_se",
+    "outcome_equivalent",
+    "note",
+]
+CLAIM_COLUMNS = [
+    "claim",
+    "kind",
+    "statement",
+    "paper",
+    "status",
+    "reason",
+    "testproblem",
+    "optimizer",
+    "other_problem",
+    "other",
+    "n_seeds",
+    "mean",
+    "other_n_seeds",
+    "other_mean",
+    "difference",
+    "difference_ci_low",
+    "difference_ci_high",
+    "p_value",
+    "p_holm",
+    "chosen_power",
+    "paper_power",
+]
 STATUSES = ("confirmed", "contradicted", "inconclusive", "not run")
 PAPER_REFERENCE = "paper (protocol.md §5)"
 #: the problems of each paper optimizer (protocol §1 "Used on"): what the claims are about even without §5's numbers
 PAPER_PAIRS = {
-    **{(p, o): None for p in ("fmnist_2c2d", "fmnist_vae", "mnist_vae", "quadratic_deep", "tolstoi_char_rnn")
-       for o in ("PowKernelGradientDescentOptimizer", "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN")},
-    **{(p, o): None for p in ("cifar10_3c3d_nodecay", "cifar100_allcnnc_nodecay", "svhn_wrn164_nodecay")
-       for o in ("PowKernelGradientDescentOptimizerW_scaled", "PowKernelMomentumOptimizerW_momscaled",
-                 "PowKernelMomentumOptimizerNW_momscaled")},
+    **{
+        (p, o): None
+        for p in ("fmnist_2c2d", "fmnist_vae", "mnist_vae", "quadratic_deep", "tolstoi_char_rnn")
+        for o in ("PowKernelGradientDescentOptimizer", "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN")
+    },
+    **{
+        (p, o): None
+        for p in ("cifar10_3c3d_nodecay", "cifar100_allcnnc_nodecay", "svhn_wrn164_nodecay")
+        for o in (
+            "PowKernelGradientDescentOptimizerW_scaled",
+            "PowKernelMomentumOptimizerW_momscaled",
+            "PowKernelMomentumOptimizerNW_momscaled",
+        )
+    },
     ("cifar10_3c3d", "PowKernelGradientDescentOptimizer"): None,
     ("cifar10_3c3d", "PowKernelMomentumOptimizer"): None,
 }
@@ -131,10 +176,18 @@ def paper_table(protocol: Path) -> pd.DataFrame:
             continue
         problem = cells[0].replace("L2 tree ", "")
         try:
-            rows.append({"testproblem": problem, "optimizer": by_short[cells[1]], "learning_rate": float(cells[3]),
-                         "power": float(cells[4]),
-                         "weight_decay_opt": float(cells[5]) if cells[5] not in ("–", "-", "") else None,
-                         "n": int(cells[6]), "mean": float(cells[8]), "std": float(cells[9])})
+            rows.append(
+                {
+                    "testproblem": problem,
+                    "optimizer": by_short[cells[1]],
+                    "learning_rate": float(cells[3]),
+                    "power": float(cells[4]),
+                    "weight_decay_opt": float(cells[5]) if cells[5] not in ("–", "-", "") else None,
+                    "n": int(cells[6]),
+                    "mean": float(cells[8]),
+                    "std": float(cells[9]),
+                }
+            )
         except ValueError:
             continue
     return pd.DataFrame(rows, columns=columns)
@@ -174,27 +227,49 @@ def paper_claims(paper: pd.DataFrame | None = None) -> list[Claim]:
         row = by_pair.get((problem, opt))
         twin = linear_twin(opt)
         a, b = label(opt), label(twin)
-        claims.append(Claim(f"{problem}: {a} vs {b}", "nonlinear_vs_linear",
-                            f"{a} ends better than its linear twin {b} on {problem}", problem, opt,
-                            problem, twin, paper=(f"{a}: {_paper_text(row)}; {b}: not in the released results"
-                                                  if row is not None else "")))
+        claims.append(
+            Claim(
+                f"{problem}: {a} vs {b}",
+                "nonlinear_vs_linear",
+                f"{a} ends better than its linear twin {b} on {problem}",
+                problem,
+                opt,
+                problem,
+                twin,
+                paper=(f"{a}: {_paper_text(row)}; {b}: not in the released results" if row is not None else ""),
+            )
+        )
     for problem, opt in pairs:
         if problem.endswith("_nodecay") or (problem + "_nodecay", decoupled_variant(opt)) not in by_pair:
             continue
         w_problem, w_opt = problem + "_nodecay", decoupled_variant(opt)
         a, b = label(w_opt), label(opt)
-        claims.append(Claim(f"{problem}: {a} vs {b} with L2", "w_vs_l2",
-                            f"{a} (decoupled decay, {w_problem}) ends better than {b} with L2 in the loss "
-                            f"({problem})", w_problem, w_opt, problem, opt,
-                            paper=f"{a}: {_paper_text(by_pair[(w_problem, w_opt)])}; "
-                                  f"{b} (L2): {_paper_text(by_pair[(problem, opt)])}"))
+        claims.append(
+            Claim(
+                f"{problem}: {a} vs {b} with L2",
+                "w_vs_l2",
+                f"{a} (decoupled decay, {w_problem}) ends better than {b} with L2 in the loss ({problem})",
+                w_problem,
+                w_opt,
+                problem,
+                opt,
+                paper=f"{a}: {_paper_text(by_pair[(w_problem, w_opt)])}; "
+                f"{b} (L2): {_paper_text(by_pair[(problem, opt)])}",
+            )
+        )
     for (problem, opt), row in by_pair.items():
         a = label(opt)
-        claims.append(Claim(f"{problem}: {a} power", "power",
-                            f"the search picks p = {row['power']:g} for {a} on {problem}", problem, opt,
-                            paper_power=float(row["power"]),
-                            paper=f"p = {row['power']:g}, learning_rate = {row['learning_rate']:.4g}: "
-                                  f"{_paper_text(row)}"))
+        claims.append(
+            Claim(
+                f"{problem}: {a} power",
+                "power",
+                f"the search picks p = {row['power']:g} for {a} on {problem}",
+                problem,
+                opt,
+                paper_power=float(row["power"]),
+                paper=f"p = {row['power']:g}, learning_rate = {row['learning_rate']:.4g}: {_paper_text(row)}",
+            )
+        )
     return claims
 
 
@@ -305,13 +380,24 @@ def _judge_power(claim: Claim, a, paper: pd.DataFrame) -> dict:
     if p.empty:
         return {"status": "inconclusive", "reason": f"another setting won ({setting}); no paper mean to compare"}
     p = p.iloc[0]
-    equivalent, diff, combined = _equivalent(float(a["final_test_mean"]), float(a["final_test_std"]),
-                                             int(a["n_seeds"]), float(p["mean"]), float(p["std"]), int(p["n"]))
+    equivalent, diff, combined = _equivalent(
+        float(a["final_test_mean"]),
+        float(a["final_test_std"]),
+        int(a["n_seeds"]),
+        float(p["mean"]),
+        float(p["std"]),
+        int(p["n"]),
+    )
     if equivalent:
-        return {"status": "inconclusive",
-                "reason": f"a tied setting won ({setting}): its outcome is within the paper's mean ± {K_SE:g} SE"}
-    return {"status": "contradicted", "reason": f"another setting won ({setting}) and its outcome differs from "
-                                                 f"the paper's by {diff:.4g} (> {K_SE:g} x {combined:.3g} SE)"}
+        return {
+            "status": "inconclusive",
+            "reason": f"a tied setting won ({setting}): its outcome is within the paper's mean ± {K_SE:g} SE",
+        }
+    return {
+        "status": "contradicted",
+        "reason": f"another setting won ({setting}) and its outcome differs from "
+        f"the paper's by {diff:.4g} (> {K_SE:g} x {combined:.3g} SE)",
+    }
 
 
 def _equivalent(mean, std, n, ref_mean, ref_std, ref_n) -> tuple[bool, float, float]:
@@ -326,23 +412,42 @@ def _equivalent(mean, std, n, ref_mean, ref_std, ref_n) -> tuple[bool, float, fl
 # ----------------------------------------------------------------------------------------------- per search
 
 
-def _compare(ours: pd.Series, reference: str, ref_hp: dict, ref_n: int, ref_mean: float, ref_std: float,
-             note: str = "") -> dict:
+def _compare(
+    ours: pd.Series, reference: str, ref_hp: dict, ref_n: int, ref_mean: float, ref_std: float, note: str = ""
+) -> dict:
     hp = dict(ours["optimizer_hyperparams"])
     same = all(_token(hp.get(k)) == _token(ref_hp.get(k)) for k in COMPARED_HP)
     n = int(ours["n_seeds"])
-    equivalent, diff, combined = _equivalent(float(ours["final_test_mean"]), float(ours["final_test_std"]), n,
-                                             float(ref_mean), float(ref_std), int(ref_n))
-    return {"testproblem": ours["testproblem"], "optimizer": ours["optimizer"], "search": ours["search"],
-            "reference": reference, "setting": setting_text(hp), "reference_setting": setting_text(ref_hp),
-            "same_setting": bool(same), "n_seeds": n, "mean": float(ours["final_test_mean"]),
-            "se": standard_error(ours["final_test_std"], n), "reference_n_seeds": int(ref_n),
-            "reference_mean": float(ref_mean), "reference_se": standard_error(ref_std, ref_n), "difference": diff,
-            "combined_se": combined, "outcome_equivalent": equivalent, "note": note}
+    equivalent, diff, combined = _equivalent(
+        float(ours["final_test_mean"]), float(ours["final_test_std"]), n, float(ref_mean), float(ref_std), int(ref_n)
+    )
+    return {
+        "testproblem": ours["testproblem"],
+        "optimizer": ours["optimizer"],
+        "search": ours["search"],
+        "reference": reference,
+        "setting": setting_text(hp),
+        "reference_setting": setting_text(ref_hp),
+        "same_setting": bool(same),
+        "n_seeds": n,
+        "mean": float(ours["final_test_mean"]),
+        "se": standard_error(ours["final_test_std"], n),
+        "reference_n_seeds": int(ref_n),
+        "reference_mean": float(ref_mean),
+        "reference_se": standard_error(ref_std, ref_n),
+        "difference": diff,
+        "combined_se": combined,
+        "outcome_equivalent": equivalent,
+        "note": note,
+    }
 
 
-def search_table(summary: pd.DataFrame, reference_summary: pd.DataFrame | None = None, reference_name: str = "",
-                 paper: pd.DataFrame | None = None) -> pd.DataFrame:
+def search_table(
+    summary: pd.DataFrame,
+    reference_summary: pd.DataFrame | None = None,
+    reference_name: str = "",
+    paper: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per (search of ``summary``, reference): the reference tree (if given) and, where it has the
     pair, the paper. A search the reference tree lacks is a row with reference NaNs, not equivalent."""
     rows = []
@@ -350,28 +455,56 @@ def search_table(summary: pd.DataFrame, reference_summary: pd.DataFrame | None =
     ours_main = ours_main[ours_main["source"] == "results"] if "source" in ours_main else ours_main
     ref_main = None
     if reference_summary is not None:
-        ref_main = main_rows(reference_summary[reference_summary["n_seeds"] > 0]) if not reference_summary.empty \
+        ref_main = (
+            main_rows(reference_summary[reference_summary["n_seeds"] > 0])
+            if not reference_summary.empty
             else reference_summary
+        )
     for _, row in ours_main.iterrows():
         if ref_main is not None:
-            match = ref_main[(ref_main["testproblem"] == row["testproblem"])
-                             & (ref_main["optimizer"] == row["optimizer"])
-                             & (ref_main["search"] == row["search"])] if not ref_main.empty else ref_main
+            match = (
+                ref_main[
+                    (ref_main["testproblem"] == row["testproblem"])
+                    & (ref_main["optimizer"] == row["optimizer"])
+                    & (ref_main["search"] == row["search"])
+                ]
+                if not ref_main.empty
+                else ref_main
+            )
             if match.empty:
-                rows.append({"testproblem": row["testproblem"], "optimizer": row["optimizer"],
-                             "search": row["search"], "reference": reference_name,
-                             "setting": setting_text(dict(row["optimizer_hyperparams"])), "same_setting": False,
-                             "n_seeds": int(row["n_seeds"]), "mean": row["final_test_mean"],
-                             "outcome_equivalent": False, "note": "no such search in the reference"})
+                rows.append(
+                    {
+                        "testproblem": row["testproblem"],
+                        "optimizer": row["optimizer"],
+                        "search": row["search"],
+                        "reference": reference_name,
+                        "setting": setting_text(dict(row["optimizer_hyperparams"])),
+                        "same_setting": False,
+                        "n_seeds": int(row["n_seeds"]),
+                        "mean": row["final_test_mean"],
+                        "outcome_equivalent": False,
+                        "note": "no such search in the reference",
+                    }
+                )
             else:
                 ref = match.iloc[0]
                 note = ""
-                if (int(ref["num_epochs"]), int(ref["batch_size"])) != (int(row["num_epochs"]),
-                                                                         int(row["batch_size"])):
-                    note = (f"epochs/batch {row['num_epochs']}/{row['batch_size']} vs reference "
-                            f"{ref['num_epochs']}/{ref['batch_size']}")
-                rows.append(_compare(row, reference_name, dict(ref["optimizer_hyperparams"]), int(ref["n_seeds"]),
-                                     ref["final_test_mean"], ref["final_test_std"], note))
+                if (int(ref["num_epochs"]), int(ref["batch_size"])) != (int(row["num_epochs"]), int(row["batch_size"])):
+                    note = (
+                        f"epochs/batch {row['num_epochs']}/{row['batch_size']} vs reference "
+                        f"{ref['num_epochs']}/{ref['batch_size']}"
+                    )
+                rows.append(
+                    _compare(
+                        row,
+                        reference_name,
+                        dict(ref["optimizer_hyperparams"]),
+                        int(ref["n_seeds"]),
+                        ref["final_test_mean"],
+                        ref["final_test_std"],
+                        note,
+                    )
+                )
         if paper is not None and not paper.empty:
             pmatch = paper[(paper["testproblem"] == row["testproblem"]) & (paper["optimizer"] == row["optimizer"])]
             if not pmatch.empty:
@@ -379,8 +512,17 @@ def search_table(summary: pd.DataFrame, reference_summary: pd.DataFrame | None =
                 hp = {"learning_rate": p["learning_rate"], "power": p["power"]}
                 if not _missing(p["weight_decay_opt"]):
                     hp["weight_decay_opt"] = p["weight_decay_opt"]
-                rows.append(_compare(row, PAPER_REFERENCE, hp, int(p["n"]), p["mean"], p["std"],
-                                     "paper numbers printed to 4-6 significant digits"))
+                rows.append(
+                    _compare(
+                        row,
+                        PAPER_REFERENCE,
+                        hp,
+                        int(p["n"]),
+                        p["mean"],
+                        p["std"],
+                        "paper numbers printed to 4-6 significant digits",
+                    )
+                )
     return pd.DataFrame(rows, columns=SEARCH_COLUMNS)
 
 
@@ -399,8 +541,10 @@ def headline(claims: pd.DataFrame, results: str) -> str:
     small = judged["reason"].astype(str).str.startswith("too small")
     if small.all():
         why = sorted({w for r in judged["reason"] for w in str(r).split(": ", 1)[1].split(", ")})
-        return (f"CANNOT JUDGE THE PAPER: {results} is too small a run ({', '.join(why)}): {checked} of {total} "
-                f"claims inconclusive, {not_run}")
+        return (
+            f"CANNOT JUDGE THE PAPER: {results} is too small a run ({', '.join(why)}): {checked} of {total} "
+            f"claims inconclusive, {not_run}"
+        )
     parts = []
     for status in ("confirmed", "contradicted", "inconclusive"):
         rows = judged[judged["status"] == status]
@@ -411,15 +555,34 @@ def headline(claims: pd.DataFrame, results: str) -> str:
     return f"VERDICT: {checked} of {total} paper claims checked on {results}: " + ", ".join(parts) + f"; {not_run}"
 
 
-CLAIM_VIEW = [("claim", "claim"), ("statement", "the paper says"), ("paper", "paper's numbers"),
-              ("status", "verdict"), ("reason", "why"), ("n_seeds", "n"), ("mean", "mean"),
-              ("other_n_seeds", "other n"), ("other_mean", "other mean"), ("p_holm", "Holm p")]
-SEARCH_VIEW = [("testproblem", "problem"), ("optimizer", "optimizer"), ("reference", "reference"),
-               ("setting", "chosen setting"), ("reference_setting", "reference setting"),
-               ("n_seeds", "n"), ("mean", "mean"), ("reference_n_seeds", "ref. n"), ("reference_mean", "ref. mean"),
-               ("difference", "difference"), ("combined_se", "combined SE"),
-               ("outcome_equivalent", f"outcome within {K_SE:g} SE"), ("same_setting", "same setting"),
-               ("note", "note")]
+CLAIM_VIEW = [
+    ("claim", "claim"),
+    ("statement", "the paper says"),
+    ("paper", "paper's numbers"),
+    ("status", "verdict"),
+    ("reason", "why"),
+    ("n_seeds", "n"),
+    ("mean", "mean"),
+    ("other_n_seeds", "other n"),
+    ("other_mean", "other mean"),
+    ("p_holm", "Holm p"),
+]
+SEARCH_VIEW = [
+    ("testproblem", "problem"),
+    ("optimizer", "optimizer"),
+    ("reference", "reference"),
+    ("setting", "chosen setting"),
+    ("reference_setting", "reference setting"),
+    ("n_seeds", "n"),
+    ("mean", "mean"),
+    ("reference_n_seeds", "ref. n"),
+    ("reference_mean", "ref. mean"),
+    ("difference", "difference"),
+    ("combined_se", "combined SE"),
+    ("outcome_equivalent", f"outcome within {K_SE:g} SE"),
+    ("same_setting", "same setting"),
+    ("note", "note"),
+]
 
 
 def _yes_no(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -429,13 +592,15 @@ def _yes_no(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return frame
 
 
-RULES = (f"Comparisons: Welch's t-test over seeds, Holm-adjusted over the comparisons judged, and the BCa 95% "
-         f"interval of the difference; confirmed / contradicted when the adjusted p < {ALPHA:g} and the interval "
-         f"excludes 0 (in / against the claimed direction), else inconclusive. Too small to judge: fewer than "
-         f"{MIN_SEEDS} seeds or fewer epochs than the paper's (the problem's DeepOBS default), and for the power "
-         f"claims fewer than {PAPER_BUDGET} search samples. Power: confirmed when the paper's p* is chosen; "
-         f"another power is inconclusive when its outcome is within the paper's mean ± {K_SE:g} SE (a tie), "
-         "contradicted otherwise.")
+RULES = (
+    f"Comparisons: Welch's t-test over seeds, Holm-adjusted over the comparisons judged, and the BCa 95% "
+    f"interval of the difference; confirmed / contradicted when the adjusted p < {ALPHA:g} and the interval "
+    f"excludes 0 (in / against the claimed direction), else inconclusive. Too small to judge: fewer than "
+    f"{MIN_SEEDS} seeds or fewer epochs than the paper's (the problem's DeepOBS default), and for the power "
+    f"claims fewer than {PAPER_BUDGET} search samples. Power: confirmed when the paper's p* is chosen; "
+    f"another power is inconclusive when its outcome is within the paper's mean ± {K_SE:g} SE (a tie), "
+    "contradicted otherwise."
+)
 
 
 def claims_markdown(claims: pd.DataFrame) -> str:
@@ -447,30 +612,51 @@ def claims_markdown(claims: pd.DataFrame) -> str:
     not_run = claims[claims["status"] == "not run"]
     if not not_run.empty:
         problems = sorted(set(not_run["testproblem"]))
-        lines.append(f"{len(not_run)} claims not run (no search with reruns in these results), on: "
-                     f"{', '.join(problems)}.")
+        lines.append(
+            f"{len(not_run)} claims not run (no search with reruns in these results), on: {', '.join(problems)}."
+        )
     return "\n".join(lines) + "\n"
 
 
-def render(claims: pd.DataFrame, searches: pd.DataFrame, line: str, results: str, reference: str | None,
-           protocol: str | None) -> str:
-    shown = _yes_no(searches.assign(optimizer=searches["optimizer"].map(label)),
-                    ("same_setting", "outcome_equivalent"))
-    refs = ([f"the tree `{reference}`"] if reference else []) + \
-        ([f"the paper's numbers (`{protocol}` §5)"] if protocol else [])
-    return "\n".join([
-        "# Verdict", "", f"**{line}**", "", f"Results `{results}`.", "",
-        "## The paper's claims", "", claims_markdown(claims),
-        "## Per search: outcome and chosen setting", "",
-        f"Against {' and '.join(refs) or 'no reference'}. Outcome within {K_SE:g} SE: |difference| <= "
-        f"{K_SE:g}·sqrt(SE² + SE_ref²), SE = population std / sqrt(n - 1). Same setting: the chosen "
-        "hyperparameters agree at folder-token precision; a different, statistically tied setting winning the "
-        "random search is informative, not a failure.", "",
-        markdown_table(shown, [c for c, _ in SEARCH_VIEW], [h for _, h in SEARCH_VIEW])])
+def render(
+    claims: pd.DataFrame, searches: pd.DataFrame, line: str, results: str, reference: str | None, protocol: str | None
+) -> str:
+    shown = _yes_no(searches.assign(optimizer=searches["optimizer"].map(label)), ("same_setting", "outcome_equivalent"))
+    refs = ([f"the tree `{reference}`"] if reference else []) + (
+        [f"the paper's numbers (`{protocol}` §5)"] if protocol else []
+    )
+    return "\n".join(
+        [
+            "# Verdict",
+            "",
+            f"**{line}**",
+            "",
+            f"Results `{results}`.",
+            "",
+            "## The paper's claims",
+            "",
+            claims_markdown(claims),
+            "## Per search: outcome and chosen setting",
+            "",
+            f"Against {' and '.join(refs) or 'no reference'}. Outcome within {K_SE:g} SE: |difference| <= "
+            f"{K_SE:g}·sqrt(SE² + SE_ref²), SE = population std / sqrt(n - 1). Same setting: the chosen "
+            "hyperparameters agree at folder-token precision; a different, statistically tied setting winning the "
+            "random search is informative, not a failure.",
+            "",
+            markdown_table(shown, [c for c, _ in SEARCH_VIEW], [h for _, h in SEARCH_VIEW]),
+        ]
+    )
 
 
-def write_verdict(out: Path, claims: pd.DataFrame, searches: pd.DataFrame, line: str, results: str,
-                  reference: str | None, protocol: str | None) -> list[Path]:
+def write_verdict(
+    out: Path,
+    claims: pd.DataFrame,
+    searches: pd.DataFrame,
+    line: str,
+    results: str,
+    reference: str | None,
+    protocol: str | None,
+) -> list[Path]:
     """verdict.csv (claims), verdict_searches.csv and verdict.md under ``out`` (each written atomically)."""
     out = Path(out)
     write_atomic(out / "verdict.csv", claims.to_csv(index=False, float_format="%.17g"))
@@ -479,8 +665,12 @@ def write_verdict(out: Path, claims: pd.DataFrame, searches: pd.DataFrame, line:
     return [out / "verdict.csv", out / "verdict_searches.csv", out / "verdict.md"]
 
 
-def evaluate(summary: pd.DataFrame, protocol: Path | None, reference_summary: pd.DataFrame | None = None,
-             reference_name: str = "") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+def evaluate(
+    summary: pd.DataFrame,
+    protocol: Path | None,
+    reference_summary: pd.DataFrame | None = None,
+    reference_name: str = "",
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """(claims judged, per-search table, the paper table or None) for a summary."""
     paper = paper_table(protocol) if protocol is not None else None
     if paper is not None and paper.empty:
@@ -491,14 +681,22 @@ def evaluate(summary: pd.DataFrame, protocol: Path | None, reference_summary: pd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=os.environ.get("NLWU_PROG", "python -m analysis.verdict"),
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=os.environ.get("NLWU_PROG", "python -m analysis.verdict"), description=__doc__.splitlines()[0]
+    )
     parser.add_argument("results", help="the reproduction's DeepOBS tree")
-    parser.add_argument("--reference", default=None,
-                        help="a DeepOBS tree to compare each search with (e.g. deepobs_results_medium_budget)")
-    parser.add_argument("--paper", default=None, metavar="PROTOCOL_MD",
-                        help="protocol.md holding the paper's §5 table (default: $NLWU_PROTOCOL or "
-                             "../shared/spec/protocol.md beside the checkout)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="a DeepOBS tree to compare each search with (e.g. deepobs_results_medium_budget)",
+    )
+    parser.add_argument(
+        "--paper",
+        default=None,
+        metavar="PROTOCOL_MD",
+        help="protocol.md holding the paper's §5 table (default: $NLWU_PROTOCOL or "
+        "../shared/spec/protocol.md beside the checkout)",
+    )
     parser.add_argument("--out", default="reports", help="folder for verdict.md / verdict.csv")
     args = parser.parse_args(argv)
     for root in [args.results] + ([args.reference] if args.reference else []):
@@ -515,12 +713,22 @@ def main(argv: list[str] | None = None) -> int:
     protocol = Path(args.paper) if args.paper else default_protocol()
     claims, searches, paper = evaluate(ours, protocol, ref, args.reference or "")
     if paper is None:
-        print(f"note: no paper table found{f' in {protocol}' if protocol else ''}; the claims are listed without "
-              "the paper's numbers and no chosen power is judged", file=sys.stderr)
+        print(
+            f"note: no paper table found{f' in {protocol}' if protocol else ''}; the claims are listed without "
+            "the paper's numbers and no chosen power is judged",
+            file=sys.stderr,
+        )
     line = headline(claims, args.results)
     try:
-        write_verdict(Path(args.out), claims, searches, line, args.results, args.reference,
-                      str(protocol) if paper is not None else None)
+        write_verdict(
+            Path(args.out),
+            claims,
+            searches,
+            line,
+            args.results,
+            args.reference,
+            str(protocol) if paper is not None else None,
+        )
     except OSError as err:
         print(f"error: cannot write the verdict under '{args.out}': {err.strerror or err}", file=sys.stderr)
         return 2

@@ -53,8 +53,14 @@ def ours(roots: list[Path], cache_dir: str, figures: bool = False) -> float:
 
 
 def deepobs(roots: list[Path]) -> tuple[float, int]:
-    folders = [opt for root in roots for problem in sorted(root.iterdir()) if problem.is_dir()
-               for opt in sorted(problem.iterdir()) if opt.is_dir()]
+    folders = [
+        opt
+        for root in roots
+        for problem in sorted(root.iterdir())
+        if problem.is_dir()
+        for opt in sorted(problem.iterdir())
+        if opt.is_dir()
+    ]
     utils = shared_utils(allow_problems=[f.parent.name for f in folders])
     failures = 0
     start = time.perf_counter()
@@ -87,19 +93,28 @@ def main() -> int:
             warm_figures.append(ours(roots, cache_dir, figures=True))
     c, w, wf, r = (statistics.median(x) for x in (cold, warm, warm_figures, reference))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"files: {sum(1 for root in roots for _ in root.glob('*/*/*/*.json'))}   repetitions: {args.repeat}"
-          f"   cores: {os.cpu_count()}   load average (1, 5, 15 min): {load}")
-    print(f"ours cold (parse + select + tables + write): {c:6.2f} s   target <= 10 s  {'OK' if c <= 10 else 'MISSED'}"
-          f"   (all: {' '.join(f'{x:.2f}' for x in cold)})")
-    print(f"ours warm (cached tables + write):           {w:6.2f} s   target <=  2 s  {'OK' if w <= 2 else 'MISSED'}"
-          f"   (all: {' '.join(f'{x:.2f}' for x in warm)})")
-    print(f"ours warm with figures (+ cached figures):   {wf:6.2f} s   target <=  2 s  {'OK' if wf <= 2 else 'MISSED'}"
-          f"   (all: {' '.join(f'{x:.2f}' for x in warm_figures)})")
+    print(
+        f"files: {sum(1 for root in roots for _ in root.glob('*/*/*/*.json'))}   repetitions: {args.repeat}"
+        f"   cores: {os.cpu_count()}   load average (1, 5, 15 min): {load}"
+    )
+    print(
+        f"ours cold (parse + select + tables + write): {c:6.2f} s   target <= 10 s  {'OK' if c <= 10 else 'MISSED'}"
+        f"   (all: {' '.join(f'{x:.2f}' for x in cold)})"
+    )
+    print(
+        f"ours warm (cached tables + write):           {w:6.2f} s   target <=  2 s  {'OK' if w <= 2 else 'MISSED'}"
+        f"   (all: {' '.join(f'{x:.2f}' for x in warm)})"
+    )
+    print(
+        f"ours warm with figures (+ cached figures):   {wf:6.2f} s   target <=  2 s  {'OK' if wf <= 2 else 'MISSED'}"
+        f"   (all: {' '.join(f'{x:.2f}' for x in warm_figures)})"
+    )
     print(f"ours cold with figures (every figure drawn, once, no target): {cold_figures:6.2f} s")
-    print(f"DeepOBS create_setting_analyzer_ranking (all folders, mode final): {r:6.2f} s"
-          f" ({failures} folder(s) DeepOBS could not rank)")
-    print(f"ratio DeepOBS / ours cold: {r / c:5.2f}x   DeepOBS / ours warm: {r / w:5.2f}x"
-          f"   (> 1 means ours is faster)")
+    print(
+        f"DeepOBS create_setting_analyzer_ranking (all folders, mode final): {r:6.2f} s"
+        f" ({failures} folder(s) DeepOBS could not rank)"
+    )
+    print(f"ratio DeepOBS / ours cold: {r / c:5.2f}x   DeepOBS / ours warm: {r / w:5.2f}x   (> 1 means ours is faster)")
     return 0
 
 

@@ -40,8 +40,9 @@ def deepobs_tf_pipeline(tf, folder: Path, valid_records: int, seed: int):
     def parse(raw):
         record = tf.reshape(tf.io.decode_raw(raw, tf.uint8), [record_bytes])
         label = tf.cast(tf.slice(record, [0], [1]), tf.int32)
-        image = tf.cast(tf.transpose(tf.reshape(tf.slice(record, [1], [image_bytes]), [3, 32, 32]), [1, 2, 0]),
-                        tf.float32)
+        image = tf.cast(
+            tf.transpose(tf.reshape(tf.slice(record, [1], [image_bytes]), [3, 32, 32]), [1, 2, 0]), tf.float32
+        )
         image = tf.image.resize_with_crop_or_pad(image, 36, 36)
         image = tf.image.random_crop(image, [32, 32, 3])
         image = tf.image.random_flip_left_right(image)
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
         ds = load_dataset("cifar10", tmp, batch_size=BATCH, seed=0)
         ours, ref = [], []
         for r in range(args.rounds):
-            for which in (("ours", "ref") if r % 2 == 0 else ("ref", "ours")):
+            for which in ("ours", "ref") if r % 2 == 0 else ("ref", "ours"):
                 t0 = time.perf_counter()
                 count = 0
                 if which == "ours":

@@ -42,16 +42,24 @@ from optimizers import maps  # noqa: E402
 BACKEND = keras.backend.backend()
 PAIRS = [(n, optimizers.linear_twin(n)) for n in optimizers.BUILTIN if n.startswith("PowKernel")]
 # our linear twins against Keras' own SGD: shows the twins are not slow (which would flatter the ratios)
-KERAS_REFERENCE = {"keras.SGD": {}, "keras.SGD(momentum=0.9)": {"momentum": 0.9},
-                   "keras.SGD(momentum=0.9,nesterov)": {"momentum": 0.9, "nesterov": True}}
-TWIN_VS_KERAS = [("GradientDescentOptimizer", "keras.SGD"), ("MomentumOptimizer", "keras.SGD(momentum=0.9)"),
-                 ("NAGOptimizer", "keras.SGD(momentum=0.9,nesterov)")]
+KERAS_REFERENCE = {
+    "keras.SGD": {},
+    "keras.SGD(momentum=0.9)": {"momentum": 0.9},
+    "keras.SGD(momentum=0.9,nesterov)": {"momentum": 0.9, "nesterov": True},
+}
+TWIN_VS_KERAS = [
+    ("GradientDescentOptimizer", "keras.SGD"),
+    ("MomentumOptimizer", "keras.SGD(momentum=0.9)"),
+    ("NAGOptimizer", "keras.SGD(momentum=0.9,nesterov)"),
+]
 
 
 def build_optimizer(name: str, model):
     if name in KERAS_REFERENCE:
         return keras.optimizers.SGD(1e-3, **KERAS_REFERENCE[name])
     return optimizers.make(name, model, **hyperparams(name))
+
+
 MODES = {"auto": "auto", "graph": False, "xla": True}
 
 
@@ -75,16 +83,18 @@ def build_network():
         from keras import layers
 
         keras.utils.set_random_seed(42)
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            layers.Conv2D(32, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2, 2, padding="same"),
-            layers.Conv2D(64, 5, padding="same", activation="relu"),
-            layers.MaxPooling2D(2, 2, padding="same"),
-            layers.Flatten(),
-            layers.Dense(1024, activation="relu"),
-            layers.Dense(10),
-        ])
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Conv2D(32, 5, padding="same", activation="relu"),
+                layers.MaxPooling2D(2, 2, padding="same"),
+                layers.Conv2D(64, 5, padding="same", activation="relu"),
+                layers.MaxPooling2D(2, 2, padding="same"),
+                layers.Flatten(),
+                layers.Dense(1024, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
         return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"], "local 2c2d"
 
 
@@ -164,8 +174,10 @@ def update_and_map_benchmark(xla: bool, pairs):
     """Seconds for the optimizer update alone (per optimizer) and for φ alone over the selected grads."""
     model, *_ = build_network()
     rng = np.random.default_rng(1)
-    grads = [ops.convert_to_tensor(rng.normal(size=tuple(v.shape)).astype("float32") * 1e-2)
-             for v in model.trainable_variables]
+    grads = [
+        ops.convert_to_tensor(rng.normal(size=tuple(v.shape)).astype("float32") * 1e-2)
+        for v in model.trainable_variables
+    ]
     selected = [g for g, v in zip(grads, model.trainable_variables) if len(v.shape) >= 2]
     n_selected = sum(int(np.prod(g.shape)) for g in selected)
     results = {}
@@ -196,8 +208,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--modes", default="auto,graph", help="comma list of auto (trainer default), graph, xla")
     parser.add_argument("--only", default="", help="comma list of PowKernel optimizers to time (default: all 6)")
-    parser.add_argument("--no-keras-reference", action="store_true",
-                        help="skip the rows timing our linear twins against keras.optimizers.SGD")
+    parser.add_argument(
+        "--no-keras-reference",
+        action="store_true",
+        help="skip the rows timing our linear twins against keras.optimizers.SGD",
+    )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the update-alone / map-alone timings")
     args = parser.parse_args(argv)
     mode_names = [m for m in args.modes.split(",") if m]
@@ -214,19 +229,27 @@ def main(argv=None) -> int:
         import jax
 
         device = jax.devices()[0].platform
-    print(f"backend {BACKEND} ({device}), {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
-          f"batch {args.batch}; {args.rounds} interleaved rounds x {args.steps} steps per optimizer and mode")
+    print(
+        f"backend {BACKEND} ({device}), {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
+        f"batch {args.batch}; {args.rounds} interleaved rounds x {args.steps} steps per optimizer and mode"
+    )
     t0 = time.perf_counter()
     pairs = [p for p in PAIRS if not args.only or p[0] in args.only.split(",")]
     if not args.no_keras_reference:
         pairs += [p for p in TWIN_VS_KERAS if any(p[0] == twin for _, twin in pairs)]
     times, cpu, ratios, cpu_ratios, source = step_benchmark(mode_names, pairs, args.rounds, args.steps, args.batch)
-    print(f"network: {source}; step benchmark took {time.perf_counter() - t0:.0f} s; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print("ratio = median over rounds of (non-linear / twin), the two measured back to back; wall-clock time "
-          "and this process' CPU time (robust to other jobs on the machine)\n")
-    print(f"{'mode':5} {'non-linear optimizer':39} {'linear twin (or Keras)':29} {'wall ms':>8} {'twin':>7} {'ratio':>6} "
-          f"{'q25-q75':>11} {'cpu ms':>7} {'twin':>7} {'ratio':>6} {'q25-q75':>11}")
+    print(
+        f"network: {source}; step benchmark took {time.perf_counter() - t0:.0f} s; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        "ratio = median over rounds of (non-linear / twin), the two measured back to back; wall-clock time "
+        "and this process' CPU time (robust to other jobs on the machine)\n"
+    )
+    print(
+        f"{'mode':5} {'non-linear optimizer':39} {'linear twin (or Keras)':29} {'wall ms':>8} {'twin':>7} {'ratio':>6} "
+        f"{'q25-q75':>11} {'cpu ms':>7} {'twin':>7} {'ratio':>6} {'q25-q75':>11}"
+    )
 
     def quartiles(r):
         return statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
@@ -240,25 +263,33 @@ def main(argv=None) -> int:
             q, cq = quartiles(r), quartiles(cr)
             if nl.startswith("PowKernel"):
                 worst, worst_cpu = max(worst, statistics.median(r)), max(worst_cpu, statistics.median(cr))
-            print(f"{mode:5} {nl:39} {twin:29} {a * 1e3:8.2f} {b * 1e3:7.2f} {statistics.median(r):6.3f} "
-                  f"{q[0]:5.3f}-{q[2]:5.3f} {ca * 1e3:7.2f} {cb * 1e3:7.2f} {statistics.median(cr):6.3f} "
-                  f"{cq[0]:5.3f}-{cq[2]:5.3f}")
+            print(
+                f"{mode:5} {nl:39} {twin:29} {a * 1e3:8.2f} {b * 1e3:7.2f} {statistics.median(r):6.3f} "
+                f"{q[0]:5.3f}-{q[2]:5.3f} {ca * 1e3:7.2f} {cb * 1e3:7.2f} {statistics.median(cr):6.3f} "
+                f"{cq[0]:5.3f}-{cq[2]:5.3f}"
+            )
     target = 1.02 if device == "gpu" else 1.10
-    print(f"\nworst ratio: wall {worst:.3f}, CPU time {worst_cpu:.3f} (target <= {target:.2f}): "
-          f"{'OK' if max(worst, worst_cpu) <= target else 'MISSED'}")
+    print(
+        f"\nworst ratio: wall {worst:.3f}, CPU time {worst_cpu:.3f} (target <= {target:.2f}): "
+        f"{'OK' if max(worst, worst_cpu) <= target else 'MISSED'}"
+    )
 
     if args.no_breakdown:
         return 0
     print("\nwhere the time goes (minimum over 20 calls):")
-    for xla in ([False, True] if BACKEND == "tensorflow" else [True]):
+    for xla in [False, True] if BACKEND == "tensorflow" else [True]:
         pairs = [p for p in pairs if p[0].startswith("PowKernel")]
         updates, map_times, n = update_and_map_benchmark(xla, pairs)
         label = "XLA" if xla else "graph"
-        print(f"  [{label}] map φ alone over the {n / 1e6:.2f}M selected gradient values: "
-              f"exp(p·log|g|) {map_times['exp_log'] * 1e3:.2f} ms, pow {map_times['pow'] * 1e3:.2f} ms")
+        print(
+            f"  [{label}] map φ alone over the {n / 1e6:.2f}M selected gradient values: "
+            f"exp(p·log|g|) {map_times['exp_log'] * 1e3:.2f} ms, pow {map_times['pow'] * 1e3:.2f} ms"
+        )
         for nl, twin in pairs:
-            print(f"  [{label}] update alone {nl:40} {updates[nl] * 1e3:7.2f} ms vs {twin:30} "
-                  f"{updates[twin] * 1e3:7.2f} ms (+{(updates[nl] - updates[twin]) * 1e3:.2f} ms)")
+            print(
+                f"  [{label}] update alone {nl:40} {updates[nl] * 1e3:7.2f} ms vs {twin:30} "
+                f"{updates[twin] * 1e3:7.2f} ms (+{(updates[nl] - updates[twin]) * 1e3:.2f} ms)"
+            )
     return 0
 
 

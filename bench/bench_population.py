@@ -82,20 +82,28 @@ def bench_study(fraction: float) -> dict:
         walls, logs = {}, {}
         for name, extra in (("population", []), ("per-run", ["--population", "1"])):
             print(f"[study] {name} sweep ... ({load()})", flush=True)
-            walls[name], logs[name] = timed([PY, "-m", "runners", "sweep", str(cfg), "--out", f"{tmp}/{name}",
-                                             "--no-progress", *extra])
+            walls[name], logs[name] = timed(
+                [PY, "-m", "runners", "sweep", str(cfg), "--out", f"{tmp}/{name}", "--no-progress", *extra]
+            )
             print(f"[study] {name}: {walls[name]:.1f} s", flush=True)
     ratio = walls["per-run"] / walls["population"]
     a, b = chosen(logs["population"]), chosen(logs["per-run"])
     same = sum(a.get(k) == v for k, v in b.items())
-    print(f"[study] {label}: per-run sweep {walls['per-run']:.1f} s, population sweep {walls['population']:.1f} s "
-          f"-> {ratio:.1f}x (target >= 8)")
+    print(
+        f"[study] {label}: per-run sweep {walls['per-run']:.1f} s, population sweep {walls['population']:.1f} s "
+        f"-> {ratio:.1f}x (target >= 8)"
+    )
     print(f"[study] chosen settings equal in {same} of {len(b)} searches")
     for k in b:
         if a.get(k) != b[k]:
             print(f"[study]   {k}: population {a.get(k)} vs per-run {b[k]}")
-    return {"study": label, "population_s": walls["population"], "per_run_s": walls["per-run"], "ratio": ratio,
-            "same_choices": f"{same}/{len(b)}"}
+    return {
+        "study": label,
+        "population_s": walls["population"],
+        "per_run_s": walls["per-run"],
+        "ratio": ratio,
+        "same_choices": f"{same}/{len(b)}",
+    }
 
 
 def bench_single(repeats: int) -> dict:
@@ -103,13 +111,32 @@ def bench_single(repeats: int) -> dict:
     times = []
     with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
         for i in range(repeats):
-            wall, _ = timed([PY, "-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer",
-                             "GradientDescentOptimizer", "--hp", "learning_rate=0.01", "--seed", str(42 + i),
-                             "--out", tmp, "--no-progress"])
+            wall, _ = timed(
+                [
+                    PY,
+                    "-m",
+                    "runners",
+                    "run",
+                    "--problem",
+                    "quadratic_deep",
+                    "--optimizer",
+                    "GradientDescentOptimizer",
+                    "--hp",
+                    "learning_rate=0.01",
+                    "--seed",
+                    str(42 + i),
+                    "--out",
+                    tmp,
+                    "--no-progress",
+                ]
+            )
             times.append(wall)
     med = statistics.median(times)
-    print("[single] one 100-epoch quadratic_deep run (start-up included): " + ", ".join(f"{t:.1f}" for t in times)
-          + f" s; median {med:.1f} s")
+    print(
+        "[single] one 100-epoch quadratic_deep run (start-up included): "
+        + ", ".join(f"{t:.1f}" for t in times)
+        + f" s; median {med:.1f} s"
+    )
     return {"single_run_s": med, "single_runs": times}
 
 
@@ -161,24 +188,32 @@ def bench_cnn(steps: int, members: int) -> dict:
     use, why = choose("fmnist_2c2d", "cpu")
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-cnn-") as tmp:
-        synthetic.write_prepared("fmnist", Path(tmp) / "data", n_train=2 * (steps + 2) * 128 + 1000, n_test=256,
-                                 seed=2)
+        synthetic.write_prepared("fmnist", Path(tmp) / "data", n_train=2 * (steps + 2) * 128 + 1000, n_test=256, seed=2)
         script = Path(tmp) / "cnn.py"
         script.write_text(CNN_SCRIPT)
         for mode, backend in (("per-run", "tensorflow"), ("population", "jax")):
-            _, text = timed([PY, str(script), str(Path(tmp) / "data"), mode, str(members), str(steps)],
-                            KERAS_BACKEND=backend)
+            _, text = timed(
+                [PY, str(script), str(Path(tmp) / "data"), mode, str(members), str(steps)], KERAS_BACKEND=backend
+            )
             line = next(x for x in text.splitlines() if x.startswith("RESULT "))
             results[mode] = json.loads(line[7:])["images_per_s"]
-            print(f"[cnn] fmnist_2c2d {mode} ({backend}{f', {members} members' if mode == 'population' else ''}): "
-                  f"{results[mode]:.0f} images/s", flush=True)
+            print(
+                f"[cnn] fmnist_2c2d {mode} ({backend}{f', {members} members' if mode == 'population' else ''}): "
+                f"{results[mode]:.0f} images/s",
+                flush=True,
+            )
     ratio = results["population"] / results["per-run"]
-    print(f"[cnn] population / per-run throughput on CPU: {ratio:.2f}x; the sweep's choice: "
-          f"{'population' if use else 'per-run'} ({why})")
+    print(
+        f"[cnn] population / per-run throughput on CPU: {ratio:.2f}x; the sweep's choice: "
+        f"{'population' if use else 'per-run'} ({why})"
+    )
     if not use:
         print("[cnn] the sweep runs fmnist_2c2d per run on CPU: its images/s are the per-run path's (ratio 1.00)")
-    return {"cnn_per_run_images_s": results["per-run"], "cnn_population_images_s": results["population"],
-            "cnn_sweep_choice": "population" if use else "per-run"}
+    return {
+        "cnn_per_run_images_s": results["per-run"],
+        "cnn_population_images_s": results["population"],
+        "cnn_sweep_choice": "population" if use else "per-run",
+    }
 
 
 def main() -> int:

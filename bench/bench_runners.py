@@ -69,8 +69,7 @@ def bench_study(fraction: float, workers: int | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         if fraction >= 1:
             wall, _ = timed([PY, "-m", "runners", "sweep", str(STUDY), "--out", tmp, "--no-progress", *extra])
-            print(f"[study] full default study: {n_tuning} + {n_reruns} runs in {wall:.1f} s "
-                  f"(target <= 600 s)")
+            print(f"[study] full default study: {n_tuning} + {n_reruns} runs in {wall:.1f} s (target <= 600 s)")
             return {"study_s": wall, "study_runs": n_tuning + n_reruns, "study_measured": "full"}
         budget = max(1, math.ceil(fraction * 50))
         cfg = Path(tmp) / "fraction.yaml"
@@ -82,11 +81,16 @@ def bench_study(fraction: float, workers: int | None) -> dict:
         n_part = len(load_study(cfg).tuning_specs())
         runs_part = n_part + n_reruns
         estimate = wall * (n_tuning + n_reruns) / runs_part
-        print(f"[study] EXTRAPOLATED: budget {budget} of 50 ({runs_part} runs incl. reruns) took {wall:.1f} s; "
-              f"x {n_tuning + n_reruns}/{runs_part} runs -> ~{estimate:.0f} s for the full study "
-              f"(start-up counted in every share: an upper bound; target <= 600 s)")
-        return {"study_s": estimate, "study_runs": n_tuning + n_reruns,
-                "study_measured": f"extrapolated from {runs_part} runs ({wall:.1f} s)"}
+        print(
+            f"[study] EXTRAPOLATED: budget {budget} of 50 ({runs_part} runs incl. reruns) took {wall:.1f} s; "
+            f"x {n_tuning + n_reruns}/{runs_part} runs -> ~{estimate:.0f} s for the full study "
+            f"(start-up counted in every share: an upper bound; target <= 600 s)"
+        )
+        return {
+            "study_s": estimate,
+            "study_runs": n_tuning + n_reruns,
+            "study_measured": f"extrapolated from {runs_part} runs ({wall:.1f} s)",
+        }
 
 
 # -- 2. pool efficiency --------------------------------------------------------------------------------------
@@ -109,8 +113,9 @@ def bench_pool(repeats: int) -> dict:
                 cold[n] = time.perf_counter() - t0
                 assert report.ok and len(report.ran) == len(study.tuning_specs())
             # the smoke study's full run list: its tuning runs + the reruns its selection picks
-            specs = study.tuning_specs() + [s for c in selections(study, tmp / "cold1").values() if c
-                                            for s in c.rerun_specs()]
+            specs = study.tuning_specs() + [
+                s for c in selections(study, tmp / "cold1").values() if c for s in c.rerun_specs()
+            ]
             warm: dict[int, list[float]] = {1: [], 2: []}
             idle: dict[int, list[float]] = {1: [], 2: []}
             for r in range(repeats):  # alternate 1 and 2 workers so both see the same machine load
@@ -126,21 +131,38 @@ def bench_pool(repeats: int) -> dict:
             for pool in pools.values():
                 pool.close()
     for n in (1, 2):
-        print(f"[pool] {n} worker(s): cold {cold[n]:.1f} s ({len(study.tuning_specs())} tuning runs, incl. worker "
-              f"start-up); warm {len(specs)} runs: " + ", ".join(f"{t:.2f}" for t in warm[n]) + " s", flush=True)
+        print(
+            f"[pool] {n} worker(s): cold {cold[n]:.1f} s ({len(study.tuning_specs())} tuning runs, incl. worker "
+            f"start-up); warm {len(specs)} runs: " + ", ".join(f"{t:.2f}" for t in warm[n]) + " s",
+            flush=True,
+        )
     spare = statistics.median(idle[1])
-    print(f"[pool] idle share of the machine's CPU while 1 worker ran: {spare:.0%} (median; a free second core "
-          f"is ~50%), while 2 workers ran: {statistics.median(idle[2]):.0%}", flush=True)
+    print(
+        f"[pool] idle share of the machine's CPU while 1 worker ran: {spare:.0%} (median; a free second core "
+        f"is ~50%), while 2 workers ran: {statistics.median(idle[2]):.0%}",
+        flush=True,
+    )
     if spare < 0.4:
-        print("[pool] NOTE: other processes held the second core during the 1-worker passes, so a second "
-              "worker had no free core to use: the efficiency below measures the machine's load, not the pool")
+        print(
+            "[pool] NOTE: other processes held the second core during the 1-worker passes, so a second "
+            "worker had no free core to use: the efficiency below measures the machine's load, not the pool"
+        )
     best = {n: min(warm[n]) for n in (1, 2)}
     med = {n: statistics.median(warm[n]) for n in (1, 2)}
     eff = {"warm_best": best[1] / (2 * best[2]), "warm_median": med[1] / (2 * med[2]), "cold": cold[1] / (2 * cold[2])}
-    print(f"[pool] parallel efficiency 2 vs 1 worker: warm {eff['warm_best']:.2f} (best of {repeats}), "
-          f"{eff['warm_median']:.2f} (median); cold {eff['cold']:.2f} (target >= 0.9)")
-    return {"pool_idle_share_1worker": spare, "pool_runs": len(specs), "pool_cold": cold, "pool_warm": warm, "pool_eff_warm": eff["warm_best"],
-            "pool_eff_warm_median": eff["warm_median"], "pool_eff_cold": eff["cold"]}
+    print(
+        f"[pool] parallel efficiency 2 vs 1 worker: warm {eff['warm_best']:.2f} (best of {repeats}), "
+        f"{eff['warm_median']:.2f} (median); cold {eff['cold']:.2f} (target >= 0.9)"
+    )
+    return {
+        "pool_idle_share_1worker": spare,
+        "pool_runs": len(specs),
+        "pool_cold": cold,
+        "pool_warm": warm,
+        "pool_eff_warm": eff["warm_best"],
+        "pool_eff_warm_median": eff["warm_median"],
+        "pool_eff_cold": eff["cold"],
+    }
 
 
 def cpu_idle() -> tuple[float, float]:
@@ -158,28 +180,65 @@ def bench_single(repeats: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-single-") as tmp:
         for i in range(repeats):
             out = Path(tmp) / f"ours{i}"
-            wall, stdout = timed([PY, "-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer",
-                                  "GradientDescentOptimizer", "--hp", "learning_rate=0.01", "--epochs", "100",
-                                  "--out", str(out), "--no-progress"])
+            wall, stdout = timed(
+                [
+                    PY,
+                    "-m",
+                    "runners",
+                    "run",
+                    "--problem",
+                    "quadratic_deep",
+                    "--optimizer",
+                    "GradientDescentOptimizer",
+                    "--hp",
+                    "learning_rate=0.01",
+                    "--epochs",
+                    "100",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
             ours.append(wall)
             loss_ours = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())["test_losses"][-1]
-            wall, stdout = timed([PY, str(ROOT / "bench" / "bench_runners_deepobs_tf1.py"), "--out",
-                                  str(Path(tmp) / f"ref{i}"), "--epochs", "100", "--lr", "0.01"])
+            wall, stdout = timed(
+                [
+                    PY,
+                    str(ROOT / "bench" / "bench_runners_deepobs_tf1.py"),
+                    "--out",
+                    str(Path(tmp) / f"ref{i}"),
+                    "--epochs",
+                    "100",
+                    "--lr",
+                    "0.01",
+                ]
+            )
             ref.append(wall)
             loss_ref = json.loads(stdout.strip().splitlines()[-1])["final_test_loss"]
             print(f"[single] repeat {i + 1}: ours {ours[-1]:.2f} s, DeepOBS TF1 {ref[-1]:.2f} s", flush=True)
     mo, mr = statistics.median(ours), statistics.median(ref)
-    print(f"[single] median: ours {mo:.2f} s vs DeepOBS TF1 (tf.compat.v1) {mr:.2f} s -> ratio {mo / mr:.2f} "
-          f"(target < 1); final test loss ours {loss_ours:.4f}, DeepOBS {loss_ref:.4f}")
-    return {"single_ours_s": mo, "single_ref_s": mr, "single_ratio": mo / mr, "single_loss_ours": loss_ours,
-            "single_loss_ref": loss_ref}
+    print(
+        f"[single] median: ours {mo:.2f} s vs DeepOBS TF1 (tf.compat.v1) {mr:.2f} s -> ratio {mo / mr:.2f} "
+        f"(target < 1); final test loss ours {loss_ours:.4f}, DeepOBS {loss_ref:.4f}"
+    )
+    return {
+        "single_ours_s": mo,
+        "single_ref_s": mr,
+        "single_ratio": mo / mr,
+        "single_loss_ours": loss_ours,
+        "single_loss_ref": loss_ref,
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="study,pool,single", help="comma list of: study, pool, single")
-    p.add_argument("--study-fraction", type=float, default=1.0,
-                   help="time this fraction of the study's tuning budget and extrapolate (default 1 = full)")
+    p.add_argument(
+        "--study-fraction",
+        type=float,
+        default=1.0,
+        help="time this fraction of the study's tuning budget and extrapolate (default 1 = full)",
+    )
     p.add_argument("--workers", type=int, default=None, help="workers for the study sweep (default: one per core)")
     p.add_argument("--repeats", type=int, default=3, help="repeats of the single-run comparison (median)")
     p.add_argument("--pool-repeats", type=int, default=5, help="warm passes per pool size (best and median)")
@@ -200,15 +259,21 @@ def main() -> int:
     print("\nsummary")
     if "study" in results or "study_s" in results:
         ok = results["study_s"] <= 600
-        print(f"  default study ({results['study_runs']} runs): {results['study_s']:.0f} s "
-              f"[{results['study_measured']}] vs 600 s -> {'OK' if ok else 'MISSED'}")
+        print(
+            f"  default study ({results['study_runs']} runs): {results['study_s']:.0f} s "
+            f"[{results['study_measured']}] vs 600 s -> {'OK' if ok else 'MISSED'}"
+        )
     if "pool_eff_warm" in results:
-        print(f"  pool efficiency 2 vs 1: warm {results['pool_eff_warm']:.2f} (best; median "
-              f"{results['pool_eff_warm_median']:.2f}), cold {results['pool_eff_cold']:.2f} vs 0.9 -> "
-              f"{'OK' if results['pool_eff_warm'] >= 0.9 else 'MISSED'} (warm, best)")
+        print(
+            f"  pool efficiency 2 vs 1: warm {results['pool_eff_warm']:.2f} (best; median "
+            f"{results['pool_eff_warm_median']:.2f}), cold {results['pool_eff_cold']:.2f} vs 0.9 -> "
+            f"{'OK' if results['pool_eff_warm'] >= 0.9 else 'MISSED'} (warm, best)"
+        )
     if "single_ratio" in results:
-        print(f"  one 100-epoch run, ours / DeepOBS TF1: {results['single_ratio']:.2f} vs < 1 -> "
-              f"{'OK' if results['single_ratio'] < 1 else 'MISSED'}")
+        print(
+            f"  one 100-epoch run, ours / DeepOBS TF1: {results['single_ratio']:.2f} vs < 1 -> "
+            f"{'OK' if results['single_ratio'] < 1 else 'MISSED'}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
     return 0

@@ -82,14 +82,34 @@ def main() -> int:
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints every evaluation
-        r.run(testproblem="quadratic_deep", hyperparams={"learning_rate": args.lr}, batch_size=128,
-              num_epochs=args.epochs, random_seed=args.seed, data_dir=None, output_dir=args.out,
-              weight_decay=None, no_logs=False, train_log_interval=10, print_train_iter=False, tb_log=False,
-              tb_log_dir="none", skip_if_exists=False)
+        r.run(
+            testproblem="quadratic_deep",
+            hyperparams={"learning_rate": args.lr},
+            batch_size=128,
+            num_epochs=args.epochs,
+            random_seed=args.seed,
+            data_dir=None,
+            output_dir=args.out,
+            weight_decay=None,
+            no_logs=False,
+            train_log_interval=10,
+            print_train_iter=False,
+            tb_log=False,
+            tb_log_dir="none",
+            skip_if_exists=False,
+        )
     files = sorted(Path(args.out).rglob("*.json"))
     data = json.loads(files[-1].read_text())
-    print(json.dumps({"seconds_in_process": time.perf_counter() - T0, "file": str(files[-1]),
-                      "final_test_loss": data["test_losses"][-1], "epoch0_test_loss": data["test_losses"][0]}))
+    print(
+        json.dumps(
+            {
+                "seconds_in_process": time.perf_counter() - T0,
+                "file": str(files[-1]),
+                "final_test_loss": data["test_losses"][-1],
+                "epoch0_test_loss": data["test_losses"][0],
+            }
+        )
+    )
     return 0
 
 

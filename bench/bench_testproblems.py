@@ -45,8 +45,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 BATCH = 128
 TORCH_VERSION = "2.13.0"
 PROBLEMS = ("fmnist_2c2d", "cifar10_3c3d")
-TORCH_NETS = {"fmnist_2c2d": ("net_mnist_2c2d", (1, 28, 28), 0.0), "cifar10_3c3d": ("net_cifar10_3c3d", (3, 32, 32),
-                                                                                      0.002)}
+TORCH_NETS = {
+    "fmnist_2c2d": ("net_mnist_2c2d", (1, 28, 28), 0.0),
+    "cifar10_3c3d": ("net_cifar10_3c3d", (3, 32, 32), 0.002),
+}
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -158,9 +160,17 @@ def keras_worker(data_dir: str, steps: int, xla: bool, threads: int) -> None:
                 m.train_on_batch(x, y)
             plain[kind] = m
         state[name] = (tr, plain, x, y, params, train_step_flops(model, BATCH))
-    print(json.dumps({"ready": True, "backend": keras.backend.backend(),
-                      "params": {k: v[4] for k, v in state.items()},
-                      "flops": {k: v[5] for k, v in state.items()}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "backend": keras.backend.backend(),
+                "params": {k: v[4] for k, v in state.items()},
+                "flops": {k: v[5] for k, v in state.items()},
+            }
+        ),
+        flush=True,
+    )
     epoch = 1
     for line in sys.stdin:
         kind, name = line.split()
@@ -226,8 +236,17 @@ def torch_worker(steps: int, threads: int) -> None:
         for _ in range(3):
             step()
         state[name] = (step, sum(p.numel() for p in net.parameters()))
-    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "params": {k: v[1] for k, v in state.items()}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "params": {k: v[1] for k, v in state.items()},
+            }
+        ),
+        flush=True,
+    )
     for line in sys.stdin:
         _, name = line.split()
         step = state[name][0]
@@ -242,16 +261,24 @@ def ensure_torch(install: bool) -> None:
     if importlib.util.find_spec("torch") is not None:
         return
     if not install:
-        sys.exit("error: torch is not installed; rerun without --no-install or "
-                 f"`{sys.executable} -m pip install torch=={TORCH_VERSION}`")
+        sys.exit(
+            "error: torch is not installed; rerun without --no-install or "
+            f"`{sys.executable} -m pip install torch=={TORCH_VERSION}`"
+        )
     print(f"installing torch=={TORCH_VERSION} (benchmark-only dependency) ...", flush=True)
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"torch=={TORCH_VERSION}"])
 
 
 class Worker:
     def __init__(self, args: list[str], env: dict):
-        self.proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         self.info = self._read()
 
     def _read(self) -> dict:
@@ -277,10 +304,17 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=29, help="training steps per timed block (steps+1 divisible by 5)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians reported)")
     ap.add_argument("--xla", action="store_true", help="also time the plain Keras step with jit_compile=True")
-    ap.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"),
-                    help="Keras backend of our side (default tensorflow)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="compute threads per framework (default 0: each framework's own default, all cores)")
+    ap.add_argument(
+        "--backend",
+        default=os.environ.get("KERAS_BACKEND", "tensorflow"),
+        help="Keras backend of our side (default tensorflow)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="compute threads per framework (default 0: each framework's own default, all cores)",
+    )
     ap.add_argument("--no-install", action="store_true", help="do not pip-install torch when it is missing")
     ap.add_argument("--worker", choices=("keras", "torch"), help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -301,9 +335,11 @@ def main() -> int:
         common = ["--steps", str(args.steps), "--data-dir", tmp, "--threads", str(args.threads)]
         ours = Worker(["--worker", "keras", *common] + (["--xla"] if args.xla else []), env)
         ref = Worker(["--worker", "torch", *common], env)
-        print(f"keras backend {ours.info['backend']} | torch {ref.info['torch']} ({ref.info['threads']} threads) | "
-              f"batch {BATCH}, {args.steps} steps per block, {args.rounds} interleaved rounds, cpu count "
-              f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"keras backend {ours.info['backend']} | torch {ref.info['torch']} ({ref.info['threads']} threads) | "
+            f"batch {BATCH}, {args.steps} steps per block, {args.rounds} interleaved rounds, cpu count "
+            f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
+        )
         times = {(k, n): [] for n in PROBLEMS for k in [*kinds, "torch"]}
         for r in range(args.rounds):
             for name in PROBLEMS:
@@ -314,11 +350,15 @@ def main() -> int:
         peak = ours.ask("peak", "-", key="gflops")
         ours.close()
         ref.close()
-    print(f"load average at the end {os.getloadavg()[0]:.1f} (other processes on the machine inflate both sides,"
-          " torch's spinning OpenMP threads more so)")
+    print(
+        f"load average at the end {os.getloadavg()[0]:.1f} (other processes on the machine inflate both sides,"
+        " torch's spinning OpenMP threads more so)"
+    )
     ok = True
-    print(f"\n{'problem':14} {'params ours/torch':>21} {'variant':>7} {'ms/step':>9} {'torch ms':>9} {'ratio':>6}"
-          f" {'best-of ratio':>13}")
+    print(
+        f"\n{'problem':14} {'params ours/torch':>21} {'variant':>7} {'ms/step':>9} {'torch ms':>9} {'ratio':>6}"
+        f" {'best-of ratio':>13}"
+    )
     for name in PROBLEMS:
         t_ref = statistics.median(times[("torch", name)])
         b_ref = min(times[("torch", name)])
@@ -328,20 +368,28 @@ def main() -> int:
             ratio = t_ref / t
             flag = "" if kind != "full" else ("  OK (>= 1.5)" if ratio >= 1.5 else "  BELOW TARGET 1.5")
             ok &= kind != "full" or ratio >= 1.5
-            print(f"{name:14} {pc:>21} {kind:>7} {t:9.1f} {t_ref:9.1f} {ratio:6.2f} "
-                  f"{b_ref / min(times[(kind, name)]):13.2f}{flag}")
+            print(
+                f"{name:14} {pc:>21} {kind:>7} {t:9.1f} {t_ref:9.1f} {ratio:6.2f} "
+                f"{b_ref / min(times[(kind, name)]):13.2f}{flag}"
+            )
     print("ratio = torch ms / ours ms of the medians over rounds (> 1: ours is faster); best-of: of the minima")
     print(f"\nroofline: this machine's float32 matmul peak (2048^3, keras.ops.matmul, best of 3) {peak:.0f} GFLOP/s")
-    print(f"{'problem':14} {'GFLOP/step':>10} {'ours GFLOP/s':>13} {'torch GFLOP/s':>14} {'1.5x needs ms':>14}"
-          f" {'= GFLOP/s':>10}")
+    print(
+        f"{'problem':14} {'GFLOP/step':>10} {'ours GFLOP/s':>13} {'torch GFLOP/s':>14} {'1.5x needs ms':>14}"
+        f" {'= GFLOP/s':>10}"
+    )
     for name in PROBLEMS:
         gf = ours.info["flops"][name] / 1e9
         t, t_ref = statistics.median(times[("full", name)]), statistics.median(times[("torch", name)])
         need = t_ref / 1.5
-        print(f"{name:14} {gf:10.2f} {gf / t * 1e3:8.0f} ({gf / t * 1e3 / peak:3.0%}) {gf / t_ref * 1e3:8.0f} "
-              f"({gf / t_ref * 1e3 / peak:3.0%}) {need:14.1f} {gf / need * 1e3:5.0f} ({gf / need * 1e3 / peak:3.0%})")
-    print("GFLOP/step counts the convolutions and matrix products only (forward + input and kernel gradients);"
-          " percentages are of the matmul peak")
+        print(
+            f"{name:14} {gf:10.2f} {gf / t * 1e3:8.0f} ({gf / t * 1e3 / peak:3.0%}) {gf / t_ref * 1e3:8.0f} "
+            f"({gf / t_ref * 1e3 / peak:3.0%}) {need:14.1f} {gf / need * 1e3:5.0f} ({gf / need * 1e3 / peak:3.0%})"
+        )
+    print(
+        "GFLOP/step counts the convolutions and matrix products only (forward + input and kernel gradients);"
+        " percentages are of the matmul peak"
+    )
     return 0 if ok else 1
 
 

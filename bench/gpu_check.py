@@ -28,8 +28,17 @@ TRAIN = {"fmnist_2c2d": ("fmnist", 60_000), "cifar10_3c3d": ("cifar10", 50_000)}
 def _specs(problem: str, n: int, data_dir: str, epochs: int = 1):
     from runners.spec import RunSpec
 
-    return [RunSpec(problem, "MomentumOptimizer", (("learning_rate", 0.01 * (1 + i % 5)), ("momentum", 0.9)),
-                    seed=42 + i, num_epochs=epochs, data_dir=data_dir) for i in range(n)]
+    return [
+        RunSpec(
+            problem,
+            "MomentumOptimizer",
+            (("learning_rate", 0.01 * (1 + i % 5)), ("momentum", 0.9)),
+            seed=42 + i,
+            num_epochs=epochs,
+            data_dir=data_dir,
+        )
+        for i in range(n)
+    ]
 
 
 def step_time(problem: str, n: int, data_dir: str, steps: int) -> dict:
@@ -57,9 +66,13 @@ def step_time(problem: str, n: int, data_dir: str, steps: int) -> dict:
         step()
     per_step = (time.perf_counter() - t0) / steps
     stats = jax.devices()[0].memory_stats() or {}
-    return {"members": n, "step_s": per_step, "steps_per_epoch": pop.template.steps_per_epoch,
-            "epoch_s_from_steps": per_step * pop.template.steps_per_epoch,
-            "peak_bytes": stats.get("peak_bytes_in_use")}
+    return {
+        "members": n,
+        "step_s": per_step,
+        "steps_per_epoch": pop.template.steps_per_epoch,
+        "epoch_s_from_steps": per_step * pop.template.steps_per_epoch,
+        "peak_bytes": stats.get("peak_bytes_in_use"),
+    }
 
 
 EQUALITY = r"""
@@ -82,8 +95,14 @@ def equality(problem: str, data_dir: str) -> dict:
         env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
         if platform == "cpu":
             env["JAX_PLATFORMS"] = "cpu"
-        proc = subprocess.run([sys.executable, "-c", EQUALITY, problem, data_dir, str(ROOT)], env=env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", EQUALITY, problem, data_dir, str(ROOT)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode != 0:
             return {"error": proc.stderr[-500:]}
         out[platform] = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
@@ -106,8 +125,12 @@ def main() -> int:
     from testproblems.data import synthetic
 
     device = jax.devices()[0]
-    report: dict = {"device": f"{device.platform}: {device.device_kind}", "jax": jax.__version__,
-                    "quick": args.quick, "problems": {}}
+    report: dict = {
+        "device": f"{device.platform}: {device.device_kind}",
+        "jax": jax.__version__,
+        "quick": args.quick,
+        "problems": {},
+    }
     print(f"[gpu_check] device: {report['device']}", flush=True)
     sizes = (1, 2) if args.quick else (1, 8, 16, 32)
     steps = 2 if args.quick else args.steps
@@ -125,9 +148,12 @@ def main() -> int:
                 rows.append(row)
                 one = rows[0]["step_s"]
                 row["throughput_vs_one_run"] = n * one / row["step_s"]
-                print(f"[gpu_check] {problem} x{n}: {row['step_s'] * 1e3:.1f} ms/step, epoch ~"
-                      f"{row['epoch_s_from_steps']:.1f} s (from {steps} steps), {row['throughput_vs_one_run']:.1f}x "
-                      f"one run's throughput, peak {row['peak_bytes']}", flush=True)
+                print(
+                    f"[gpu_check] {problem} x{n}: {row['step_s'] * 1e3:.1f} ms/step, epoch ~"
+                    f"{row['epoch_s_from_steps']:.1f} s (from {steps} steps), {row['throughput_vs_one_run']:.1f}x "
+                    f"one run's throughput, peak {row['peak_bytes']}",
+                    flush=True,
+                )
             eq = equality(problem, str(small))
             print(f"[gpu_check] {problem} equality vs CPU: {eq}", flush=True)
             report["problems"][problem] = {"populations": rows, "equality": eq}

@@ -24,9 +24,15 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 #: examples per split of each dataset's full data (DeepOBS splits); tolstoi: sequences of 50 characters
-SPLITS = {"quadratic": (1000, 1000, 1000), "mnist": (50_000, 10_000, 10_000), "fmnist": (50_000, 10_000, 10_000),
-          "cifar10": (40_000, 10_000, 10_000), "cifar100": (40_000, 10_000, 10_000),
-          "svhn": (47_225, 26_032, 26_032), "tolstoi": (3_000_000 // 50, 400_000 // 50, 400_000 // 50)}
+SPLITS = {
+    "quadratic": (1000, 1000, 1000),
+    "mnist": (50_000, 10_000, 10_000),
+    "fmnist": (50_000, 10_000, 10_000),
+    "cifar10": (40_000, 10_000, 10_000),
+    "cifar100": (40_000, 10_000, 10_000),
+    "svhn": (47_225, 26_032, 26_032),
+    "tolstoi": (3_000_000 // 50, 400_000 // 50, 400_000 // 50),
+}
 
 
 def step_flops(problem_name: str) -> tuple[float, float, int]:
@@ -45,8 +51,11 @@ def step_flops(problem_name: str) -> tuple[float, float, int]:
     shape = (problem.batch_size, *model.inputs[0].shape[1:])
     dtype = model.inputs[0].dtype
     x = np.zeros(shape, dtype=dtype)
-    y = x if problem.spec.loss in ("vae", "quadratic") else np.zeros((problem.batch_size, *model.outputs[0].shape[1:]),
-                                                                     "float32")
+    y = (
+        x
+        if problem.spec.loss in ("vae", "quadratic")
+        else np.zeros((problem.batch_size, *model.outputs[0].shape[1:]), "float32")
+    )
     model._symbolic_build(data_batch=(x, y, None))
     opt.build(model.trainable_variables)
     tv = [v.value for v in model.trainable_variables]
@@ -93,21 +102,32 @@ def main() -> int:
         eval_batches = (min(n_train, n_valid) + n_valid + n_test) // batch  # train-eval uses a valid-sized subset
         per_run = epochs[name] * steps * train + (epochs[name] + 1) * eval_batches * test
         total = per_run * runs[name]
-        row = {"problem": name, "runs": runs[name], "epochs": epochs[name], "train_step_gflop": train / 1e9,
-               "flops_per_run": per_run, "study_flops": total,
-               "gpu_hours_est": total / (args.gpu_tflops * 1e12) / 3600}
+        row = {
+            "problem": name,
+            "runs": runs[name],
+            "epochs": epochs[name],
+            "train_step_gflop": train / 1e9,
+            "flops_per_run": per_run,
+            "study_flops": total,
+            "gpu_hours_est": total / (args.gpu_tflops * 1e12) / 3600,
+        }
         if args.cpu_gflops:
             row["cpu_days"] = total / (args.cpu_gflops * 1e9) / 86400
         row[f"gpu_hours_est_{args.gpus}gpus"] = row["gpu_hours_est"] / args.gpus
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print("\n| problem | runs | epochs | FLOPs/run | study FLOPs |" + (" CPU days |" if args.cpu_gflops else "")
-          + f" 1 GPU h (est. {args.gpu_tflops:g} TFLOP/s) | {args.gpus} GPUs h (est.) |")
+    print(
+        "\n| problem | runs | epochs | FLOPs/run | study FLOPs |"
+        + (" CPU days |" if args.cpu_gflops else "")
+        + f" 1 GPU h (est. {args.gpu_tflops:g} TFLOP/s) | {args.gpus} GPUs h (est.) |"
+    )
     print("|---|---|---|---|---|" + ("---|" if args.cpu_gflops else "") + "---|---|")
     for r in rows:
-        print(f"| {r['problem']} | {r['runs']} | {r['epochs']} | {r['flops_per_run']:.3g} | {r['study_flops']:.3g} |"
-              + (f" {r['cpu_days']:.3g} |" if args.cpu_gflops else "")
-              + f" {r['gpu_hours_est']:.3g} | {r[f'gpu_hours_est_{args.gpus}gpus']:.3g} |")
+        print(
+            f"| {r['problem']} | {r['runs']} | {r['epochs']} | {r['flops_per_run']:.3g} | {r['study_flops']:.3g} |"
+            + (f" {r['cpu_days']:.3g} |" if args.cpu_gflops else "")
+            + f" {r['gpu_hours_est']:.3g} | {r[f'gpu_hours_est_{args.gpus}gpus']:.3g} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

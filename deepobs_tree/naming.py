@@ -13,8 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "FOLDER_FIELDS", "PROVENANCE_SUFFIX", "RESULT_FILE_RE", "RUN_FIELD_DEFAULTS", "extra_tokens", "float2str",
-    "format_value", "parse_result_file_name", "parse_setting_folder", "provenance_file_name", "result_file_name",
+    "FOLDER_FIELDS",
+    "PROVENANCE_SUFFIX",
+    "RESULT_FILE_RE",
+    "RUN_FIELD_DEFAULTS",
+    "extra_tokens",
+    "float2str",
+    "format_value",
+    "parse_result_file_name",
+    "parse_setting_folder",
+    "provenance_file_name",
+    "result_file_name",
     "setting_folder_name",
 ]
 

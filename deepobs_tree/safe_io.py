@@ -19,8 +19,17 @@ import yaml
 from .errors import NlwuError
 
 __all__ = [
-    "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "NotRegularFile", "YamlLimitError", "check_regular",
-    "load_yaml", "name_problem", "os_error_text", "read_regular", "short",
+    "MAX_YAML_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "NotRegularFile",
+    "YamlLimitError",
+    "check_regular",
+    "load_yaml",
+    "name_problem",
+    "os_error_text",
+    "read_regular",
+    "short",
 ]
 
 #: limits of every YAML file this project reads (study files, provenance records): far above any real one
@@ -65,8 +74,10 @@ def name_problem(path: str | Path) -> str | None:
     for part in path.parts:
         size = len(os.fsencode(part))
         if size > name_max:
-            return (f"the name {short(part, 40)} in it is {size} bytes, longer than the file system allows "
-                    f"({name_max}, ENAMETOOLONG)")
+            return (
+                f"the name {short(part, 40)} in it is {size} bytes, longer than the file system allows "
+                f"({name_max}, ENAMETOOLONG)"
+            )
     size = len(os.fsencode(os.path.abspath(path)))
     path_max = _limit(Path(anchor), "PC_PATH_MAX", 4096)
     if size >= path_max:
@@ -75,8 +86,13 @@ def name_problem(path: str | Path) -> str | None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -166,8 +182,13 @@ def _measure(root, max_nodes: int, max_depth: int) -> None:
         stack.extend((child, False) for child in _children(node) if id(child) not in memo)
 
 
-def load_yaml(text: str | bytes, *, max_bytes: int = MAX_YAML_BYTES, max_nodes: int = MAX_YAML_NODES,
-              max_depth: int = MAX_YAML_DEPTH) -> Any:
+def load_yaml(
+    text: str | bytes,
+    *,
+    max_bytes: int = MAX_YAML_BYTES,
+    max_nodes: int = MAX_YAML_NODES,
+    max_depth: int = MAX_YAML_DEPTH,
+) -> Any:
     """``yaml.safe_load`` within limits: YamlLimitError (naming the limit) for a text over ``max_bytes``, a
     nesting deeper than ``max_depth`` (checked while composing, before the parser's recursion can overflow) or
     more than ``max_nodes`` nodes after alias expansion (checked before anything is constructed). Other

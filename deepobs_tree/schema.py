@@ -82,12 +82,14 @@ def check_result(data: Any, *, seed: int | None = None, exact_length: bool = Fal
         hyper_key, name_key = "hyperparams", "optimizer"
     else:
         keys = ", ".join(sorted(map(str, data))[:5]) or "none"
-        raise ResultSchemaError(f"not a DeepOBS result (no optimizer_hyperparams; keys: {keys}"
-                                f"{', ...' if len(data) > 5 else ''})")
+        raise ResultSchemaError(
+            f"not a DeepOBS result (no optimizer_hyperparams; keys: {keys}{', ...' if len(data) > 5 else ''})"
+        )
     for key in ("testproblem", name_key):
         if not isinstance(data.get(key), str) or not data[key]:
-            raise ResultSchemaError(f"{key} is {'missing' if key not in data else 'a ' + _kind(data[key])}, "
-                                    "not a non-empty string")
+            raise ResultSchemaError(
+                f"{key} is {'missing' if key not in data else 'a ' + _kind(data[key])}, not a non-empty string"
+            )
     hyper = data.get(hyper_key)
     if not isinstance(hyper, dict) and not (hyper is None and hyper_key == "hyperparams"):
         raise ResultSchemaError(f"{hyper_key} is a {_kind(hyper)}, not an object")
@@ -117,8 +119,8 @@ def check_result(data: Any, *, seed: int | None = None, exact_length: bool = Fal
         raise ResultSchemaError(f"curves of unequal length ({shown})")
     length = next(iter(lengths.values()))
     if exact_length and length != num_epochs + 1:
-        raise ResultSchemaError(f"curves hold {length} values, not num_epochs + 1 = {num_epochs + 1} "
-                                "(an unfinished run)")
+        raise ResultSchemaError(
+            f"curves hold {length} values, not num_epochs + 1 = {num_epochs + 1} (an unfinished run)"
+        )
     if not 1 <= length <= num_epochs + 1:
-        raise ResultSchemaError(f"curves hold {length} values; a run of {num_epochs} epochs has 1 to "
-                                f"{num_epochs + 1}")
+        raise ResultSchemaError(f"curves hold {length} values; a run of {num_epochs} epochs has 1 to {num_epochs + 1}")

@@ -71,15 +71,23 @@ def resolve_config(ref: str) -> str:
 
 def _help(prog: str) -> str:
     width = max(map(len, SUBCOMMANDS))
-    lines = [f"usage: {prog} SUBCOMMAND [ARGS...]   ({prog} SUBCOMMAND --help for its options)", "",
-             "Reproduce and extend the DeepOBS study of 'On the Benefits of Non-Linear Weight Updates'.", "",
-             "subcommands:"]
+    lines = [
+        f"usage: {prog} SUBCOMMAND [ARGS...]   ({prog} SUBCOMMAND --help for its options)",
+        "",
+        "Reproduce and extend the DeepOBS study of 'On the Benefits of Non-Linear Weight Updates'.",
+        "",
+        "subcommands:",
+    ]
     lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
-    lines += ["", "examples:", f"  {prog} list optimizers",
-              f"  {prog} sweep reproduce_default --preset smoke --out results/smoke",
-              f"  {prog} report results/smoke --out reports/smoke",
-              f"  {prog} run --problem quadratic_deep --optimizer PowKernelGradientDescentOptimizer "
-              "--hp learning_rate=0.01 --hp power=0.5 --epochs 2 --out results"]
+    lines += [
+        "",
+        "examples:",
+        f"  {prog} list optimizers",
+        f"  {prog} sweep reproduce_default --preset smoke --out results/smoke",
+        f"  {prog} report results/smoke --out reports/smoke",
+        f"  {prog} run --problem quadratic_deep --optimizer PowKernelGradientDescentOptimizer "
+        "--hp learning_rate=0.01 --hp power=0.5 --epochs 2 --out results",
+    ]
     return "\n".join(lines)
 
 
@@ -95,8 +103,9 @@ def list_problems() -> list[str]:
     rows = [("problem", "dataset", "batch", "epochs", "L2", "accuracy")]
     for name in registry.names():
         s = registry.spec(name)
-        rows.append((name, s.dataset, str(s.batch_size), str(s.num_epochs), f"{s.l2:g}",
-                     "yes" if s.has_accuracy else "no"))
+        rows.append(
+            (name, s.dataset, str(s.batch_size), str(s.num_epochs), f"{s.l2:g}", "yes" if s.has_accuracy else "no")
+        )
     return _columns(rows)
 
 
@@ -106,8 +115,13 @@ def list_optimizers() -> list[str]:
         s = optimizers.spec(name)
         searched = set(getattr(s, "search", {}) or {})
         hps = " ".join(h + ("*" if h in searched else "") for h in s.hyperparams)
-        kind = "baseline" if s.baseline else f"non-linear (twin {optimizers.linear_twin(name)})" \
-            if s.twin else "non-linear"
+        kind = (
+            "baseline"
+            if s.baseline
+            else f"non-linear (twin {optimizers.linear_twin(name)})"
+            if s.twin
+            else "non-linear"
+        )
         rows.append((name, s.display_label, kind, hps))
     return _columns(rows)
 
@@ -126,8 +140,13 @@ def list_presets() -> list[str]:
             default = top.get("default_preset")
             if default in presets:
                 presets = [default] + [p for p in presets if p != default]
-            rows.append((str(path.relative_to(base.parent)), " ".join(presets) or "–",
-                         " ".join(top.get("problems") or {}) or "–"))
+            rows.append(
+                (
+                    str(path.relative_to(base.parent)),
+                    " ".join(presets) or "–",
+                    " ".join(top.get("problems") or {}) or "–",
+                )
+            )
     return _columns(rows)
 
 
@@ -155,8 +174,12 @@ def _list(prog: str, args: list[str]) -> int:
     unknown = [a for a in args if a not in LIST_WHAT]
     if unknown:
         return _fail(prog, f"unknown list '{unknown[0]}': use one of {', '.join(LIST_WHAT)}")
-    listers = {"problems": list_problems, "optimizers": list_optimizers, "presets": list_presets,
-               "plugins": list_plugins}
+    listers = {
+        "problems": list_problems,
+        "optimizers": list_optimizers,
+        "presets": list_presets,
+        "plugins": list_plugins,
+    }
     for i, what in enumerate(args or LIST_WHAT):
         if len(args) != 1:
             print(("\n" if i else "") + f"{what}:")

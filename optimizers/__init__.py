@@ -47,9 +47,27 @@ _LAZY = {
 }
 
 __all__ = [
-    "BUILTIN", "OPTIONS", "decoupled_variant", "linear_twin", "AlreadyRegistered", "DEFAULT_MOMENTUM",
-    "DEFAULT_RULE", "RULES", "OptimizerSpec", "PluginError", "make", "names", "recorded_hyperparams", "register",
-    "resolve_hyperparams", "resolve_rule", "search_space", "selection_record", "spec", "unregister", *_LAZY,
+    "BUILTIN",
+    "OPTIONS",
+    "decoupled_variant",
+    "linear_twin",
+    "AlreadyRegistered",
+    "DEFAULT_MOMENTUM",
+    "DEFAULT_RULE",
+    "RULES",
+    "OptimizerSpec",
+    "PluginError",
+    "make",
+    "names",
+    "recorded_hyperparams",
+    "register",
+    "resolve_hyperparams",
+    "resolve_rule",
+    "search_space",
+    "selection_record",
+    "spec",
+    "unregister",
+    *_LAZY,
 ]
 
 

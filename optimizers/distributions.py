@@ -194,8 +194,10 @@ def parse(name: str, dist: Any) -> Distribution:
     kinds = [k for k in dist if k in KINDS]
     extra = sorted(set(dist) - set(KINDS) - {"scale"})
     if len(kinds) != 1 or extra:
-        raise SpaceError(f"{name}: a distribution needs exactly one of {list(KINDS)} (+ 'scale' for randint), "
-                         f"got keys {sorted(dist)}")
+        raise SpaceError(
+            f"{name}: a distribution needs exactly one of {list(KINDS)} (+ 'scale' for randint), "
+            f"got keys {sorted(dist)}"
+        )
     kind = kinds[0]
     arg = dist[kind]
     if "scale" in dist and kind != "randint":

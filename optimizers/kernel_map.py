@@ -103,11 +103,15 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         coefficient = weight_decay_opt / (1.0 - momentum) if decay_scaling == "momscaled" else weight_decay_opt
         # the hyperparameters as optimizer variables (after iteration and learning_rate, in this order)
         self.hyper_variables = {}
-        for key, value in (("power", 1.0 if power is None else float(power)), ("momentum", momentum),
-                           ("decay_coefficient", coefficient)):
+        for key, value in (
+            ("power", 1.0 if power is None else float(power)),
+            ("momentum", momentum),
+            ("decay_coefficient", coefficient),
+        ):
             with keras.name_scope(self.name, caller=self):
-                variable = keras.Variable(value, name=key, dtype=keras.backend.floatx(), trainable=False,
-                                          aggregation="only_first_replica")
+                variable = keras.Variable(
+                    value, name=key, dtype=keras.backend.floatx(), trainable=False, aggregation="only_first_replica"
+                )
             self._track_variable(variable)
             self.hyper_variables[key] = variable
         self._direction = transforms.nesterov_direction if self.nesterov else transforms.heavy_ball_direction
@@ -135,9 +139,16 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
     def structure(self) -> tuple:
         """What the compiled step depends on besides the hyperparameter values: optimizers with equal
         structures run as one program with their variables as data (population training)."""
-        return (type(self).__name__, maps.map_description(self.elementwise_map).get("map"), self.nesterov,
-                self.momentum_buffer, self.decays, self.decay_scaling if self.decays else None,
-                selection.rule_name(self.select), self.decay_on)
+        return (
+            type(self).__name__,
+            maps.map_description(self.elementwise_map).get("map"),
+            self.nesterov,
+            self.momentum_buffer,
+            self.decays,
+            self.decay_scaling if self.decays else None,
+            selection.rule_name(self.select),
+            self.decay_on,
+        )
 
     def _mapped(self, gradient):
         """φ(g), with the power read from its variable when the map takes one (``SignedPower.apply``)."""
@@ -162,9 +173,7 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         else:
             direction = g_hat
         if self.decays and self._decay_mask[i]:
-            d = ops.cast(
-                transforms.decoupled_decay(learning_rate, self.hyper_variables["decay_coefficient"]), dtype
-            )
+            d = ops.cast(transforms.decoupled_decay(learning_rate, self.hyper_variables["decay_coefficient"]), dtype)
             self.assign(variable, transforms.decay_then_descend(variable, direction, lr, d))
         else:
             self.assign_sub(variable, transforms.scale_by_learning_rate(direction, lr))

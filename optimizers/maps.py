@@ -25,7 +25,8 @@ class SignedPower:
 
     Computed as ``sign(g)·exp(p·log|g|)``: 3x faster than ``pow`` on CPU and exact at 0 (log 0 = -inf,
     exp(-inf) = 0, sign(0) = 0). Relative error ≤ 2·(|p·ln|g|| + 1)·eps: in float32 ≤ 1e-6 for
-    1e-3 ≤ |g| ≤ 1e3, ≤ 5e-6 down to |g| = 1e-9 (``PowSignedPower`` is the slower ~1-ulp form). Special cases chosen at trace time: p = 1 returns g unchanged (so
+    1e-3 ≤ |g| ≤ 1e3, ≤ 5e-6 down to |g| = 1e-9 (``PowSignedPower`` is the slower ~1-ulp form). Special cases chosen
+    at trace time: p = 1 returns g unchanged (so
     ``power=1`` is bit-identical to the linear optimizer) and p = 0.5 uses ``sqrt``.
     """
 
@@ -149,8 +150,7 @@ def resolve_map(elementwise_map: Any = None, power: float | None = None) -> Call
     if callable(elementwise_map):
         return elementwise_map
     raise ValueError(
-        f"elementwise_map must be one of {', '.join(sorted(MAPS))} or a callable g -> φ(g), "
-        f"got {elementwise_map!r}"
+        f"elementwise_map must be one of {', '.join(sorted(MAPS))} or a callable g -> φ(g), got {elementwise_map!r}"
     )
 
 

@@ -33,8 +33,20 @@ from .distributions import Distribution, allowed_range, check_range
 from .registry import PluginError
 from .space import search_space
 
-__all__ = ["Plugin", "PluginError", "changed", "command_line_args", "forget", "load", "load_all", "loaded",
-           "plugin_of", "provenance", "validate", "validate_optimizer"]
+__all__ = [
+    "Plugin",
+    "PluginError",
+    "changed",
+    "command_line_args",
+    "forget",
+    "load",
+    "load_all",
+    "loaded",
+    "plugin_of",
+    "provenance",
+    "validate",
+    "validate_optimizer",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +105,10 @@ def _locate(ref: str, base: Path | None) -> tuple[str, Path]:
     except (ImportError, ValueError) as exc:  # a parent package that is missing or raises
         raise PluginError(f"plugin {ref}: cannot find the module: {_one_line(exc)}") from None
     if found is None:
-        raise PluginError(f"plugin {ref}: no module named {ref!r} in the current folder or on PYTHONPATH "
-                          "(or give a path to a .py file)")
+        raise PluginError(
+            f"plugin {ref}: no module named {ref!r} in the current folder or on PYTHONPATH "
+            "(or give a path to a .py file)"
+        )
     if not found.origin or not found.has_location or not found.origin.endswith(".py"):
         raise PluginError(f"plugin {ref}: module {ref!r} has no .py source file ({found.origin})")
     return ref, Path(found.origin).resolve()
@@ -106,8 +120,9 @@ def _import(module: str, path: Path, by_path: bool):
     clash = sys.modules.get(module)
     if clash is not None:
         where = getattr(clash, "__file__", None)
-        raise PluginError(f"plugin {path}: module name {module!r} is already taken by {where or 'a built-in module'}; "
-                          "rename the file")
+        raise PluginError(
+            f"plugin {path}: module name {module!r} is already taken by {where or 'a built-in module'}; rename the file"
+        )
     spec = importlib.util.spec_from_file_location(module, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[module] = mod  # so that pickled factories find their module again
@@ -123,7 +138,8 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
     """Import plugin ``ref`` (once per process) and return its Plugin record.
 
     ``base``: the folder relative paths are taken from (a study file's folder; default the cwd). The import
-    must register at least one new optimizer or test problem and may not redefine a registered optimizer; each registration's
+    must register at least one new optimizer or test problem and may not redefine a registered optimizer; each
+    registration's
     declarations are checked (search distributions in their ranges, linear twin registered), and with
     ``validate`` every optimizer whose declared search is complete is built once on a tiny model
     (``validate(name)``; the others are validated with the study's space at planning time).
@@ -136,10 +152,16 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
     already = sys.modules.get(module)
     if already is not None and Path(getattr(already, "__file__", "") or "").resolve() == path:
         # imported before by other code: its registrations are the ones whose factory lives in the module
-        new = [n for n in registry.names() if getattr(registry.spec(n).factory, "__module__", None) == module
-               and not registry.has_origin(n)]
-        problems = [n for n in testproblems.names() if testproblems.spec(n).user is not None
-                    and testproblems.spec(n).user.source == str(path)]
+        new = [
+            n
+            for n in registry.names()
+            if getattr(registry.spec(n).factory, "__module__", None) == module and not registry.has_origin(n)
+        ]
+        problems = [
+            n
+            for n in testproblems.names()
+            if testproblems.spec(n).user is not None and testproblems.spec(n).user.source == str(path)
+        ]
     else:
         before, problems_before = registry.entries(), set(testproblems.names())
         try:
@@ -151,8 +173,9 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
             registry.restore(before)
             _forget_problems(problems_before)
             name = getattr(exc, "optimizer", "?")
-            raise PluginError(f"{label}: optimizer {name} is already registered "
-                              f"({registry.origin(name)}); choose another name") from None
+            raise PluginError(
+                f"{label}: optimizer {name} is already registered ({registry.origin(name)}); choose another name"
+            ) from None
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code (not Ctrl-C)
             registry.restore(before)
             _forget_problems(problems_before)
@@ -165,12 +188,15 @@ def load(ref: str | os.PathLike, base: str | os.PathLike | None = None, validate
             registry.restore(before)
             _forget_problems(problems_before)
             sys.modules.pop(module, None)
-            raise PluginError(f"{label}: redefines optimizer {replaced[0]} ({registry.origin(replaced[0])}); "
-                              "choose another name")
+            raise PluginError(
+                f"{label}: redefines optimizer {replaced[0]} ({registry.origin(replaced[0])}); choose another name"
+            )
     if not new and not problems:
         sys.modules.pop(module, None)
-        raise PluginError(f"{label}: registers no optimizer (its import must call optimizers.register(...)) "
-                          "and no test problem (testproblems.register(...))")
+        raise PluginError(
+            f"{label}: registers no optimizer (its import must call optimizers.register(...)) "
+            "and no test problem (testproblems.register(...))"
+        )
     for name in new:
         registry.set_origin(name, label)
     try:
@@ -219,8 +245,9 @@ def _check_declarations(label: str, name: str) -> None:
             raise PluginError(f"{label}: optimizer {name}: declared search of {exc}") from None
 
 
-def load_all(refs: Iterable[str | os.PathLike], base: str | os.PathLike | None = None,
-             validate: bool = True) -> list[Plugin]:
+def load_all(
+    refs: Iterable[str | os.PathLike], base: str | os.PathLike | None = None, validate: bool = True
+) -> list[Plugin]:
     """``load`` each of ``refs`` in order (the ``--plugin`` options or a study's ``plugins:``)."""
     return [load(ref, base=base, validate=validate) for ref in refs]
 
@@ -262,8 +289,10 @@ def changed(records: Iterable[Mapping[str, Any]]) -> list[str]:
         if source is None or not source.is_file():
             out.append(f"plugin {module} ({path}): source is gone")
         elif _sha256(source) != digest:
-            out.append(f"plugin {module} ({source}): source changed since the run (sha256 {str(digest)[:12]} -> "
-                       f"{_sha256(source)[:12]})")
+            out.append(
+                f"plugin {module} ({source}): source changed since the run (sha256 {str(digest)[:12]} -> "
+                f"{_sha256(source)[:12]})"
+            )
     return out
 
 
@@ -296,8 +325,9 @@ def validate_optimizer(name: str, space: Mapping[str, Distribution], fixed: Mapp
     _VALIDATED.add(key)
 
 
-def validate(name: str, study_space: Mapping[str, Any] | None = None,
-             fixed: Mapping[str, Any] | None = None) -> dict[str, Distribution]:
+def validate(
+    name: str, study_space: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None
+) -> dict[str, Distribution]:
     """Planning-time check of one (study, optimizer) search: the merged search space
     (``optimizers.search_space``) is complete and valid and the optimizer builds; returns the space."""
     space = search_space(name, study_space, fixed=tuple(fixed or ()))

@@ -201,11 +201,22 @@ def make(name: str, model: Any = None, **hyperparams: Any):
     return optimizer
 
 
-def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...] = ("learning_rate",),
-             defaults: Mapping[str, Any] | None = None, fixed: Mapping[str, Any] | None = None,
-             options: tuple[str, ...] = (), description: str = "", replace: bool = False, *,
-             search: Mapping[str, Any] | None = None, ranges: Mapping[str, Any] | None = None, label: str = "",
-             baseline: bool = False, twin: str | None = None) -> OptimizerSpec:
+def register(
+    name: str,
+    factory: Callable[..., Any],
+    hyperparams: tuple[str, ...] = ("learning_rate",),
+    defaults: Mapping[str, Any] | None = None,
+    fixed: Mapping[str, Any] | None = None,
+    options: tuple[str, ...] = (),
+    description: str = "",
+    replace: bool = False,
+    *,
+    search: Mapping[str, Any] | None = None,
+    ranges: Mapping[str, Any] | None = None,
+    label: str = "",
+    baseline: bool = False,
+    twin: str | None = None,
+) -> OptimizerSpec:
     """Add ``name`` to the registry so runners and configs can sweep it like the built-ins.
 
     ``factory(model, **hyperparams, **options)`` returns a Keras optimizer, e.g.
@@ -218,8 +229,9 @@ def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...
     if not isinstance(name, str) or not name or "__" in name or "/" in name:
         raise ValueError(f"optimizer name must be a non-empty folder name without '__' or '/', got {name!r}")
     if name in _REGISTRY and not replace:
-        error = AlreadyRegistered(f"optimizer {name!r} is already registered ({origin(name)}; pass replace=True "
-                                  "to redefine it)")
+        error = AlreadyRegistered(
+            f"optimizer {name!r} is already registered ({origin(name)}; pass replace=True to redefine it)"
+        )
         error.optimizer = name
         raise error
     if not callable(factory):
@@ -228,8 +240,10 @@ def register(name: str, factory: Callable[..., Any], hyperparams: tuple[str, ...
     for what, mapping in (("search", search), ("ranges", ranges)):
         for key in mapping or {}:
             if key not in accepted:
-                raise ValueError(f"optimizer {name!r}: {what} names {key!r}, which it does not take; "
-                                 f"takes: {', '.join(sorted(accepted))}")
+                raise ValueError(
+                    f"optimizer {name!r}: {what} names {key!r}, which it does not take; "
+                    f"takes: {', '.join(sorted(accepted))}"
+                )
     for key, text in (ranges or {}).items():
         try:
             parse_range(text)
@@ -266,9 +280,19 @@ def unregister(name: str) -> None:
 
 # ---------------------------------------------------------------- built-ins (protocol §1 and §6)
 
-def _build_kernel_map(nonlinear: bool, momentum_kind: str | None, decay_scaling: str | None, model,
-                      learning_rate, power=1.0, momentum=0.0, weight_decay_opt=0.0, select=None,
-                      decay_on="selected"):
+
+def _build_kernel_map(
+    nonlinear: bool,
+    momentum_kind: str | None,
+    decay_scaling: str | None,
+    model,
+    learning_rate,
+    power=1.0,
+    momentum=0.0,
+    weight_decay_opt=0.0,
+    select=None,
+    decay_on="selected",
+):
     """Factory of the built-ins (bound with functools.partial, so registry entries pickle)."""
     from .kernel_map import KernelMapOptimizer  # Keras: the registry imports without it
 
@@ -304,14 +328,19 @@ _LABELS = {"GradientDescent": ("GD", "SGD"), "Momentum": ("M", "Momentum"), "Nes
 
 def _declarations(recorded: tuple[str, ...], accepted: tuple[str, ...]) -> dict:
     """The built-ins declare the protocol's default search and ranges (weight_decay_opt is fixed per problem, §2)."""
-    return {"search": {k: v for k, v in DEFAULT_SEARCH.items() if k in recorded},
-            "ranges": {k: v for k, v in DEFAULT_RANGES.items() if k in accepted}}
+    return {
+        "search": {k: v for k, v in DEFAULT_SEARCH.items() if k in recorded},
+        "ranges": {k: v for k, v in DEFAULT_RANGES.items() if k in accepted},
+    }
 
 
 def _register_builtins() -> None:
     pending = []  # PowKernel entries, registered after the baselines
-    decays = {None: ("", ()), "scaled": ("W_scaled", ("weight_decay_opt",)),
-              "momscaled": ("W_momscaled", ("weight_decay_opt",))}
+    decays = {
+        None: ("", ()),
+        "scaled": ("W_scaled", ("weight_decay_opt",)),
+        "momscaled": ("W_momscaled", ("weight_decay_opt",)),
+    }
     for kind, rule in _RULES.items():
         momentum_kind = {"GradientDescent": None, "Momentum": "heavy_ball", "Nesterov": "nesterov"}[kind]
         for decay in (None, "scaled") if momentum_kind is None else (None, "momscaled"):
@@ -320,8 +349,11 @@ def _register_builtins() -> None:
             label_suffix = "-W" if decay else ""
             defaults = {}  # weight_decay_opt of the W variants has no default: it is fixed per problem (§2)
             # Baselines (DeepOBS / Crowded Valley names): ĝ = g; momentum recorded and searched.
-            base = {"GradientDescent": "GradientDescentOptimizer", "Momentum": "MomentumOptimizer",
-                    "Nesterov": "NAGOptimizer"}[kind] + suffix
+            base = {
+                "GradientDescent": "GradientDescentOptimizer",
+                "Momentum": "MomentumOptimizer",
+                "Nesterov": "NAGOptimizer",
+            }[kind] + suffix
             # PowKernel family: ĝ = φ_p(g) on selected tensors; momentum is provenance-only (default 0.9).
             pk_name = "PowKernel" + ("GradientDescentOptimizer" if kind == "GradientDescent" else "MomentumOptimizer")
             pk_name += ("N" if kind == "Nesterov" else "") + suffix
@@ -330,24 +362,34 @@ def _register_builtins() -> None:
                 _DECOUPLED[base.removesuffix(suffix)] = base
             pk_defaults = {**defaults, **({"momentum": DEFAULT_MOMENTUM} if momentum_kind else {})}
             pk_recorded = ("learning_rate", "power") + decay_names
-            pending.append(dict(
-                name=pk_name, factory=_kernel_map_factory(True, momentum_kind, decay),
-                hyperparams=pk_recorded, defaults=pk_defaults, options=OPTIONS,
-                description=f"ĝ = sign(g)·|g|^p on selected tensors; {rule}; {d_text}",
-                label=_LABELS[kind][0] + label_suffix, baseline=False, twin=base,
-                **_declarations(pk_recorded, pk_recorded + tuple(pk_defaults)),
-            ))
-            fixed = {} if momentum_kind is None else {"use_locking": False,
-                                                      "use_nesterov": momentum_kind == "nesterov"}
+            pending.append(
+                dict(
+                    name=pk_name,
+                    factory=_kernel_map_factory(True, momentum_kind, decay),
+                    hyperparams=pk_recorded,
+                    defaults=pk_defaults,
+                    options=OPTIONS,
+                    description=f"ĝ = sign(g)·|g|^p on selected tensors; {rule}; {d_text}",
+                    label=_LABELS[kind][0] + label_suffix,
+                    baseline=False,
+                    twin=base,
+                    **_declarations(pk_recorded, pk_recorded + tuple(pk_defaults)),
+                )
+            )
+            fixed = {} if momentum_kind is None else {"use_locking": False, "use_nesterov": momentum_kind == "nesterov"}
             recorded = ("learning_rate",) + (("momentum",) if momentum_kind else ())
             recorded += tuple(fixed) + decay_names
             register(
-                base, _kernel_map_factory(False, momentum_kind, decay),
+                base,
+                _kernel_map_factory(False, momentum_kind, decay),
                 hyperparams=recorded,
                 defaults={**defaults, **({"momentum": DEFAULT_MOMENTUM} if momentum_kind else {})},
-                fixed=fixed, options=OPTIONS,
+                fixed=fixed,
+                options=OPTIONS,
                 description=f"ĝ = g; {rule}; {d_text}",
-                label=_LABELS[kind][1] + label_suffix, baseline=True, twin=base,
+                label=_LABELS[kind][1] + label_suffix,
+                baseline=True,
+                twin=base,
                 **_declarations(recorded, recorded),
             )
     for entry in pending:

@@ -83,7 +83,5 @@ def selection_record(variables: Iterable[Any], rule: Any = DEFAULT_RULE, decay_o
     }
     if decay_on is not None:
         record["decay_on"] = decay_on
-        record["decayed"] = [
-            variable_path(v) for v, s in zip(variables, selected) if s or decay_on == "all"
-        ]
+        record["decayed"] = [variable_path(v) for v, s in zip(variables, selected) if s or decay_on == "all"]
     return record

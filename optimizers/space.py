@@ -35,8 +35,10 @@ def search_space(name: str, study_space: Mapping[str, Any] | None = None, fixed:
         elif n in DEFAULT_SEARCH:
             space[n] = DEFAULT_SEARCH[n]
         elif n not in entry.defaults:
-            raise PluginError(f"{who(name)}: hyperparameter {n} has no search distribution: declare "
-                              f"search={{{n!r}: ...}} at register() or set search_space.{n} (or fixed.{n}) in the study")
+            raise PluginError(
+                f"{who(name)}: hyperparameter {n} has no search distribution: declare "
+                f"search={{{n!r}: ...}} at register() or set search_space.{n} (or fixed.{n}) in the study"
+            )
     parsed = {}
     for n, dist in space.items():
         source = "study search_space" if n in study_space else "declared search"

@@ -23,8 +23,14 @@ class NonlinearWrapper(keras.optimizers.Optimizer):
     own bookkeeping variables followed by the inner optimizer's.
     """
 
-    def __init__(self, inner_optimizer, elementwise_map: Any = None, power: float | None = None,
-                 select: Any = selection.DEFAULT_RULE, name: str | None = None):
+    def __init__(
+        self,
+        inner_optimizer,
+        elementwise_map: Any = None,
+        power: float | None = None,
+        select: Any = selection.DEFAULT_RULE,
+        name: str | None = None,
+    ):
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
             raise ValueError(
                 f"nonlinear() wraps a keras.optimizers.Optimizer instance, got {type(inner_optimizer).__name__}"
@@ -100,8 +106,13 @@ class NonlinearWrapper(keras.optimizers.Optimizer):
         return cls(inner, **config)
 
 
-def nonlinear(base_optimizer, power: float | None = None, select: Any = selection.DEFAULT_RULE,
-              elementwise_map: Any = None, name: str | None = None) -> NonlinearWrapper:
+def nonlinear(
+    base_optimizer,
+    power: float | None = None,
+    select: Any = selection.DEFAULT_RULE,
+    elementwise_map: Any = None,
+    name: str | None = None,
+) -> NonlinearWrapper:
     """Wrap ``base_optimizer`` so that it steps with ĝ = φ_p(g) = sign(g)·|g|^p on the tensors chosen by
     ``select`` (default rank ≥ 2); ``elementwise_map`` replaces φ_p by another map (name or callable)."""
     if power is None and elementwise_map is None:

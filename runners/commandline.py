@@ -35,8 +35,17 @@ def cli_token(value: Any) -> str:
 def run_command(spec: RunSpec, out: str | Path, python: str = "python") -> str:
     """The shell command that performs one run with ``python -m runners run`` (SLURM arrays, GNU parallel)."""
 
-    parts = [python, "-m", "runners", "run", *plugins.command_line_args(), "--problem", spec.testproblem,
-             "--optimizer", spec.optimizer]
+    parts = [
+        python,
+        "-m",
+        "runners",
+        "run",
+        *plugins.command_line_args(),
+        "--problem",
+        spec.testproblem,
+        "--optimizer",
+        spec.optimizer,
+    ]
     for name, value in spec.hyperparams:
         parts += ["--hp", f"{name}={cli_token(value)}"]
     for name, value in spec.options:  # the run CLI routes option names (select, decay_on) to options
@@ -107,20 +116,34 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "python -m runners run", parser_class=argparse.ArgumentParser):
-    p = parser_class(prog=prog, description="Train one test problem with one optimizer and write "
-                                "its DeepOBS result file.")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                   help="plugin module or .py file registering optimizers (repeatable), imported before --optimizer "
-                        "is checked")
+    p = parser_class(
+        prog=prog, description="Train one test problem with one optimizer and write its DeepOBS result file."
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="plugin module or .py file registering optimizers (repeatable), imported before --optimizer is checked",
+    )
     p.add_argument("--problem", required=True, help="test problem name (python -m testproblems info)")
     p.add_argument("--optimizer", required=True, help="optimizer name (folder name, e.g. PowKernelMomentumOptimizer)")
-    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
-                   help="optimizer hyperparameter or option (repeatable), e.g. --hp learning_rate=0.01 --hp power=0.5")
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="optimizer hyperparameter or option (repeatable), e.g. --hp learning_rate=0.01 --hp power=0.5",
+    )
     p.add_argument("--seed", type=int, default=TUNING_SEED, help=f"random seed (default {TUNING_SEED})")
     p.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the problem's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the problem's)")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help="L2 factor in the loss (default: the problem's; recorded as passed)")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="L2 factor in the loss (default: the problem's; recorded as passed)",
+    )
     p.add_argument("--data-dir", default=None, help="data folder (default: $NLWU_DATA_DIR or ./data)")
     p.add_argument("--out", default="results", help="results root (default ./results)")
     p.add_argument("--fidelity", default="deepobs", help="data/model fidelity (default deepobs)")
@@ -147,9 +170,19 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     except ValueError as exc:
         raise RunError(f"--hp: {exc}") from None
     try:
-        return RunSpec(args.problem, args.optimizer, hp, seed=args.seed, num_epochs=args.epochs,
-                       batch_size=args.batch_size, weight_decay=args.weight_decay, data_dir=args.data_dir,
-                       fidelity=args.fidelity, train_log_interval=args.train_log_interval, options=opts).validate()
+        return RunSpec(
+            args.problem,
+            args.optimizer,
+            hp,
+            seed=args.seed,
+            num_epochs=args.epochs,
+            batch_size=args.batch_size,
+            weight_decay=args.weight_decay,
+            data_dir=args.data_dir,
+            fidelity=args.fidelity,
+            train_log_interval=args.train_log_interval,
+            options=opts,
+        ).validate()
     except ValueError as exc:
         raise RunError(str(exc).splitlines()[0]) from None
 

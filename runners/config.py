@@ -124,8 +124,15 @@ class Search:
 
     @property
     def key(self) -> tuple:
-        return (self.problem, self.optimizer, self.fixed, self.num_epochs, self.batch_size, self.weight_decay,
-                self.fidelity)
+        return (
+            self.problem,
+            self.optimizer,
+            self.fixed,
+            self.num_epochs,
+            self.batch_size,
+            self.weight_decay,
+            self.fidelity,
+        )
 
     def samples(self) -> list[dict[str, Any]]:
         """The ``budget`` samples of the search (sampler order), fixed values included."""
@@ -133,9 +140,19 @@ class Search:
         return [{**dict(self.fixed), **d} for d in draws]
 
     def run_spec(self, hyperparams: Mapping[str, Any], seed: int) -> RunSpec:
-        return RunSpec(self.problem, self.optimizer, hyperparams, seed=seed, num_epochs=self.num_epochs,
-                       batch_size=self.batch_size, weight_decay=self.weight_decay, data_dir=self.data_dir,
-                       fidelity=self.fidelity, train_log_interval=self.train_log_interval, options=self.options)
+        return RunSpec(
+            self.problem,
+            self.optimizer,
+            hyperparams,
+            seed=seed,
+            num_epochs=self.num_epochs,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            data_dir=self.data_dir,
+            fidelity=self.fidelity,
+            train_log_interval=self.train_log_interval,
+            options=self.options,
+        )
 
     def tuning_specs(self) -> list[RunSpec]:
         seen, specs = set(), []
@@ -169,8 +186,10 @@ class Study:
         if not hits:
             raise KeyError(f"{self.path}: no search for problem {short(problem)} with optimizer {short(optimizer)}")
         if len(hits) > 1:
-            raise KeyError(f"{self.path}: {len(hits)} searches match {problem}/{optimizer}; pass the chosen "
-                           f"setting to tell them apart")
+            raise KeyError(
+                f"{self.path}: {len(hits)} searches match {problem}/{optimizer}; pass the chosen "
+                f"setting to tell them apart"
+            )
         return hits[0]
 
     def rerun_specs(self, problem: str, optimizer: str, chosen: Mapping[str, Any]) -> list[RunSpec]:
@@ -182,8 +201,10 @@ class Study:
         hp = {k: v for k, v in dict(chosen["optimizer_hyperparams"]).items() if k not in fixed_by_registry}
         hyperparams = {**dict(entry.fixed), **hp}
         weight_decay = chosen.get("weight_decay", entry.weight_decay)
-        return [dataclasses.replace(entry.run_spec(hyperparams, seed), weight_decay=weight_decay)
-                for seed in entry.rerun_seeds]
+        return [
+            dataclasses.replace(entry.run_spec(hyperparams, seed), weight_decay=weight_decay)
+            for seed in entry.rerun_seeds
+        ]
 
     def all_specs(self, chosen_by_entry: Mapping[tuple[str, str], Mapping[str, Any]]) -> list[RunSpec]:
         out = self.tuning_specs()
@@ -391,10 +412,13 @@ def load_study(path: str | Path, preset: str | None = None) -> Study:
     known_problems, known_optimizers = testproblems.names(), optimizers.names()
     space_names = {n for o in known_optimizers for n in optimizers.spec(o).accepted}
 
-    for k, subset, known in (("problems", only_problems, known_problems),
-                             ("optimizers", only_optimizers, known_optimizers)):
-        if subset is not None and (not isinstance(subset, list) or not subset
-                                   or not all(isinstance(x, str) for x in subset)):
+    for k, subset, known in (
+        ("problems", only_problems, known_problems),
+        ("optimizers", only_optimizers, known_optimizers),
+    ):
+        if subset is not None and (
+            not isinstance(subset, list) or not subset or not all(isinstance(x, str) for x in subset)
+        ):
             ctx.fail(f"presets.{preset}.{k}", f"expected a non-empty list of names, got {short(subset)}")
         for x in subset or []:
             if x not in known:
@@ -450,59 +474,83 @@ def _expand(ctx, where, problem, optimizer, settings, known_problems, known_opti
     space = settings["search_space"]
     for name in space:
         if name not in space_names:
-            ctx.fail(f"{where}.search_space.{name}", "no registered optimizer takes this hyperparameter; "
-                     f"known: {', '.join(sorted(space_names))}")
+            ctx.fail(
+                f"{where}.search_space.{name}",
+                f"no registered optimizer takes this hyperparameter; known: {', '.join(sorted(space_names))}",
+            )
     entries = []
     keys = list(axes) + [f"fixed.{k}" for k in fixed_axes]
     for combo in itertools.product(*axes.values(), *fixed_axes.values()):
         values = dict(zip(keys, combo))
         reg = values["regularization"]
         prob, opt = problem, optimizer
-        fixed_values = {k[len("fixed."):]: v for k, v in values.items() if k.startswith("fixed.")}
+        fixed_values = {k[len("fixed.") :]: v for k, v in values.items() if k.startswith("fixed.")}
         if reg == "decoupled":
             base = testproblems.spec(problem).base_name
             prob = base + "_nodecay"
             if prob not in known_problems:
                 with_l2 = [n for n in known_problems if testproblems.spec(n).has_l2 and not n.endswith("_nodecay")]
-                ctx.fail(f"{where}.regularization", f"problem {short(problem)} has no _nodecay variant "
-                         f"(decoupled decay needs one; the L2 problems are {', '.join(with_l2)})")
+                ctx.fail(
+                    f"{where}.regularization",
+                    f"problem {short(problem)} has no _nodecay variant "
+                    f"(decoupled decay needs one; the L2 problems are {', '.join(with_l2)})",
+                )
             opt = _decoupled_name(ctx, where, optimizer)
             fixed_values.setdefault("weight_decay_opt", testproblems.spec(base).l2)
         elif "W_" in optimizer:
-            ctx.fail(f"{where}.regularization", f"{optimizer} decays weights itself: use regularization: "
-                     "decoupled (on a problem with a _nodecay variant)")
+            ctx.fail(
+                f"{where}.regularization",
+                f"{optimizer} decays weights itself: use regularization: "
+                "decoupled (on a problem with a _nodecay variant)",
+            )
         ospec = optimizers.spec(opt)
-        constant = {n: d for n, d in space.items()
-                    if n in ospec.hyperparams and n not in fixed_values and isinstance(d, Constant)}
+        constant = {
+            n: d
+            for n, d in space.items()
+            if n in ospec.hyperparams and n not in fixed_values and isinstance(d, Constant)
+        }
         for n, d in constant.items():
             fixed_values[n] = d.value
         study_space = {n: d for n, d in space.items() if n not in constant}
         try:  # the study's distributions over the optimizer's declared ones, name by name
             merged = optimizers.search_space(opt, study_space, fixed=tuple(fixed_values))
             if optimizers.registry.origin(opt) != "built-in":  # build it once now, not after training
-
                 plugins.validate(opt, study_space, {**fixed_values, **dict(settings["options"] or {})})
         except optimizers.PluginError as exc:
             ctx.fail(where, str(exc))
         searched = [(n, d) for n, d in merged.items() if d.searched]
         if not searched:
-            ctx.fail(f"{where}.search_space", f"empty search space for {opt}: none of its hyperparameters "
-                     f"({', '.join(ospec.hyperparams)}) is searched")
+            ctx.fail(
+                f"{where}.search_space",
+                f"empty search space for {opt}: none of its hyperparameters "
+                f"({', '.join(ospec.hyperparams)}) is searched",
+            )
         entry = Search(
-            problem=prob, optimizer=opt, regularization=reg, budget=settings["budget"],
-            tuning_seed=settings["tuning_seed"], rerun_seeds=tuple(settings["rerun_seeds"]),
-            num_epochs=values["num_epochs"], batch_size=values["batch_size"],
+            problem=prob,
+            optimizer=opt,
+            regularization=reg,
+            budget=settings["budget"],
+            tuning_seed=settings["tuning_seed"],
+            rerun_seeds=tuple(settings["rerun_seeds"]),
+            num_epochs=values["num_epochs"],
+            batch_size=values["batch_size"],
             weight_decay=None if values["weight_decay"] is None else float(values["weight_decay"]),
-            train_log_interval=settings["train_log_interval"], fidelity=values["fidelity"],
-            data_dir=settings["data_dir"], space=tuple(searched), fixed=tuple(sorted(fixed_values.items())),
-            options=tuple(sorted((settings["options"] or {}).items())), source=where,
+            train_log_interval=settings["train_log_interval"],
+            fidelity=values["fidelity"],
+            data_dir=settings["data_dir"],
+            space=tuple(searched),
+            fixed=tuple(sorted(fixed_values.items())),
+            options=tuple(sorted((settings["options"] or {}).items())),
+            source=where,
         )
         # every value the search can give is accepted (optimizers.search_space checked each distribution's bounds
         # against the declared ranges, nothing drawn); then one spec through RunSpec.validate, the check every
         # run passes
         try:
-            entry.run_spec({**dict(entry.fixed), **{n: d.midpoint() for n, d in searched}},
-                           max((entry.tuning_seed, *entry.rerun_seeds))).validate()
+            entry.run_spec(
+                {**dict(entry.fixed), **{n: d.midpoint() for n, d in searched}},
+                max((entry.tuning_seed, *entry.rerun_seeds)),
+            ).validate()
         except ValueError as exc:
             ctx.fail(where, str(exc).splitlines()[0])
         entries.append(entry)

@@ -200,7 +200,7 @@ class RunLock:
             try:
                 data = json.dumps(info).encode()
                 while data:
-                    data = data[os.write(fd, data):]
+                    data = data[os.write(fd, data) :]
             except BaseException:
                 os.close(fd)
                 with contextlib.suppress(OSError):

@@ -122,12 +122,17 @@ def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the working tree this code runs from (None when not a git checkout)."""
     if not _GIT:
         try:
-            commit = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-            ).stdout.strip() or None
+            commit = (
+                subprocess.run(
+                    ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+                or None
+            )
             status = subprocess.run(
                 ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True, text=True, timeout=10,
+                capture_output=True,
+                text=True,
+                timeout=10,
             ).stdout
             _GIT.update(commit=commit, dirty=bool(status.strip()) if commit else None)
         except (OSError, subprocess.SubprocessError):
@@ -176,9 +181,15 @@ def _large_model(testproblem: str) -> bool:
 def _bar(spec: RunSpec, num_epochs: int, enabled: bool, steps_per_epoch: int | None = None):
     """A bar over the run's training steps (over its epochs when the trainer does not say its steps)."""
     steps = int(steps_per_epoch) if isinstance(steps_per_epoch, int) and steps_per_epoch > 0 else None
-    return tqdm(total=num_epochs * steps if steps else num_epochs, unit="step" if steps else "epoch",
-                desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}", disable=not enabled, leave=False,
-                dynamic_ncols=True, mininterval=0.5)
+    return tqdm(
+        total=num_epochs * steps if steps else num_epochs,
+        unit="step" if steps else "epoch",
+        desc=f"{spec.testproblem}/{spec.optimizer} seed {spec.seed}",
+        disable=not enabled,
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
 
 
 def _progress(bar, trainer, num_epochs: int, per_step: bool):
@@ -246,8 +257,10 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
     land outside ``--out`` through a symlink."""
     root, target = Path(out).resolve(), Path(folder).resolve()
     if not target.is_relative_to(root):
-        raise RunError(f"{folder} resolves to {target}, outside --out {root} (a symlink?); results stay inside "
-                       "--out: remove the link or choose another --out")
+        raise RunError(
+            f"{folder} resolves to {target}, outside --out {root} (a symlink?); results stay inside "
+            "--out: remove the link or choose another --out"
+        )
     return Path(folder)
 
 
@@ -258,12 +271,20 @@ def check_data(spec: RunSpec) -> None:
     try:
         with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
             warnings.simplefilter("ignore")
-            problem = testproblems.get(spec.testproblem, data_dir=spec.data_dir, batch_size=spec.batch_size,
-                                       l2=spec.weight_decay, seed=spec.seed, fidelity=spec.fidelity)
+            problem = testproblems.get(
+                spec.testproblem,
+                data_dir=spec.data_dir,
+                batch_size=spec.batch_size,
+                l2=spec.weight_decay,
+                seed=spec.seed,
+                fidelity=spec.fidelity,
+            )
         dataset = problem.dataset()
         if dataset.num_batches("train") < 1:
-            raise RunError(f"batch_size {problem.batch_size} is larger than the training set of {spec.testproblem} "
-                           f"in {problem.data_dir} ({dataset.sizes.get('train', '?')} examples)")
+            raise RunError(
+                f"batch_size {problem.batch_size} is larger than the training set of {spec.testproblem} "
+                f"in {problem.data_dir} ({dataset.sizes.get('train', '?')} examples)"
+            )
     except ValueError as exc:  # includes testproblems.data.DataError
         raise RunError(str(exc).splitlines()[0] if str(exc) else repr(exc)) from None
 
@@ -274,8 +295,12 @@ def build(spec: RunSpec):
     check_names(spec.testproblem, spec.optimizer)
     try:
         problem = testproblems.get(
-            spec.testproblem, data_dir=spec.data_dir, batch_size=spec.batch_size, l2=spec.weight_decay,
-            seed=spec.seed, fidelity=spec.fidelity,
+            spec.testproblem,
+            data_dir=spec.data_dir,
+            batch_size=spec.batch_size,
+            l2=spec.weight_decay,
+            seed=spec.seed,
+            fidelity=spec.fidelity,
         )
         model = problem.build_model()
         optimizer = optimizers.make(spec.optimizer, model, **spec.hyperparams_dict, **spec.options_dict)
@@ -305,8 +330,10 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     check_out(out)
     problem_name = name_problem(folder / (".x" + provenance_file_name(result_file_name(spec.seed)) + ".12345678.tmp"))
     if problem_name:
-        raise RunError(f"cannot write the result under {short(str(folder), 120)}: {problem_name}; use shorter "
-                       "option values or a shorter --out")
+        raise RunError(
+            f"cannot write the result under {short(str(folder), 120)}: {problem_name}; use shorter "
+            "option values or a shorter --out"
+        )
     check_inside(out, folder)
     for bad in rejected:  # never reused: moved aside (not deleted), the run is trained again
         moved = quarantine(out, bad.path)
@@ -320,20 +347,39 @@ def execute(spec: RunSpec, out: str | Path, progress: bool = True) -> Path:
     steps = getattr(trainer, "steps_per_epoch", None) if progress else None
     steps = steps() if callable(steps) else steps
     bar = _bar(spec, num_epochs, progress, steps)
-    on_epoch, on_step = _progress(bar, trainer, num_epochs, per_step=bool(progress and isinstance(steps, int)
-                                                                           and steps > 0))
+    on_epoch, on_step = _progress(
+        bar, trainer, num_epochs, per_step=bool(progress and isinstance(steps, int) and steps > 0)
+    )
 
     try:
         curves = train_curves(trainer, num_epochs, spec.train_log_interval, on_epoch=on_epoch, on_step=on_step)
     finally:
         bar.close()
     wall = time.perf_counter() - t0
-    return write_result(spec, out, problem, optimizer, curves, start=start, wall=wall,
-                        steps_per_epoch=getattr(trainer, "steps_per_epoch", None))
+    return write_result(
+        spec,
+        out,
+        problem,
+        optimizer,
+        curves,
+        start=start,
+        wall=wall,
+        steps_per_epoch=getattr(trainer, "steps_per_epoch", None),
+    )
 
 
-def write_result(spec: RunSpec, out: str | Path, problem: Any, optimizer: Any, curves: dict[str, Any], *,
-                 start: float, wall: float, steps_per_epoch: int | None, extra: dict | None = None) -> Path:
+def write_result(
+    spec: RunSpec,
+    out: str | Path,
+    problem: Any,
+    optimizer: Any,
+    curves: dict[str, Any],
+    *,
+    start: float,
+    wall: float,
+    steps_per_epoch: int | None,
+    extra: dict | None = None,
+) -> Path:
     """Write one finished run: its provenance YAML, then its DeepOBS JSON (atomically, JSON last), under the
     spec's setting folder; the per-run path and population training (``runners.executors.population``) share it.
 
@@ -346,9 +392,15 @@ def write_result(spec: RunSpec, out: str | Path, problem: Any, optimizer: Any, c
     folder = spec.setting_dir(out)
     has_accuracy = bool(problem.spec.has_accuracy)
     output = deepobs_output(
-        testproblem=spec.testproblem, batch_size=batch_size, num_epochs=num_epochs, random_seed=spec.seed,
-        weight_decay=spec.weight_decay, optimizer_name=spec.optimizer, optimizer_hyperparams=recorded,
-        curves=curves, has_accuracy=has_accuracy,
+        testproblem=spec.testproblem,
+        batch_size=batch_size,
+        num_epochs=num_epochs,
+        random_seed=spec.seed,
+        weight_decay=spec.weight_decay,
+        optimizer_name=spec.optimizer,
+        optimizer_hyperparams=recorded,
+        curves=curves,
+        has_accuracy=has_accuracy,
     )
     name = result_file_name(spec.seed, start)
     path = folder / name

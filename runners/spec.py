@@ -82,6 +82,7 @@ def _stat_key(path: Path) -> tuple | None:
         return None
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_mode
 
+
 #: fields that define a run (hashed into run_id); data_dir is deliberately absent.
 ID_FIELDS = (
     "testproblem",
@@ -176,8 +177,9 @@ class RunSpec:
             raise ValueError(f"unknown fidelity {short(self.fidelity)}; use one of: {', '.join(FIDELITIES)}")
         limit = testproblems.max_batch_size(self.testproblem)
         if self.batch_size is not None and limit is not None and self.batch_size > limit:
-            raise ValueError(f"batch_size {self.batch_size} is larger than the training set of {problem.name} "
-                             f"({limit} examples)")
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the training set of {problem.name} ({limit} examples)"
+            )
         self.resolved_hyperparams()
         for name, value in self.folder_extras().items():
             text = str(value)
@@ -206,8 +208,11 @@ class RunSpec:
         entry = optimizers.spec(self.optimizer)
         values = self.resolved_hyperparams()
         defaults = {**entry.defaults, "select": DEFAULT_RULE, "decay_on": "selected"}
-        extras = {k: v for k, v in values.items()
-                  if k not in entry.hyperparams and k not in entry.fixed and (k not in defaults or v != defaults[k])}
+        extras = {
+            k: v
+            for k, v in values.items()
+            if k not in entry.hyperparams and k not in entry.fixed and (k not in defaults or v != defaults[k])
+        }
         for name, default in RUN_FIELD_DEFAULTS.items():
             if getattr(self, name) != default:
                 extras[name] = getattr(self, name)
@@ -217,12 +222,18 @@ class RunSpec:
         """The values that decide a run's result (effective epochs/batch size, resolved hyperparameters and
         options): two specs with the same identity give the same result file."""
         return {
-            "testproblem": self.testproblem, "optimizer": self.optimizer, "seed": self.seed,
-            "num_epochs": self.effective_num_epochs(), "batch_size": self.effective_batch_size(),
-            "weight_decay": self.weight_decay, "fidelity": self.fidelity,
+            "testproblem": self.testproblem,
+            "optimizer": self.optimizer,
+            "seed": self.seed,
+            "num_epochs": self.effective_num_epochs(),
+            "batch_size": self.effective_batch_size(),
+            "weight_decay": self.weight_decay,
+            "fidelity": self.fidelity,
             "train_log_interval": self.train_log_interval,
-            **{f"hyperparams.{k}": (list(v) if isinstance(v, tuple) else v)
-               for k, v in self.resolved_hyperparams().items()},
+            **{
+                f"hyperparams.{k}": (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.resolved_hyperparams().items()
+            },
         }
 
     # -- identity -------------------------------------------------------------------------------
@@ -380,9 +391,14 @@ class RunSpec:
             check_result(data, seed=self.seed, exact_length=True)
         except ResultSchemaError as exc:
             return f"not a DeepOBS result of this run: {exc}"
-        wanted = {"testproblem": self.testproblem, "optimizer_name": self.optimizer,
-                  "num_epochs": self.effective_num_epochs(), "batch_size": self.effective_batch_size(),
-                  "weight_decay": self.weight_decay, "optimizer_hyperparams": self.recorded_hyperparams()}
+        wanted = {
+            "testproblem": self.testproblem,
+            "optimizer_name": self.optimizer,
+            "num_epochs": self.effective_num_epochs(),
+            "batch_size": self.effective_batch_size(),
+            "weight_decay": self.weight_decay,
+            "optimizer_hyperparams": self.recorded_hyperparams(),
+        }
         for key, value in wanted.items():
             if not same_value(data.get(key), value):
                 return f"records {key} {short(data.get(key), 50)}, the run has {short(value, 50)}"
@@ -397,8 +413,10 @@ class RunSpec:
         try:
             RunSpec.from_dict(load_yaml(text)["spec"]).identity()
         except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
-            return (f"its provenance {prov.name} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); cannot "
-                    "check the spec")
+            return (
+                f"its provenance {prov.name} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); cannot "
+                "check the spec"
+            )
         return None
 
     def check_provenance(self, result: Path) -> None:
@@ -415,14 +433,20 @@ class RunSpec:
         try:
             recorded = RunSpec.from_dict(load_yaml(text)["spec"]).identity()
         except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
-            raise SpecMismatch(f"{prov}: unreadable provenance ({type(exc).__name__}); cannot check that "
-                               f"{result.name} was made with the requested spec; move it away") from None
+            raise SpecMismatch(
+                f"{prov}: unreadable provenance ({type(exc).__name__}); cannot check that "
+                f"{result.name} was made with the requested spec; move it away"
+            ) from None
         wanted = self.identity()
-        diff = [f"{k}: recorded {short(recorded.get(k))}, requested {short(wanted.get(k))}"
-                for k in sorted(set(recorded) | set(wanted)) if not same_value(recorded.get(k), wanted.get(k))]
+        diff = [
+            f"{k}: recorded {short(recorded.get(k))}, requested {short(wanted.get(k))}"
+            for k in sorted(set(recorded) | set(wanted))
+            if not same_value(recorded.get(k), wanted.get(k))
+        ]
         if diff:
-            raise SpecMismatch(f"{result} was made with a different spec ({'; '.join(diff)}); "
-                               "move it away or choose another --out")
+            raise SpecMismatch(
+                f"{result} was made with a different spec ({'; '.join(diff)}); move it away or choose another --out"
+            )
 
     def label(self) -> str:
         hp = " ".join(f"{k}={v}" for k, v in self.hyperparams)

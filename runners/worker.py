@@ -4,11 +4,13 @@ Why: TensorFlow/Keras start-up costs seconds, more than a whole quadratic_deep r
 Each run starts with ``keras.backend.clear_session()`` and a reseed (``runners.run.fresh_keras_state``), so
 its result does not depend on what ran before in the same process.
 
-Protocol (``python -m runners.worker [--out DIR] [--progress] [--plugin FILE ...]``; each plugin is imported once, at start-up):
+Protocol (``python -m runners.worker [--out DIR] [--progress] [--plugin FILE ...]``; each plugin is imported once, at
+start-up):
 
 * request, one JSON object per line: a RunSpec dict (``RunSpec.to_dict()``; the results root is ``--out``), or
   ``{"spec": {...RunSpec...}, "out": "DIR"}``, or ``{"population": [{...RunSpec...}, ...], "out": "DIR"}``
-  (one population, trained together: ``runners.executors.population``; needs KERAS_BACKEND=jax). Blank lines are ignored; EOF ends the worker (exit 0).
+  (one population, trained together: ``runners.executors.population``; needs KERAS_BACKEND=jax). Blank lines are
+  ignored; EOF ends the worker (exit 0).
 * reply, one JSON line per request on stdout, in order:
   ``{"run_id": str|null, "status": "ok"|"failed", "path": str|null, "error": str|null, "seconds": float}``
   (failed replies also carry ``"traceback"``; a population's reply has ``"paths"``, one per member, and
@@ -62,12 +64,23 @@ def handle(line: str, default_out: str | Path | None, progress: bool = False) ->
         if out is None:
             raise ValueError("no results root: start the worker with --out DIR or send {'spec': ..., 'out': DIR}")
         path = execute(spec, out, progress=progress)
-        return {"run_id": run_id, "status": "ok", "path": str(path), "error": None,
-                "seconds": round(time.perf_counter() - t0, 3)}
+        return {
+            "run_id": run_id,
+            "status": "ok",
+            "path": str(path),
+            "error": None,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
     except Exception as exc:  # a failed run is a reply, not the end of the worker
         message = str(exc).splitlines()[0] if str(exc) else ""
-        return {"run_id": run_id, "status": "failed", "path": None, "error": f"{type(exc).__name__}: {message}",
-                "seconds": round(time.perf_counter() - t0, 3), "traceback": traceback.format_exc()}
+        return {
+            "run_id": run_id,
+            "status": "failed",
+            "path": None,
+            "error": f"{type(exc).__name__}: {message}",
+            "seconds": round(time.perf_counter() - t0, 3),
+            "traceback": traceback.format_exc(),
+        }
 
 
 def _population(request: dict, default_out, t0: float) -> dict[str, Any]:
@@ -79,12 +92,18 @@ def _population(request: dict, default_out, t0: float) -> dict[str, Any]:
     if out is None:
         raise ValueError("no results root: start the worker with --out DIR or send {'population': ..., 'out': DIR}")
     paths = execute_population(specs, out, progress=False)
-    return {"run_id": None, "run_ids": [s.run_id for s in specs], "status": "ok", "path": str(paths[0]),
-            "paths": [str(p) for p in paths], "error": None, "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "run_id": None,
+        "run_ids": [s.run_id for s in specs],
+        "status": "ok",
+        "path": str(paths[0]),
+        "paths": [str(p) for p in paths],
+        "error": None,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
-def serve(lines: Iterable[str], reply: IO[str], default_out: str | Path | None = None,
-          progress: bool = False) -> int:
+def serve(lines: Iterable[str], reply: IO[str], default_out: str | Path | None = None, progress: bool = False) -> int:
     """Answer every request in ``lines`` with one JSON line on ``reply`` (flushed). Returns 0 at EOF."""
     for line in lines:
         if not line.strip():
@@ -105,8 +124,9 @@ def _private_stdout() -> IO[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runners.worker",
-                                     description="Run RunSpec JSON lines from stdin; one JSON reply line each.")
+    parser = argparse.ArgumentParser(
+        prog="python -m runners.worker", description="Run RunSpec JSON lines from stdin; one JSON reply line each."
+    )
     parser.add_argument("--out", default=None, help="results root for requests that do not name one")
     parser.add_argument("--progress", action="store_true", help="show a progress bar per run on stderr")
     parser.add_argument("--plugin", action="append", default=[], help="plugin file/module to import at start-up")

@@ -64,18 +64,30 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="study file, e.g. configs/reproduce_default.yaml")
     p.add_argument("--preset", default=None, help="preset of the study file (e.g. smoke, medium)")
     p.add_argument("--out", default=None, help=f"results root (default: {DEFAULT_OUT})")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                   help="plugin module or .py file registering optimizers (repeatable; also `plugins:` in the study)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="plugin module or .py file registering optimizers (repeatable; also `plugins:` in the study)",
+    )
 
 
 def _lock_args(p: argparse.ArgumentParser, sweep: bool) -> None:
-    p.add_argument("--stale-lock-age", type=_positive_float, default=STALE_AGE, metavar="SECONDS",
-                   help="a lock of another host not touched for this long is stale (its holders touch it every "
-                        f"minute; default {STALE_AGE:g})")
+    p.add_argument(
+        "--stale-lock-age",
+        type=_positive_float,
+        default=STALE_AGE,
+        metavar="SECONDS",
+        help="a lock of another host not touched for this long is stale (its holders touch it every "
+        f"minute; default {STALE_AGE:g})",
+    )
     if sweep:
-        p.add_argument("--break-stale-locks", action="store_true",
-                       help="take over the runs of stale locks (another host's sweep that is gone) instead of "
-                            "waiting for them")
+        p.add_argument(
+            "--break-stale-locks",
+            action="store_true",
+            help="take over the runs of stale locks (another host's sweep that is gone) instead of waiting for them",
+        )
 
 
 def _positive_float(text: str) -> float:
@@ -95,29 +107,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="tune, select and rerun every search of a study file")
     _study_args(sw)
-    sw.add_argument("--backend", choices=("local", "ray"), default="local",
-                    help="local: a pool of long-lived worker processes (default); ray: one Ray task per run")
-    sw.add_argument("--workers", type=_positive_int, default=None,
-                    help="local: worker processes (default: one per GPU, else one per core); "
-                         "ray: CPUs of the local cluster started when no --address is given")
-    sw.add_argument("--threads-per-worker", type=_positive_int, default=None,
-                    help="local: TF/OpenMP threads per worker (default: cores // workers)")
+    sw.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a pool of long-lived worker processes (default); ray: one Ray task per run",
+    )
+    sw.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="local: worker processes (default: one per GPU, else one per core); "
+        "ray: CPUs of the local cluster started when no --address is given",
+    )
+    sw.add_argument(
+        "--threads-per-worker",
+        type=_positive_int,
+        default=None,
+        help="local: TF/OpenMP threads per worker (default: cores // workers)",
+    )
     sw.add_argument("--address", default=None, help="ray: address of a running cluster (e.g. auto, ray://host:10001)")
     sw.add_argument("--cpus-per-run", type=_nonneg_float, default=1.0, help="ray: CPUs per run (default 1)")
     sw.add_argument("--gpus-per-run", type=_nonneg_float, default=0.0, help="ray: GPUs per run (default 0)")
-    sw.add_argument("--max-retries", type=int, default=None,
-                    help="retries of a run whose worker died (default: local 1, ray 3)")
-    sw.add_argument("--memory-per-run", type=_nonneg_float, default=0.0, metavar="GB",
-                    help="ray: memory per run in GB (default 0: not reserved)")
+    sw.add_argument(
+        "--max-retries", type=int, default=None, help="retries of a run whose worker died (default: local 1, ray 3)"
+    )
+    sw.add_argument(
+        "--memory-per-run",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="GB",
+        help="ray: memory per run in GB (default 0: not reserved)",
+    )
     _lock_args(sw, sweep=True)
-    sw.add_argument("--emit-commands", action="store_true",
-                    help="print one `python -m runners run ...` line per pending run instead of running "
-                         "(tuning runs first; once they are all done, the reruns)")
+    sw.add_argument(
+        "--emit-commands",
+        action="store_true",
+        help="print one `python -m runners run ...` line per pending run instead of running "
+        "(tuning runs first; once they are all done, the reruns)",
+    )
     sw.add_argument("--no-progress", action="store_true", help="no progress bars")
-    sw.add_argument("--population", type=_population, default=None,
-                    help="runs trained together as one jitted jax program: N per population (1 = one run at a "
-                         "time, the per-run path), or auto (default: per problem and device, docs/population.md; "
-                         "env POPULATION)")
+    sw.add_argument(
+        "--population",
+        type=_population,
+        default=None,
+        help="runs trained together as one jitted jax program: N per population (1 = one run at a "
+        "time, the per-run path), or auto (default: per problem and device, docs/population.md; "
+        "env POPULATION)",
+    )
 
     st = sub.add_parser("status", help="done / running / failed / missing runs of a study")
     _study_args(st)
@@ -141,15 +178,20 @@ def _load(args):
     study = load_study(args.config, preset=args.preset)
     state = state_dir(out)
     if os.path.lexists(state) and not state.is_dir():
-        raise UsageError(f"{state} is not a folder: it is where sweeps keep their locks and failure records; "
-                         "move that file away (or choose another --out)")
-    for folder, spec in sorted({spec.setting_dir(out): spec for spec in study.tuning_specs()}.items(),
-                               key=lambda item: str(item[0])):
+        raise UsageError(
+            f"{state} is not a folder: it is where sweeps keep their locks and failure records; "
+            "move that file away (or choose another --out)"
+        )
+    for folder, spec in sorted(
+        {spec.setting_dir(out): spec for spec in study.tuning_specs()}.items(), key=lambda item: str(item[0])
+    ):
         # the longest name written there: the provenance file's temp file
         problem = name_problem(folder / f".{provenance_file_name(result_file_name(spec.seed))}.12345678.tmp")
         if problem:
-            raise UsageError(f"{spec.label()[:200]}: cannot write its results under {short(str(folder), 120)}: "
-                             f"{problem}; use shorter option values or a shorter --out")
+            raise UsageError(
+                f"{spec.label()[:200]}: cannot write its results under {short(str(folder), 120)}: "
+                f"{problem}; use shorter option values or a shorter --out"
+            )
         check_inside(out, folder)  # no result may land outside --out through a symlink
     return study, out
 
@@ -182,9 +224,16 @@ def _sweep(args) -> int:
             note += f"; {unselected} search(es) cannot be selected yet"
         print(note, file=sys.stderr)
         return 0
-    executor = make_executor(args.backend, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                             address=args.address, num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run,
-                             max_retries=args.max_retries, memory_gb=args.memory_per_run)
+    executor = make_executor(
+        args.backend,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        address=args.address,
+        num_cpus=args.cpus_per_run,
+        num_gpus=args.gpus_per_run,
+        max_retries=args.max_retries,
+        memory_gb=args.memory_per_run,
+    )
     executor.lock_policy = LockPolicy(stale_age=args.stale_lock_age, break_stale=args.break_stale_locks)
     try:
         executor = wrap(executor, args.population)
@@ -217,8 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a read-only folder, no permission: one line, nothing half-written
         if argv[:1] == ["sweep"]:
             where = f"cannot write {exc.filename}" if exc.filename else "cannot write the results"
-            return fail(f"{where}: {os_error_text(exc)}; the sweep stopped, every finished result is kept: "
-                        "fix it and rerun the same command to resume")
+            return fail(
+                f"{where}: {os_error_text(exc)}; the sweep stopped, every finished result is kept: "
+                "fix it and rerun the same command to resume"
+            )
         return fail(f"{exc.filename or 'the results tree'}: {os_error_text(exc)}")
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)

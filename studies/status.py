@@ -57,8 +57,7 @@ def run_state(spec: RunSpec, out: Path, phase: str, policy: LockPolicy = DEFAULT
     if lock is not None:
         state, info, age = lock
         if state == "stale":
-            return RunState(spec, phase, "stale", f"stale (host {lock_host(info)}, age "
-                                                  f"{format_age(age)})", rejected)
+            return RunState(spec, phase, "stale", f"stale (host {lock_host(info)}, age {format_age(age)})", rejected)
         return RunState(spec, phase, "running", describe_lock(info, age), rejected)
     if rejected:
         return RunState(spec, phase, "corrupt", f"{rejected[-1].path.name}: {rejected[-1].reason}", rejected)
@@ -69,8 +68,9 @@ def run_state(spec: RunSpec, out: Path, phase: str, policy: LockPolicy = DEFAULT
     return RunState(spec, phase, "missing")
 
 
-def study_status(study: Study, out: str | Path,
-                 policy: LockPolicy = DEFAULT_POLICY) -> tuple[list[dict], list[RunState]]:
+def study_status(
+    study: Study, out: str | Path, policy: LockPolicy = DEFAULT_POLICY
+) -> tuple[list[dict], list[RunState]]:
     """(one row per search with counts, every run's state). Reruns are listed once their search is selected."""
     out = Path(out)
     runs = load_results(out, warn=False) if out.is_dir() else None
@@ -82,8 +82,7 @@ def study_status(study: Study, out: str | Path,
         states += tuning + reruns
         expected_reruns = len([s for s in entry.rerun_seeds if s != entry.tuning_seed])
         row = {"search": search_label(entry), "tuning": f"{_count(tuning, 'done')}/{len(tuning)}"}
-        row["reruns"] = (f"{_count(reruns, 'done')}/{len(reruns)}" if choice
-                         else f"0/{expected_reruns} (after tuning)")
+        row["reruns"] = f"{_count(reruns, 'done')}/{len(reruns)}" if choice else f"0/{expected_reruns} (after tuning)"
         for state in ("running", "failed", *EXTRA_STATES):
             if state in ("running", "failed") or _count(tuning + reruns, state):
                 row[state] = _count(tuning + reruns, state)
@@ -122,8 +121,10 @@ def untrusted_warnings(states: Sequence[RunState], out: str | Path) -> list[str]
     for st in states:
         for bad in st.rejected:
             named.add(str(bad.path))
-            lines.append(f"warning: {bad.path}: {bad.reason} (not counted as done; the next sweep moves it "
-                         "aside and trains the run again)")
+            lines.append(
+                f"warning: {bad.path}: {bad.reason} (not counted as done; the next sweep moves it "
+                "aside and trains the run again)"
+            )
     try:
         runs = load_runs([out], progress=False, cache=False, warn=False) if Path(out).is_dir() else None
         skipped = runs.attrs["report"].skipped if runs is not None else []
@@ -141,20 +142,26 @@ def _count(states: Sequence[RunState], state: str) -> int:
 
 def format_status(study: Study, out: str | Path, verbose: bool = False, policy: LockPolicy = DEFAULT_POLICY) -> str:
     rows, states = study_status(study, out, policy)
-    lines = [f"study {study.name}{f' (preset {study.preset})' if study.preset else ''} in {out}",
-             tabulate(rows, headers="keys")]
+    lines = [
+        f"study {study.name}{f' (preset {study.preset})' if study.preset else ''} in {out}",
+        tabulate(rows, headers="keys"),
+    ]
     total = {s: _count(states, s) for s in (*STATES, *EXTRA_STATES)}
     total["missing"] += sum(int(str(r["reruns"]).split("/")[1].split()[0]) for r in rows if r["chosen"] == "-")
     shown = [*STATES, *(s for s in EXTRA_STATES if total[s])]
     lines.append("total: " + ", ".join(f"{total[s]} {s}" for s in shown))
     lines += untrusted_warnings(states, out)
     if total["stale"]:
-        lines.append(f"warning: {total['stale']} run(s) hold a stale lock (another host's, not touched for "
-                     f"{format_age(policy.stale_age)}); if that sweep is gone, `sweep --break-stale-locks` takes "
-                     "them over")
+        lines.append(
+            f"warning: {total['stale']} run(s) hold a stale lock (another host's, not touched for "
+            f"{format_age(policy.stale_age)}); if that sweep is gone, `sweep --break-stale-locks` takes "
+            "them over"
+        )
     for line, labels in plugin_changes(states, out).items():
-        lines.append(f"warning: {line}: {len(labels)} result(s) made with the old source"
-                     + "".join(f"\n  changed  {label}" for label in labels if verbose))
+        lines.append(
+            f"warning: {line}: {len(labels)} result(s) made with the old source"
+            + "".join(f"\n  changed  {label}" for label in labels if verbose)
+        )
     for st in states:
         if st.state in ("failed", "stale") or (verbose and st.state != "done"):
             lines.append(f"  {st.state:8s} {st.phase:6s} {st.spec.label()}  [{st.spec.run_id}] {st.detail}")

@@ -27,8 +27,20 @@ from deepobs_tree import NlwuError, extra_tokens
 from runners.config import Search, Study
 from runners.spec import RunSpec
 
-SUMMARY_COLUMNS = ("testproblem", "optimizer", "learning_rate", "power", "momentum", "weight_decay_opt",
-                   "n_samples", "n_seeds", "metric", "final_test_mean", "final_test_std", "tie")
+SUMMARY_COLUMNS = (
+    "testproblem",
+    "optimizer",
+    "learning_rate",
+    "power",
+    "momentum",
+    "weight_decay_opt",
+    "n_samples",
+    "n_seeds",
+    "metric",
+    "final_test_mean",
+    "final_test_std",
+    "tie",
+)
 
 
 class SweepError(NlwuError, RuntimeError):
@@ -82,14 +94,15 @@ def choose(entry: Search, runs, out: str | Path) -> Choice | None:
     if runs is None or len(by_rel) < len(specs):
         return None
     mine = runs[runs["relpath"].isin(list(by_rel))]
-    chosen = select_best(mine, entry.problem, entry.optimizer, tuning_seed=entry.tuning_seed,
-                         searched=entry.searched)
+    chosen = select_best(mine, entry.problem, entry.optimizer, tuning_seed=entry.tuning_seed, searched=entry.searched)
     if chosen is None:
         return None
     winners = [by_rel[run["relpath"]] for run in chosen["runs"]]
     if len(winners) != 1:
-        raise SweepError(f"{search_label(entry)}: the chosen setting {chosen['setting']} matches {len(winners)} "
-                         "tuning runs of this search (expected 1)")
+        raise SweepError(
+            f"{search_label(entry)}: the chosen setting {chosen['setting']} matches {len(winners)} "
+            "tuning runs of this search (expected 1)"
+        )
     return Choice(entry=entry, spec=winners[0], chosen=chosen)
 
 
@@ -123,8 +136,7 @@ def summary_table(study: Study, out: str | Path, choices: dict[int, Choice | Non
         mine = runs[runs["relpath"].isin(list(rel))]
         if mine.empty:
             continue
-        table = summarize(mine, tuning_seed=entry.tuning_seed, rerun_seeds=entry.rerun_seeds,
-                          searched=entry.searched)
+        table = summarize(mine, tuning_seed=entry.tuning_seed, rerun_seeds=entry.rerun_seeds, searched=entry.searched)
         tables.append(table.assign(search_index=i))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
@@ -152,8 +164,11 @@ def run_sweep(study: Study, out: str | Path, executor, *, progress: bool = True,
     out = Path(out)
     log = log or sys.stderr
     tuning = study.tuning_specs()
-    print(f"sweep {study.name}{f' (preset {study.preset})' if study.preset else ''}: "
-          f"{len(study.entries)} searches, {len(tuning)} tuning runs -> {out}", flush=True)
+    print(
+        f"sweep {study.name}{f' (preset {study.preset})' if study.preset else ''}: "
+        f"{len(study.entries)} searches, {len(tuning)} tuning runs -> {out}",
+        flush=True,
+    )
     with executor:
         return _run_sweep(study, out, executor, tuning, progress, log)
 
@@ -171,8 +186,10 @@ def _run_sweep(study, out, executor, tuning, progress, log) -> int:
             print(f"  {search_label(entry)}: not selected (tuning runs missing or failed)", file=log)
             continue
         tie = " (tie: first in folder order)" if choice.chosen.get("tie") else ""
-        print(f"  {search_label(entry)}: chose {choice.chosen['setting']} "
-              f"(score {choice.chosen['score']:.6g}){tie}", file=log)
+        print(
+            f"  {search_label(entry)}: chose {choice.chosen['setting']} (score {choice.chosen['score']:.6g}){tie}",
+            file=log,
+        )
         reruns += choice.rerun_specs()
     if reruns:
         report = executor.run(reruns, out, desc="reruns", progress=progress)
@@ -180,7 +197,10 @@ def _run_sweep(study, out, executor, tuning, progress, log) -> int:
 
     print(format_summary(summary_table(study, out, choices)))
     if failed:
-        print(f"{len(failed)} run(s) failed; details in {out / '.nlwu' / 'failed'} "
-              f"(python -m runners status {study.path} --out {out})", file=log)
+        print(
+            f"{len(failed)} run(s) failed; details in {out / '.nlwu' / 'failed'} "
+            f"(python -m runners status {study.path} --out {out})",
+            file=log,
+        )
         return 1
     return 0

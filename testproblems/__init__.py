@@ -19,5 +19,17 @@ from .registry import (
     unregister,
 )
 
-__all__ = ["DATASETS", "FIDELITIES", "Problem", "ProblemSpec", "default_data_dir", "get", "max_batch_size", "names",
-           "register", "spec", "supports_l2", "unregister"]
+__all__ = [
+    "DATASETS",
+    "FIDELITIES",
+    "Problem",
+    "ProblemSpec",
+    "default_data_dir",
+    "get",
+    "max_batch_size",
+    "names",
+    "register",
+    "spec",
+    "supports_l2",
+    "unregister",
+]

@@ -26,8 +26,15 @@ def info_rows(names=None) -> list[dict]:
         problem = testproblems.get(name)
         model = problem.build_model()
         count = sum(math.prod(v.shape) for v in model.trainable_weights)
-        rows.append({"name": name, "trainable_params": count, "batch_size": problem.batch_size,
-                     "num_epochs": problem.spec.num_epochs, "l2": problem.l2})
+        rows.append(
+            {
+                "name": name,
+                "trainable_params": count,
+                "batch_size": problem.batch_size,
+                "num_epochs": problem.spec.num_epochs,
+                "l2": problem.l2,
+            }
+        )
         del model
         keras.backend.clear_session()
     return rows
@@ -39,8 +46,10 @@ def _info(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     header = ("name", "trainable_params", "batch_size", "num_epochs", "l2")
-    table = [header] + [(r["name"], f"{r['trainable_params']:,}", str(r["batch_size"]), str(r["num_epochs"]),
-                         f"{r['l2']:g}") for r in rows]
+    table = [header] + [
+        (r["name"], f"{r['trainable_params']:,}", str(r["batch_size"]), str(r["num_epochs"]), f"{r['l2']:g}")
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
@@ -61,8 +70,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=os.environ.get("NLWU_PROG", "python -m testproblems"),
-                     description="DeepOBS test problems on Keras 3: metadata and data preparation.")
+    parser = _Parser(
+        prog=os.environ.get("NLWU_PROG", "python -m testproblems"),
+        description="DeepOBS test problems on Keras 3: metadata and data preparation.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_info = sub.add_parser("info", help="list the problems: trainable parameters, batch size, epochs, L2 factor")
     p_info.add_argument("--json", action="store_true", help="print a JSON list instead of a table")

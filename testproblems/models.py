@@ -55,8 +55,12 @@ class Dense(layers.Dense):
     """
 
     def call(self, inputs, training=None):
-        if keras.backend.backend() != "tensorflow" or len(inputs.shape) != 2 or self.quantization_mode \
-                or self.lora_enabled:
+        if (
+            keras.backend.backend() != "tensorflow"
+            or len(inputs.shape) != 2
+            or self.quantization_mode
+            or self.lora_enabled
+        ):
             return super().call(inputs, training=training)
         x = ops.squeeze(ops.matmul(ops.expand_dims(inputs, 0), ops.expand_dims(self.kernel, 0)), 0)
         if self.bias is not None:
@@ -79,8 +83,14 @@ class Conv2D(layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if keras.backend.backend() != "tensorflow" or kernel.shape[-2] != 1 or self.groups != 1:
             return super().convolution_op(inputs, kernel)
-        return ops.depthwise_conv(inputs, kernel, strides=tuple(self.strides), padding=self.padding,
-                                  dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return ops.depthwise_conv(
+            inputs,
+            kernel,
+            strides=tuple(self.strides),
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format=self.data_format,
+        )
 
 
 @keras.saving.register_keras_serializable(package="nlwu")
@@ -107,14 +117,16 @@ class BatchNormalization(layers.BatchNormalization):
         for axis in self._reduction_axes:
             n = n * ops.shape(inputs)[axis]
         n = ops.cast(n, inputs.dtype)
-        self.moving_mean.assign(ops.cast(self.moving_mean, inputs.dtype) * self.momentum
-                                + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(ops.cast(self.moving_variance, inputs.dtype) * self.momentum
-                                    + variance * (n / (n - 1.0)) * (1.0 - self.momentum))
+        self.moving_mean.assign(ops.cast(self.moving_mean, inputs.dtype) * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, inputs.dtype) * self.momentum
+            + variance * (n / (n - 1.0)) * (1.0 - self.momentum)
+        )
         gamma = ops.cast(self.gamma, inputs.dtype) if self.scale else None
         beta = ops.cast(self.beta, inputs.dtype) if self.center else None
-        outputs = ops.batch_normalization(x=inputs, mean=mean, variance=variance, axis=self.axis, offset=beta,
-                                          scale=gamma, epsilon=self.epsilon)
+        outputs = ops.batch_normalization(
+            x=inputs, mean=mean, variance=variance, axis=self.axis, offset=beta, scale=gamma, epsilon=self.epsilon
+        )
         return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):
@@ -129,6 +141,7 @@ def _lrelu(x):
 # ----------------------------------------------------------------------------------------------------------
 # quadratic_deep
 # ----------------------------------------------------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=2)
 def quadratic_hessian(dim: int = 100) -> np.ndarray:
@@ -191,6 +204,7 @@ def quadratic_loss(hessian: np.ndarray):
 # VAE (mnist_vae, fmnist_vae)
 # ----------------------------------------------------------------------------------------------------------
 
+
 class Reparameterize(layers.Layer):
     """z = mean + eps * exp(log_std), eps ~ N(0, I) drawn fresh per example in EVERY phase (as DeepOBS)."""
 
@@ -208,14 +222,23 @@ def build_vae(seeds, l2, batch_size, n_latent=8, name="vae"):
 
     Output: concatenation [reconstruction (784), mean (n_latent), log_std (n_latent)].
     """
+
     def conv(f, k, s, act, transpose=False):
         cls = layers.Conv2DTranspose if transpose else layers.Conv2D
-        return cls(f, k, strides=s, padding="same", activation=act,
-                   kernel_initializer=_glorot_uniform(seeds), bias_initializer="zeros")
+        return cls(
+            f,
+            k,
+            strides=s,
+            padding="same",
+            activation=act,
+            kernel_initializer=_glorot_uniform(seeds),
+            bias_initializer="zeros",
+        )
 
     def dense(units, act=None, name=None):
-        return Dense(units, activation=act, kernel_initializer=_glorot_uniform(seeds),
-                     bias_initializer="zeros", name=name)
+        return Dense(
+            units, activation=act, kernel_initializer=_glorot_uniform(seeds), bias_initializer="zeros", name=name
+        )
 
     inp = keras.Input((28, 28, 1), name="x")
     h = layers.Reshape((28, 28, 1))(inp)
@@ -246,8 +269,8 @@ def vae_loss(n_latent=8):
     def loss(y_true, y_pred):
         x = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1, 28 * 28))
         img = y_pred[:, : 28 * 28]
-        mean = y_pred[:, 28 * 28: 28 * 28 + n_latent]
-        log_std = y_pred[:, 28 * 28 + n_latent:]
+        mean = y_pred[:, 28 * 28 : 28 * 28 + n_latent]
+        log_std = y_pred[:, 28 * 28 + n_latent :]
         recon = ops.sum(ops.square(img - x), axis=1)
         kl = -0.5 * ops.sum(1.0 + 2.0 * log_std - ops.square(mean) - ops.exp(2.0 * log_std), axis=1)
         return recon + kl
@@ -260,21 +283,21 @@ def vae_loss(n_latent=8):
 # Classification networks
 # ----------------------------------------------------------------------------------------------------------
 
+
 def build_2c2d(seeds, l2, batch_size, num_outputs=10, name="2c2d"):
     """DeepOBS ``_2c2d`` (fmnist_2c2d): 2 conv 5x5 + max-pool, dense 1024, dense logits.
 
     All kernels truncated normal (stddev 0.05), all biases 0.05; no regulariser.
     """
+
     def kern():
         return init.TruncatedNormal(stddev=0.05, seed=seeds())
 
     bias = init.Constant(0.05)
     inp = keras.Input((28, 28, 1), name="x")
-    h = Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=kern(),
-               bias_initializer=bias)(inp)
+    h = Conv2D(32, 5, padding="same", activation="relu", kernel_initializer=kern(), bias_initializer=bias)(inp)
     h = layers.MaxPooling2D(2, 2, padding="same")(h)
-    h = Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=kern(),
-               bias_initializer=bias)(h)
+    h = Conv2D(64, 5, padding="same", activation="relu", kernel_initializer=kern(), bias_initializer=bias)(h)
     h = layers.MaxPooling2D(2, 2, padding="same")(h)
     h = layers.Flatten()(h)
     h = Dense(1024, activation="relu", kernel_initializer=kern(), bias_initializer=bias)(h)
@@ -290,12 +313,24 @@ def build_3c3d(seeds, l2, batch_size, num_outputs=10, name="3c3d"):
     reg = _l2(l2)
 
     def conv(f, k, padding):
-        return Conv2D(f, k, padding=padding, activation="relu", kernel_initializer=_glorot_normal(seeds),
-                      bias_initializer="zeros", kernel_regularizer=reg)
+        return Conv2D(
+            f,
+            k,
+            padding=padding,
+            activation="relu",
+            kernel_initializer=_glorot_normal(seeds),
+            bias_initializer="zeros",
+            kernel_regularizer=reg,
+        )
 
     def dense(units, act=None):
-        return Dense(units, activation=act, kernel_initializer=_glorot_uniform(seeds),
-                     bias_initializer="zeros", kernel_regularizer=reg)
+        return Dense(
+            units,
+            activation=act,
+            kernel_initializer=_glorot_uniform(seeds),
+            bias_initializer="zeros",
+            kernel_regularizer=reg,
+        )
 
     inp = keras.Input((32, 32, 3), name="x")
     h = conv(64, 5, "valid")(inp)
@@ -320,9 +355,16 @@ def build_allcnnc(seeds, l2, batch_size, num_outputs=100, name="allcnnc"):
     reg = _l2(l2)
 
     def conv(f, k, s=1, padding="same"):
-        return Conv2D(f, k, strides=s, padding=padding, activation="relu",
-                      kernel_initializer=_glorot_normal(seeds), bias_initializer=init.Constant(0.1),
-                      kernel_regularizer=reg)
+        return Conv2D(
+            f,
+            k,
+            strides=s,
+            padding=padding,
+            activation="relu",
+            kernel_initializer=_glorot_normal(seeds),
+            bias_initializer=init.Constant(0.1),
+            kernel_regularizer=reg,
+        )
 
     inp = keras.Input((32, 32, 3), name="x")
     h = layers.Dropout(0.2, seed=seeds())(inp)
@@ -341,8 +383,7 @@ def build_allcnnc(seeds, l2, batch_size, num_outputs=100, name="allcnnc"):
     return keras.Model(inp, out, name=name)
 
 
-def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_residual_units=2,
-                 widening_factor=4):
+def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_residual_units=2, widening_factor=4):
     """DeepOBS ``_wrn`` 16-4 (svhn_wrn164): pre-activation wide ResNet.
 
     Convs: no bias, Glorot uniform, L2; BN: momentum 0.9, epsilon 1e-5 (TF1 values), moving variance fed
@@ -353,8 +394,15 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
     reg = _l2(l2)
 
     def conv(f, k, s):
-        return Conv2D(f, k, strides=s, padding="same", use_bias=False,
-                      kernel_initializer=_glorot_uniform(seeds), kernel_regularizer=reg)
+        return Conv2D(
+            f,
+            k,
+            strides=s,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_glorot_uniform(seeds),
+            kernel_regularizer=reg,
+        )
 
     def bn_relu(x):
         x = BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
@@ -378,8 +426,9 @@ def build_wrn164(seeds, l2, batch_size, num_outputs=10, name="wrn164", num_resid
             x = layers.Add()([r, shortcut])
     x = bn_relu(x)
     x = layers.GlobalAveragePooling2D()(x)
-    out = Dense(num_outputs, kernel_initializer=_glorot_uniform(seeds), bias_initializer="zeros",
-                kernel_regularizer=reg)(x)
+    out = Dense(
+        num_outputs, kernel_initializer=_glorot_uniform(seeds), bias_initializer="zeros", kernel_regularizer=reg
+    )(x)
     return keras.Model(inp, out, name=name)
 
 
@@ -411,9 +460,15 @@ def build_char_rnn(seeds, l2, batch_size, seq_len=50, vocab_size=83, hidden=128,
         return init.RandomUniform(-limit, limit, seed=seeds())
 
     def lstm():
-        return CarriedLSTM(hidden, return_sequences=True, stateful=True, unit_forget_bias=True,
-                           kernel_initializer=uni(lstm_limit), recurrent_initializer=uni(lstm_limit),
-                           bias_initializer="zeros")
+        return CarriedLSTM(
+            hidden,
+            return_sequences=True,
+            stateful=True,
+            unit_forget_bias=True,
+            kernel_initializer=uni(lstm_limit),
+            recurrent_initializer=uni(lstm_limit),
+            bias_initializer="zeros",
+        )
 
     inp = keras.Input(batch_shape=(batch_size, seq_len), dtype="int32", name="x")
     h = layers.Embedding(vocab_size, hidden, embeddings_initializer=_glorot_uniform(seeds))(inp)
@@ -423,14 +478,16 @@ def build_char_rnn(seeds, l2, batch_size, seq_len=50, vocab_size=83, hidden=128,
     h = layers.Dropout(0.2, seed=seeds())(h)
     h = lstm()(h)
     h = layers.Dropout(0.2, seed=seeds())(h)
-    out = Dense(vocab_size, kernel_initializer=_glorot_uniform(seeds),
-                bias_initializer=uni(math.sqrt(6.0 / (2 * vocab_size))))(h)
+    out = Dense(
+        vocab_size, kernel_initializer=_glorot_uniform(seeds), bias_initializer=uni(math.sqrt(6.0 / (2 * vocab_size)))
+    )(h)
     return keras.Model(inp, out, name=name)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Classification loss and accuracy (one-hot or integer labels)
 # ----------------------------------------------------------------------------------------------------------
+
 
 def softmax_cross_entropy(y_true, y_pred):
     """Per-example softmax cross-entropy on logits; one-hot labels (same rank as logits) or integer ids.

@@ -40,8 +40,9 @@ class Problem:
     training files, CIFAR-100 one-byte offset); ``'corrected'`` uses a held-out split and the right bytes.
     """
 
-    def __init__(self, name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED,
-                 fidelity: str = "deepobs"):
+    def __init__(
+        self, name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED, fidelity: str = "deepobs"
+    ):
         self.spec: ProblemSpec = spec(name)
         self.name = self.spec.name
         if fidelity not in FIDELITIES:
@@ -70,8 +71,10 @@ class Problem:
         self._dataset = None
 
     def __repr__(self):
-        return (f"Problem({self.name!r}, batch_size={self.batch_size}, l2={self.l2}, seed={self.seed}, "
-                f"fidelity={self.fidelity!r})")
+        return (
+            f"Problem({self.name!r}, batch_size={self.batch_size}, l2={self.l2}, seed={self.seed}, "
+            f"fidelity={self.fidelity!r})"
+        )
 
     @property
     def num_epochs(self) -> int:
@@ -84,8 +87,9 @@ class Problem:
         if self._dataset is None and self.spec.user is not None:
             self._dataset = dataset(self.spec, self.batch_size, self.seed, self.fidelity)
         if self._dataset is None:
-            self._dataset = load_dataset(self.spec.dataset, self.data_dir, batch_size=self.batch_size,
-                                         seed=self.seed, fidelity=self.fidelity)
+            self._dataset = load_dataset(
+                self.spec.dataset, self.data_dir, batch_size=self.batch_size, seed=self.seed, fidelity=self.fidelity
+            )
         return self._dataset
 
     # -- model, loss, metrics -----------------------------------------------------------------------------
@@ -178,7 +182,8 @@ def set_random_seed(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def get(name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED,
-        fidelity: str = "deepobs") -> Problem:
+def get(
+    name: str, *, data_dir=None, batch_size=None, l2=None, seed: int = TUNING_SEED, fidelity: str = "deepobs"
+) -> Problem:
     """The Problem ``name`` with optional overrides (unknown name -> ValueError listing the known ones)."""
     return Problem(name, data_dir=data_dir, batch_size=batch_size, l2=l2, seed=seed, fidelity=fidelity)

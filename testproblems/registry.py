@@ -65,10 +65,35 @@ class UserProblem:
     source: str
 
 
-def _spec(name, dataset, batch_size, num_epochs, l2, has_accuracy, trainable_params, network, loss, *,
-          has_l2=False, stateful=False, base_name=None):
-    return ProblemSpec(name, dataset, batch_size, num_epochs, float(l2), has_accuracy, base_name or name,
-                       trainable_params, network, loss, has_l2, stateful)
+def _spec(
+    name,
+    dataset,
+    batch_size,
+    num_epochs,
+    l2,
+    has_accuracy,
+    trainable_params,
+    network,
+    loss,
+    *,
+    has_l2=False,
+    stateful=False,
+    base_name=None,
+):
+    return ProblemSpec(
+        name,
+        dataset,
+        batch_size,
+        num_epochs,
+        float(l2),
+        has_accuracy,
+        base_name or name,
+        trainable_params,
+        network,
+        loss,
+        has_l2,
+        stateful,
+    )
 
 
 _BASE = [
@@ -91,14 +116,24 @@ for _b in [s for s in _BASE if s.has_l2]:
 BUILTIN = tuple(_REGISTRY)
 
 
-def register(name: str, *, model: Callable[[], Any], data: Callable[[], Any], loss: Callable[[Any, Any], Any],
-             batch_size: int, num_epochs: int, accuracy: bool = False) -> ProblemSpec:
+def register(
+    name: str,
+    *,
+    model: Callable[[], Any],
+    data: Callable[[], Any],
+    loss: Callable[[Any, Any], Any],
+    batch_size: int,
+    num_epochs: int,
+    accuracy: bool = False,
+) -> ProblemSpec:
     """Add a user's own test problem (a Keras model, its data and its loss) so that studies, runs and workers
     use it like a DeepOBS problem (no L2 regulariser; accuracy reported when ``accuracy``). Call it from a
     plugin file (``--plugin``, a study's ``plugins:``); the problem is checked on one batch when the plugin
     loads (``testproblems.user.validate``)."""
     if not isinstance(name, str) or not name or "__" in name or "/" in name or name.endswith("_nodecay"):
-        raise ValueError(f"test problem name must be a folder name without '__', '/' or a _nodecay suffix, got {name!r}")
+        raise ValueError(
+            f"test problem name must be a folder name without '__', '/' or a _nodecay suffix, got {name!r}"
+        )
     if name in _REGISTRY:
         raise ValueError(f"test problem {name!r} is already registered; choose another name")
     for what, fn in (("model", model), ("data", data), ("loss", loss)):
@@ -109,8 +144,21 @@ def register(name: str, *, model: Callable[[], Any], data: Callable[[], Any], lo
             raise ValueError(f"test problem {name!r}: {what} must be an integer >= 1, got {value!r}")
     module = sys.modules.get(getattr(model, "__module__", ""), None)
     source = str(getattr(module, "__file__", None) or getattr(model, "__module__", "user code"))
-    entry = ProblemSpec(name, "user", batch_size, num_epochs, 0.0, bool(accuracy), name, 0, "", "user", False, False,
-                        UserProblem(model, data, loss, source))
+    entry = ProblemSpec(
+        name,
+        "user",
+        batch_size,
+        num_epochs,
+        0.0,
+        bool(accuracy),
+        name,
+        0,
+        "",
+        "user",
+        False,
+        False,
+        UserProblem(model, data, loss, source),
+    )
     _REGISTRY[name] = entry
     return entry
 
@@ -137,8 +185,14 @@ def spec(name: str) -> ProblemSpec:
 
 #: training examples (after DeepOBS' validation split) of each dataset's full data; tolstoi counts characters
 #: and batches sequences, so it has no bound here (its reader checks the prepared data)
-TRAIN_EXAMPLES = {"quadratic": 1000, "mnist": 50_000, "fmnist": 50_000, "cifar10": 40_000, "cifar100": 40_000,
-                  "svhn": 73_257 - 26_032}
+TRAIN_EXAMPLES = {
+    "quadratic": 1000,
+    "mnist": 50_000,
+    "fmnist": 50_000,
+    "cifar10": 40_000,
+    "cifar100": 40_000,
+    "svhn": 73_257 - 26_032,
+}
 
 
 def max_batch_size(name: str) -> int | None:

@@ -35,12 +35,14 @@ class Trainer:
         self.model = model
         self.optimizer = optimizer
         self.data = problem.dataset()
-        model.compile(optimizer=optimizer, loss=problem.loss(), metrics=problem.metrics(),
-                      jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, loss=problem.loss(), metrics=problem.metrics(), jit_compile=jit_compile)
         self._has_accuracy = problem.spec.has_accuracy
         # the problem's row says whether its network carries state; those layers are reset per phase
-        self._stateful_layers = ([layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
-                                 if problem.spec.stateful else [])
+        self._stateful_layers = (
+            [layer for layer in _all_layers(model) if getattr(layer, "stateful", False)]
+            if problem.spec.stateful
+            else []
+        )
         self._eval_epoch = 0  # epoch index handed to the data for evaluation passes (= epochs trained)
 
     def _example_size(self) -> int:

@@ -47,8 +47,11 @@ def arrays(entry: ProblemSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise _fail(entry, f"data()[{split!r}] must be a pair (x, y) of arrays")
         x, y = (np.asarray(a) for a in pair)
         if x.ndim < 1 or y.ndim < 1 or len(x) != len(y) or not len(x):
-            raise _fail(entry, f"data()[{split!r}]: x and y must hold the same number (>= 1) of examples, "
-                               f"got shapes {x.shape} and {y.shape}")
+            raise _fail(
+                entry,
+                f"data()[{split!r}]: x and y must hold the same number (>= 1) of examples, "
+                f"got shapes {x.shape} and {y.shape}",
+            )
         out[split] = (x, y)
     return out
 
@@ -65,8 +68,9 @@ def validate(problem) -> None:
     entry = problem.spec
     data = problem.dataset()
     if data.num_batches("train") < 1:
-        raise _fail(entry, f"batch_size {problem.batch_size} is larger than the training set "
-                           f"({data.sizes['train']} examples)")
+        raise _fail(
+            entry, f"batch_size {problem.batch_size} is larger than the training set ({data.sizes['train']} examples)"
+        )
     x, y = next(iter(data.batches("train")))
     try:
         model = problem.build_model()
@@ -81,8 +85,9 @@ def validate(problem) -> None:
     try:
         losses = keras.ops.convert_to_numpy(entry.user.loss(keras.ops.convert_to_tensor(y), out))
     except Exception as exc:  # noqa: BLE001 - user loss
-        raise _fail(entry, f"loss(y, model(x)) raised {_one_line(exc)} (y {y.shape}, model output "
-                           f"{tuple(out.shape)})") from None
+        raise _fail(
+            entry, f"loss(y, model(x)) raised {_one_line(exc)} (y {y.shape}, model output {tuple(out.shape)})"
+        ) from None
     if losses.shape != (len(x),):
         raise _fail(entry, f"loss must give one value per example (shape ({len(x)},)), got shape {losses.shape}")
     if not np.all(np.isfinite(losses)):

@@ -51,7 +51,6 @@ def python() -> str:
     return sys.executable
 
 
-
 def valid_result_text(spec) -> str:
     """The JSON text of a result file the runner would trust for ``spec`` (schema-valid, its values)."""
     from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json
@@ -59,10 +58,19 @@ def valid_result_text(spec) -> str:
     n = spec.effective_num_epochs()
     curves = {name: [1.0] * (n + 1) for name in CURVES}
     curves["minibatch_train_losses"] = [1.0, 1.0]
-    return dump_deepobs_json(deepobs_output(
-        testproblem=spec.testproblem, batch_size=spec.effective_batch_size(), num_epochs=n,
-        random_seed=spec.seed, weight_decay=spec.weight_decay, optimizer_name=spec.optimizer,
-        optimizer_hyperparams=spec.recorded_hyperparams(), curves=curves, has_accuracy=False))
+    return dump_deepobs_json(
+        deepobs_output(
+            testproblem=spec.testproblem,
+            batch_size=spec.effective_batch_size(),
+            num_epochs=n,
+            random_seed=spec.seed,
+            weight_decay=spec.weight_decay,
+            optimizer_name=spec.optimizer,
+            optimizer_hyperparams=spec.recorded_hyperparams(),
+            curves=curves,
+            has_accuracy=False,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

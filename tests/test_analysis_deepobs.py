@@ -36,9 +36,11 @@ def test_ranking_equals_deepobs(paper_tree, tmp_path, monkeypatch, problem, opti
     utils = shared_utils(allow_problems=[problem])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DeepOBS warns when it falls back from accuracy to loss
-        theirs = [a.path.rsplit("/", 1)[-1] for a in utils.create_setting_analyzer_ranking(str(folder), "final", "valid_accuracies")]
+        theirs = [
+            a.path.rsplit("/", 1)[-1]
+            for a in utils.create_setting_analyzer_ranking(str(folder), "final", "valid_accuracies")
+        ]
     runs = load_runs([tmp_path / "tree"], progress=False)
     ours = list(rank_settings(runs[runs.seed == 42], metric, "final").setting_folder)
     assert len(ours) == len(theirs) >= 50
     assert ours == theirs
-

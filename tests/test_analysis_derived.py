@@ -22,8 +22,19 @@ from deepobs_tree import cache as cache_module
 ROOT = Path(__file__).resolve().parents[1]
 
 # one problem: no performance profile (issue 27); the verdict's files instead
-TABLE_FILES = ("summary.csv", "summary.md", "summary.tex", "comparison.csv", "comparison.md", "budget_curves.csv",
-               "verdict.md", "verdict.csv", "verdict_searches.csv", "report.md", "report.html")
+TABLE_FILES = (
+    "summary.csv",
+    "summary.md",
+    "summary.tex",
+    "comparison.csv",
+    "comparison.md",
+    "budget_curves.csv",
+    "verdict.md",
+    "verdict.csv",
+    "verdict_searches.csv",
+    "report.md",
+    "report.html",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +44,25 @@ def private_cache(tmp_path, monkeypatch):
 
 def run_cli(python, tree: Path, out: Path, cache: Path, *extra: str) -> None:
     env = {"NLWU_CACHE": str(cache), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([python, "-m", "analysis", str(tree), "--out", str(out), "--quiet", "--no-figures",
-                             "--rerun-seeds", "43-45", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            python,
+            "-m",
+            "analysis",
+            str(tree),
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-figures",
+            "--rerun-seeds",
+            "43-45",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -66,7 +94,8 @@ def test_warm_run_writes_byte_identical_tables_and_a_changed_file_invalidates(tm
     cache_module.write("analysis-derived", entry.parent.name, {"tables.json": json.dumps(data).encode()})
     run_cli(python, tree, tmp_path / "planted", cache)
     assert "12.345" in (tmp_path / "planted" / "summary.csv").read_text()
-    # edit one result file's final test loss (quadratic_deep's metric) in a copy: a new key, a new summary, as without any cache
+    # edit one result file's final test loss (quadratic_deep's metric) in a copy: a new key, a new summary, as
+    # without any cache
     copy = tmp_path / "copy"
     shutil.copytree(tree, copy)
     [path] = sorted(copy.glob("quadratic_deep/PowKernelGradientDescentOptimizer/*/random_seed__43__*.json"))
@@ -130,9 +159,15 @@ def test_damaged_entries_are_recomputed_and_no_cache_writes_none(tmp_path):
     assert not (tmp_path / "cache").exists()
     reference = analyse([tree], rerun_seeds=range(43, 46), progress=False)
     [entry] = entries(tmp_path / "cache")
-    for damage in (b"", b"\x80garbage", b'{"schema": 1}', b"[]", b'{"schema": 1, "key": "other", "tables": {}}',
-                   json.dumps({**json.loads(entry.read_text()), "schema": 99}).encode(),
-                   entry.read_bytes().replace(b'"t"', b'"zz"', 1)):
+    for damage in (
+        b"",
+        b"\x80garbage",
+        b'{"schema": 1}',
+        b"[]",
+        b'{"schema": 1, "key": "other", "tables": {}}',
+        json.dumps({**json.loads(entry.read_text()), "schema": 99}).encode(),
+        entry.read_bytes().replace(b'"t"', b'"zz"', 1),
+    ):
         entry.write_bytes(damage)
         again = analyse([tree], rerun_seeds=range(43, 46), progress=False)
         pd.testing.assert_frame_equal(again.summary, reference.summary, check_exact=True)
@@ -144,16 +179,18 @@ def test_damaged_entries_are_recomputed_and_no_cache_writes_none(tmp_path):
 
 
 def test_codec_is_exact_and_refuses_what_it_cannot_hold():
-    frame = pd.DataFrame({
-        "name": pd.Series(["a", "b", "c"], dtype="str"),
-        "x": [1.0, math.nan, -math.inf],
-        "n": [1, 2, 3],
-        "flag": [True, False, True],
-        "mixed": pd.Series([None, 0.5, 2], dtype=object),
-        "values": [[1.0, 2.0], [], [math.nan]],
-        "key": [("a", ("b", "1")), (), ("c",)],
-        "hp": [{"lr": 0.1, "p": None}, {}, {"s": "x", "b": True}],
-    })
+    frame = pd.DataFrame(
+        {
+            "name": pd.Series(["a", "b", "c"], dtype="str"),
+            "x": [1.0, math.nan, -math.inf],
+            "n": [1, 2, 3],
+            "flag": [True, False, True],
+            "mixed": pd.Series([None, 0.5, 2], dtype=object),
+            "values": [[1.0, 2.0], [], [math.nan]],
+            "key": [("a", ("b", "1")), (), ("c",)],
+            "hp": [{"lr": 0.1, "p": None}, {}, {"s": "x", "b": True}],
+        }
+    )
     frame.attrs = {"problems": ["p1", "p2"], "excluded": []}
     encoded = derived.encode_frame(frame)
     back = derived.decode_frame(json.loads(json.dumps(encoded, allow_nan=False)))
@@ -165,8 +202,12 @@ def test_codec_is_exact_and_refuses_what_it_cannot_hold():
     assert derived._exact(frame, encoded)
     empty = pd.DataFrame()
     assert derived._exact(empty, derived.encode_frame(empty))
-    for bad in (pd.DataFrame({"a": [np.float32(1.0)]}, dtype=object), pd.DataFrame({"a": [object()]}),
-                pd.DataFrame({"a": [1]}, index=[5]), pd.DataFrame({0: [1]})):
+    for bad in (
+        pd.DataFrame({"a": [np.float32(1.0)]}, dtype=object),
+        pd.DataFrame({"a": [object()]}),
+        pd.DataFrame({"a": [1]}, index=[5]),
+        pd.DataFrame({0: [1]}),
+    ):
         with pytest.raises(derived.Unencodable):
             derived.encode_frame(bad)
     assert not derived.store("k", {name: bad for name in derived.TABLES})

@@ -64,8 +64,9 @@ def test_changed_result_or_option_redraws(tmp_path, monkeypatch):
     report(tree, tmp_path / "other_seeds", tuning_seed=43)
     assert drawn, "another tuning seed must redraw"
     drawn.clear()
-    write_run(tree, "quadratic_deep", "GradientDescentOptimizer", {"learning_rate": 0.01}, 45, [100.0, 86.5],
-              [100.0, 90.0])  # one rerun's test loss edited
+    write_run(
+        tree, "quadratic_deep", "GradientDescentOptimizer", {"learning_rate": 0.01}, 45, [100.0, 86.5], [100.0, 90.0]
+    )  # one rerun's test loss edited
     report(tree, tmp_path / "edited")
     assert drawn, "an edited result file must redraw"
 
@@ -93,8 +94,9 @@ def test_damaged_entry_is_redrawn_and_replaced(tmp_path, monkeypatch):
     drawn = count_draws(monkeypatch)
     again = report(tree, tmp_path / "again")
     assert drawn, "a cached file that fails its hash must be redrawn"
-    assert {k: v for k, v in again.items() if k.endswith(".png")} == {k: v for k, v in cold.items()
-                                                                       if k.endswith(".png")}
+    assert {k: v for k, v in again.items() if k.endswith(".png")} == {
+        k: v for k, v in cold.items() if k.endswith(".png")
+    }
     manifest = json.loads((png.parent / "manifest.json").read_text())
     assert hashlib.sha256(png.read_bytes()).hexdigest() == dict(manifest["files"])[png.name]  # entry replaced
 

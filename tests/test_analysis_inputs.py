@@ -22,14 +22,37 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
 
 
-def write_run(root: Path, problem: str, optimizer: str, hp: dict, seed: int, stamp: str, valid: list, test: list,
-              *, weight_decay=None, key="weight_decay", accuracy: bool = True, minibatch=(1.0, 1.0),
-              folder: str | None = None, extra: dict | None = None) -> Path:
+def write_run(
+    root: Path,
+    problem: str,
+    optimizer: str,
+    hp: dict,
+    seed: int,
+    stamp: str,
+    valid: list,
+    test: list,
+    *,
+    weight_decay=None,
+    key="weight_decay",
+    accuracy: bool = True,
+    minibatch=(1.0, 1.0),
+    folder: str | None = None,
+    extra: dict | None = None,
+) -> Path:
     """One DeepOBS 1.2 result file, laid out and serialised as DeepOBS writes it."""
-    data = {"testproblem": problem, "batch_size": 128, "num_epochs": len(valid) - 1, "random_seed": seed,
-            key: weight_decay, "optimizer_name": optimizer, "optimizer_hyperparams": hp,
-            "training_params": {}, "train_losses": list(valid), "valid_losses": list(valid),
-            "test_losses": list(test)}
+    data = {
+        "testproblem": problem,
+        "batch_size": 128,
+        "num_epochs": len(valid) - 1,
+        "random_seed": seed,
+        key: weight_decay,
+        "optimizer_name": optimizer,
+        "optimizer_hyperparams": hp,
+        "training_params": {},
+        "train_losses": list(valid),
+        "valid_losses": list(valid),
+        "test_losses": list(test),
+    }
     if accuracy:
         data.update(train_accuracies=list(valid), valid_accuracies=list(valid), test_accuracies=list(test))
     if minibatch is not None:
@@ -52,11 +75,17 @@ def tree_digest(root: Path) -> str:
 
 
 def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args), "--quiet"], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *map(str, args), "--quiet"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # ---- Crowded Valley tree: l2_reg, [] schedules, NAG files saying MomentumOptimizer, reruns only ----
+
 
 def test_crowded_valley_tree(crowded_valley_tree):
     runs = load_runs([crowded_valley_tree], progress=False)
@@ -103,21 +132,61 @@ def test_figures_with_baselines_and_caveat(paper_tree, crowded_valley_tree, tmp_
 
 # ---- synthetic trees: tolerance ----
 
+
 def test_tolerant_loading_and_ranking(tmp_path):
     root = tmp_path / "tree"
     opt = "PowKernelGradientDescentOptimizer"
     two = {"num_epochs": 2}
-    good = write_run(root, "fmnist_2c2d", opt, {"learning_rate": 0.1, "power": 0.5}, 42, "2024-01-01-00-00-00",
-                     [0.1, 0.5, 0.55], [0.1, 0.6, 0.7], extra={"some_new_key": [1, 2], **two})
+    good = write_run(
+        root,
+        "fmnist_2c2d",
+        opt,
+        {"learning_rate": 0.1, "power": 0.5},
+        42,
+        "2024-01-01-00-00-00",
+        [0.1, 0.5, 0.55],
+        [0.1, 0.6, 0.7],
+        extra={"some_new_key": [1, 2], **two},
+    )
     # NaN/Infinity literals in the epoch curves: ranks last
-    write_run(root, "fmnist_2c2d", opt, {"learning_rate": 0.2, "power": 0.5}, 42, "2024-01-01-00-00-01",
-              [0.1, 0.2, float("nan")], [0.1, 0.2, float("inf")], minibatch=(1.0, float("inf")), extra=two)
+    write_run(
+        root,
+        "fmnist_2c2d",
+        opt,
+        {"learning_rate": 0.2, "power": 0.5},
+        42,
+        "2024-01-01-00-00-01",
+        [0.1, 0.2, float("nan")],
+        [0.1, 0.2, float("inf")],
+        minibatch=(1.0, float("inf")),
+        extra=two,
+    )
     # no accuracy keys and no minibatch losses in an accuracy problem: ranks last, still loads
-    write_run(root, "fmnist_2c2d", opt, {"learning_rate": 0.3, "power": 0.5}, 42, "2024-01-01-00-00-02",
-              [0.2, 0.1, 0.1], [0.3, 0.2, 0.2], accuracy=False, minibatch=None, extra=two)
+    write_run(
+        root,
+        "fmnist_2c2d",
+        opt,
+        {"learning_rate": 0.3, "power": 0.5},
+        42,
+        "2024-01-01-00-00-02",
+        [0.2, 0.1, 0.1],
+        [0.3, 0.2, 0.2],
+        accuracy=False,
+        minibatch=None,
+        extra=two,
+    )
     # curves shorter than num_epochs + 1 (an early stop): the last entry is the final value
-    write_run(root, "fmnist_2c2d", opt, {"learning_rate": 0.4, "power": 0.6000000000000001}, 42,
-              "2024-01-01-00-00-03", [0.1, 0.6], [0.1, 0.55], extra=two)
+    write_run(
+        root,
+        "fmnist_2c2d",
+        opt,
+        {"learning_rate": 0.4, "power": 0.6000000000000001},
+        42,
+        "2024-01-01-00-00-03",
+        [0.1, 0.6],
+        [0.1, 0.55],
+        extra=two,
+    )
     # non-result files anywhere are ignored
     (root / ".DS_Store").write_bytes(b"\0\1")
     (good.parent / "notes.txt").write_text("hello")
@@ -136,17 +205,45 @@ def test_tolerant_loading_and_ranking(tmp_path):
 def test_unknown_problem_and_duplicates_across_sibling_folders(tmp_path):
     root = tmp_path / "tree"
     hp = {"learning_rate": 0.01, "power": 0.7000000000000001}
-    first = write_run(root, "my_problem", "Opt", hp, 43, "2024-01-01-00-00-00", [3.0, 2.0], [3.0, 2.5],
-                      accuracy=False, weight_decay=None)
+    first = write_run(
+        root,
+        "my_problem",
+        "Opt",
+        hp,
+        43,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.5],
+        accuracy=False,
+        weight_decay=None,
+    )
     # a byte-identical copy in a sibling folder (DeepOBS rerun quirk Q9) counts once
     sibling = first.parent.parent / (first.parent.name + "_copy") / first.name
     sibling.parent.mkdir()
     sibling.write_bytes(first.read_bytes())
     # the same run stored twice with different content: the later file wins
-    write_run(root, "my_problem", "Opt", {"learning_rate": 0.01, "power": 0.7}, 44, "2024-01-01-00-00-00",
-              [3.0, 2.0], [3.0, 9.0], accuracy=False)
-    write_run(root, "my_problem", "Opt", {"learning_rate": 0.01, "power": 0.7}, 44, "2024-01-02-00-00-00",
-              [3.0, 2.0], [3.0, 2.7], accuracy=False)
+    write_run(
+        root,
+        "my_problem",
+        "Opt",
+        {"learning_rate": 0.01, "power": 0.7},
+        44,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 9.0],
+        accuracy=False,
+    )
+    write_run(
+        root,
+        "my_problem",
+        "Opt",
+        {"learning_rate": 0.01, "power": 0.7},
+        44,
+        "2024-01-02-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.7],
+        accuracy=False,
+    )
     runs = load_runs([root], progress=False)
     assert len(runs) == 2 and runs.attrs["report"].n_duplicates == 1 and runs.attrs["report"].n_superseded == 1
     assert math.isnan(runs.weight_decay.iloc[0])  # unknown problem: default L2 unknown -> as stored (null)
@@ -159,15 +256,41 @@ def test_searches_split_by_non_searched_hyperparameters_and_modes(tmp_path):
     root = tmp_path / "tree"
     opt = "PowKernelGradientDescentOptimizerW_scaled"
     for i, lr in enumerate([0.1, 0.2, 0.3]):
-        write_run(root, "cifar10_3c3d_nodecay", opt, {"learning_rate": lr, "power": 0.5, "weight_decay_opt": 0.002},
-                  42, f"2024-01-01-00-00-0{i}", [0.1, 0.5 + i / 10, 0.4 + i / 10], [0.1, 0.5, 0.5], weight_decay=0.0)
+        write_run(
+            root,
+            "cifar10_3c3d_nodecay",
+            opt,
+            {"learning_rate": lr, "power": 0.5, "weight_decay_opt": 0.002},
+            42,
+            f"2024-01-01-00-00-0{i}",
+            [0.1, 0.5 + i / 10, 0.4 + i / 10],
+            [0.1, 0.5, 0.5],
+            weight_decay=0.0,
+        )
     # a later probe of weight_decay_opt at the first setting forms its own search
-    write_run(root, "cifar10_3c3d_nodecay", opt, {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": 0.001},
-              42, "2024-02-01-00-00-00", [0.1, 0.99, 0.99], [0.1, 0.5, 0.5], weight_decay=0.0)
+    write_run(
+        root,
+        "cifar10_3c3d_nodecay",
+        opt,
+        {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": 0.001},
+        42,
+        "2024-02-01-00-00-00",
+        [0.1, 0.99, 0.99],
+        [0.1, 0.5, 0.5],
+        weight_decay=0.0,
+    )
     # reruns of the first setting (written without weight_decay, as DeepOBS reruns are)
     for seed in (43, 44, 45):
-        write_run(root, "cifar10_3c3d_nodecay", opt, {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": 0.002},
-                  seed, "2024-03-01-00-00-00", [0.1, 0.4, 0.3], [0.1, 0.6, 0.6])
+        write_run(
+            root,
+            "cifar10_3c3d_nodecay",
+            opt,
+            {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": 0.002},
+            seed,
+            "2024-03-01-00-00-00",
+            [0.1, 0.4, 0.3],
+            [0.1, 0.6, 0.6],
+        )
     runs = load_runs([root], progress=False)
     final = summarize(runs).sort_values("n_samples")
     assert list(final.n_samples) == [1, 3]
@@ -189,8 +312,17 @@ def test_searches_split_by_non_searched_hyperparameters_and_modes(tmp_path):
 
 def test_cache_is_invalidated_when_a_file_changes(tmp_path):
     root = tmp_path / "tree"
-    path = write_run(root, "quadratic_deep", "Opt", {"learning_rate": 0.1}, 42, "2024-01-01-00-00-00",
-                     [3.0, 2.0], [3.0, 2.5], accuracy=False)
+    path = write_run(
+        root,
+        "quadratic_deep",
+        "Opt",
+        {"learning_rate": 0.1},
+        42,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.5],
+        accuracy=False,
+    )
     assert load_runs([root], progress=False).final_test_losses.iloc[0] == 2.5
     assert load_runs([root], progress=False).final_test_losses.iloc[0] == 2.5  # warm
     data = json.loads(path.read_text())
@@ -200,6 +332,7 @@ def test_cache_is_invalidated_when_a_file_changes(tmp_path):
 
 
 # ---- bad input: one clear line, exit code 2, never a traceback, inputs never modified ----
+
 
 def test_missing_and_empty_paths(tmp_path):
     result = run_cli(tmp_path / "nope", "--out", tmp_path / "out")
@@ -214,8 +347,17 @@ def test_missing_and_empty_paths(tmp_path):
 
 def test_unknown_mode_and_bad_filter(tmp_path):
     root = tmp_path / "tree"
-    write_run(root, "quadratic_deep", "Opt", {"learning_rate": 0.1}, 42, "2024-01-01-00-00-00", [3.0, 2.0],
-              [3.0, 2.5], accuracy=False)
+    write_run(
+        root,
+        "quadratic_deep",
+        "Opt",
+        {"learning_rate": 0.1},
+        42,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.5],
+        accuracy=False,
+    )
     for args in (("--mode", "median"), ("--filter", "power"), ("--rerun-seeds", "a-b")):
         result = run_cli(root, "--out", tmp_path / "out", *args)
         assert result.returncode == 2, args
@@ -224,8 +366,17 @@ def test_unknown_mode_and_bad_filter(tmp_path):
 
 def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path):
     root = tmp_path / "tree"
-    good = write_run(root, "quadratic_deep", "Opt", {"learning_rate": 0.1}, 42, "2024-01-01-00-00-00", [3.0, 2.0],
-                     [3.0, 2.5], accuracy=False)
+    good = write_run(
+        root,
+        "quadratic_deep",
+        "Opt",
+        {"learning_rate": 0.1},
+        42,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.5],
+        accuracy=False,
+    )
     truncated = good.parent / "random_seed__43__2024-01-01-00-00-01.json"
     truncated.write_text(good.read_text()[:150])
     not_json = good.parent / "random_seed__44__2024-01-01-00-00-02.json"
@@ -256,16 +407,28 @@ def test_help():
     assert result.returncode == 0 and "--baselines" in result.stdout and "--mode" in result.stdout
 
 
-
 def test_select_best_returns_the_stored_setting(tmp_path):
     root = tmp_path / "tree"
     for lr, final in ((0.1, 2.0), (0.2, 1.0)):
-        write_run(root, "quadratic_deep", "PowKernelGradientDescentOptimizer", {"learning_rate": lr, "power": 0.5},
-                  42, "2024-01-01-00-00-00", [3.0, final], [3.0, final], accuracy=False)
+        write_run(
+            root,
+            "quadratic_deep",
+            "PowKernelGradientDescentOptimizer",
+            {"learning_rate": lr, "power": 0.5},
+            42,
+            "2024-01-01-00-00-00",
+            [3.0, final],
+            [3.0, final],
+            accuracy=False,
+        )
     runs = load_runs([root], progress=False)
     chosen = select_best(runs, "quadratic_deep", "PowKernelGradientDescentOptimizer")
     assert chosen["optimizer_hyperparams"] == {"learning_rate": 0.2, "power": 0.5}
     assert chosen["weight_decay"] is None  # stored null: a rerun must land in the same folder (no __weight_decay__)
-    assert setting_folder_name(chosen["num_epochs"], chosen["batch_size"], chosen["optimizer_hyperparams"],
-                               chosen["weight_decay"]) == chosen["setting"]
+    assert (
+        setting_folder_name(
+            chosen["num_epochs"], chosen["batch_size"], chosen["optimizer_hyperparams"], chosen["weight_decay"]
+        )
+        == chosen["setting"]
+    )
     assert select_best(runs, "quadratic_deep", "Unknown") is None

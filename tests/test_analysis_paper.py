@@ -15,7 +15,11 @@ from deepobs_tree import float2str
 
 P = "PowKernel"
 GD, M, MN = f"{P}GradientDescentOptimizer", f"{P}MomentumOptimizer", f"{P}MomentumOptimizerN"
-GDW, MW, MNW = f"{P}GradientDescentOptimizerW_scaled", f"{P}MomentumOptimizerW_momscaled", f"{P}MomentumOptimizerNW_momscaled"
+GDW, MW, MNW = (
+    f"{P}GradientDescentOptimizerW_scaled",
+    f"{P}MomentumOptimizerW_momscaled",
+    f"{P}MomentumOptimizerNW_momscaled",
+)
 
 # protocol.md §5, as printed: problem, optimizer, learning_rate token, power, weight_decay_opt, n, mean, std
 TABLE_5 = [
@@ -79,11 +83,25 @@ def main_row(summary, problem, optimizer):
 def test_every_search_has_a_row(summary):
     main = summary[summary.n_samples == 50]
     assert len(main) == 26  # 24 (problem, non-linear optimizer) folders + the 2 of the L2 tree
-    probes = summary[(summary.testproblem == "cifar10_3c3d_nodecay") & (summary.optimizer == MNW) & (summary.n_samples == 1)]
+    probes = summary[
+        (summary.testproblem == "cifar10_3c3d_nodecay") & (summary.optimizer == MNW) & (summary.n_samples == 1)
+    ]
     assert sorted(probes.weight_decay_opt) == [5e-4, 1e-3, 4e-3, 8e-3]  # Q18: the post-hoc decay sweep
     assert len(summary) == 30
-    for column in ("testproblem", "optimizer", "learning_rate", "power", "weight_decay", "weight_decay_opt",
-                   "n_samples", "n_seeds", "metric", "final_test_mean", "final_test_std", "tie"):
+    for column in (
+        "testproblem",
+        "optimizer",
+        "learning_rate",
+        "power",
+        "weight_decay",
+        "weight_decay_opt",
+        "n_samples",
+        "n_seeds",
+        "metric",
+        "final_test_mean",
+        "final_test_std",
+        "tie",
+    ):
         assert column in summary.columns
 
 
@@ -103,7 +121,9 @@ def test_table_5(summary, problem, optimizer, lr, power, decay, n, mean, std):
     assert row.metric == ("test_losses" if "vae" in problem or "quadratic" in problem else "test_accuracies")
 
 
-def _independent_final_values(root: Path, problem: str, optimizer: str, lr_token: str, decay, metric: str) -> list[float]:
+def _independent_final_values(
+    root: Path, problem: str, optimizer: str, lr_token: str, decay, metric: str
+) -> list[float]:
     """Straight from the files: every folder of the setting, identical bytes once, latest file per seed 42-51."""
     per_seed = {}
     seen = set()
@@ -145,6 +165,7 @@ def test_only_the_svhn_gdw_tie_is_flagged(summary):
 
 # ---- quirks (deepobs-format.md §4) ----
 
+
 def test_q1_q12_only_result_files_are_read_and_folders_name_the_run(runs):
     report = runs.attrs["report"]
     assert report.n_files == 1623 + 118  # .DS_Store files ignored
@@ -160,16 +181,20 @@ def test_q2_no_accuracy_problems(runs):
 
 
 def test_q4_q5_diverged_runs_are_flagged_and_score_their_epoch_0_value(paper_tree, l2_tree, runs):
-    nan_bytes = [p.read_bytes() for root in (paper_tree, l2_tree) for p in root.glob("*/*/*/*.json")
-                 if b"NaN" in p.read_bytes()]
+    nan_bytes = [
+        p.read_bytes() for root in (paper_tree, l2_tree) for p in root.glob("*/*/*/*.json") if b"NaN" in p.read_bytes()
+    ]
     assert len(nan_bytes) == 155 + 12
     nan_files = {hashlib.sha1(raw).hexdigest() for raw in nan_bytes}
     assert set(runs[runs.diverged].sha1) == nan_files & set(runs.sha1)
     diverged = runs[runs.diverged]
     for curve in ("final_valid_losses", "final_test_losses"):
         assert (diverged[curve] == [c[0] for c in diverged[curve.removeprefix("final_")]]).all()
-    example = diverged[diverged.relpath.str.contains("learning_rate__4.3379206975e-01__power__7.e-01")
-                       & (diverged.testproblem == "cifar100_allcnnc_nodecay") & (diverged.optimizer == GDW)].iloc[0]
+    example = diverged[
+        diverged.relpath.str.contains("learning_rate__4.3379206975e-01__power__7.e-01")
+        & (diverged.testproblem == "cifar100_allcnnc_nodecay")
+        & (diverged.optimizer == GDW)
+    ].iloc[0]
     assert example.minibatch_len == 599
     assert example.final_valid_accuracies == example.valid_accuracies[0]
 
@@ -177,8 +202,10 @@ def test_q4_q5_diverged_runs_are_flagged_and_score_their_epoch_0_value(paper_tre
 def test_q6_q7_short_curves_are_kept(runs):
     cifar100 = runs[runs.testproblem == "cifar100_allcnnc_nodecay"]
     assert sorted(set(cifar100.n_evals)) == [51, 101, 351]
-    mixed = cifar100[cifar100.setting_folder.str.contains("learning_rate__1.2273800988e-01__power__7.e-01")
-                     & (cifar100.optimizer == MW)]
+    mixed = cifar100[
+        cifar100.setting_folder.str.contains("learning_rate__1.2273800988e-01__power__7.e-01")
+        & (cifar100.optimizer == MW)
+    ]
     assert len(mixed) == 1 and mixed.iloc[0].n_evals == 351  # the later of the two seed-42 files (Q7, Q13)
     assert mixed.iloc[0].timestamp == "2022-06-08-16-17-57"
 
@@ -213,8 +240,12 @@ def test_q11_training_params_do_not_split_settings(runs):
 
 
 def test_q13_latest_seed_42_file_is_scored(runs, summary):
-    mnist_m = runs[(runs.testproblem == "mnist_vae") & (runs.optimizer == M)
-                   & runs.setting_folder.str.contains("learning_rate__1.5369603111e-04") & (runs.seed == 42)]
+    mnist_m = runs[
+        (runs.testproblem == "mnist_vae")
+        & (runs.optimizer == M)
+        & runs.setting_folder.str.contains("learning_rate__1.5369603111e-04")
+        & (runs.seed == 42)
+    ]
     assert len(mnist_m) == 1
     assert mnist_m.iloc[0].final_valid_losses == pytest.approx(28.567, abs=5e-4)
     assert float2str(main_row(summary, "mnist_vae", M).learning_rate) == "1.2087541473e-04"
@@ -226,11 +257,16 @@ def test_q15_seed_52_is_left_out(summary, runs):
 
 
 def test_q19_power_float_noise_is_one_setting(runs):
-    folder = runs[runs.setting_folder.str.contains("learning_rate__8.3863947804e-04__power__7.e-01__weight_decay_opt__1.e-03")]
+    folder = runs[
+        runs.setting_folder.str.contains("learning_rate__8.3863947804e-04__power__7.e-01__weight_decay_opt__1.e-03")
+    ]
     powers = {hp["power"] for hp in folder.optimizer_hyperparams}
     assert powers == {0.7}
-    keys = runs[(runs.testproblem == "cifar10_3c3d_nodecay") & (runs.optimizer == MNW)
-                & runs.setting_folder.str.contains("learning_rate__8.3863947804e-04__power__7.e-01__weight_decay_opt__2.e-03")]
+    keys = runs[
+        (runs.testproblem == "cifar10_3c3d_nodecay")
+        & (runs.optimizer == MNW)
+        & runs.setting_folder.str.contains("learning_rate__8.3863947804e-04__power__7.e-01__weight_decay_opt__2.e-03")
+    ]
     assert {round(hp["power"], 12) for hp in keys.optimizer_hyperparams} == {0.7}
     assert keys.setting_key.nunique() == 1
 

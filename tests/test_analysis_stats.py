@@ -30,17 +30,28 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def scipy_ci(values):
-    res = sps.bootstrap((np.asarray(values, dtype=float),), np.mean, n_resamples=10_000, confidence_level=0.95,
-                        method="BCa", random_state=0)
+    res = sps.bootstrap(
+        (np.asarray(values, dtype=float),),
+        np.mean,
+        n_resamples=10_000,
+        confidence_level=0.95,
+        method="BCa",
+        random_state=0,
+    )
     return res.confidence_interval.low, res.confidence_interval.high
 
 
 # ---- bootstrap ----
 
+
 def test_bootstrap_ci_is_scipys_bca_and_vectorised_rows_match_single_calls():
     rng = np.random.default_rng(1)
-    lists = [list(rng.normal(87.0, 0.1, 10)), list(rng.normal(0.9, 0.01, 10)), list(rng.normal(5, 2, 7)),
-             list(rng.normal(23.5, 0.2, 9)) + [67.99]]  # an outlier as in fmnist_vae/M
+    lists = [
+        list(rng.normal(87.0, 0.1, 10)),
+        list(rng.normal(0.9, 0.01, 10)),
+        list(rng.normal(5, 2, 7)),
+        list(rng.normal(23.5, 0.2, 9)) + [67.99],
+    ]  # an outlier as in fmnist_vae/M
     for values in lists:
         low, high = st.bootstrap_ci(values)
         ref = scipy_ci(values)
@@ -72,8 +83,14 @@ def test_bootstrap_degenerate_cases_do_not_crash():
 def test_difference_ci_is_scipys_two_sample_bca():
     rng = np.random.default_rng(3)
     a, b = rng.normal(0.92, 0.002, 10), rng.normal(0.918, 0.002, 10)
-    ref = sps.bootstrap((a, b), lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-                        n_resamples=10_000, method="BCa", random_state=0, vectorized=True)
+    ref = sps.bootstrap(
+        (a, b),
+        lambda x, y, axis=-1: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+        n_resamples=10_000,
+        method="BCa",
+        random_state=0,
+        vectorized=True,
+    )
     assert st.difference_ci(a, b) == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high))
 
 
@@ -91,16 +108,26 @@ def test_summary_ci_uses_seeds_in_ascending_order(tmp_path):
     seeds = list(values)
     random.Random(0).shuffle(seeds)
     for i, seed in enumerate(seeds):  # files written in shuffled order
-        write_run(tmp_path, "fmnist_2c2d", "PowKernelGradientDescentOptimizer", hp, seed, [0.1, 0.5],
-                  [0.1, values[seed]], stamp=f"2022-01-01-00-00-0{i}")
+        write_run(
+            tmp_path,
+            "fmnist_2c2d",
+            "PowKernelGradientDescentOptimizer",
+            hp,
+            seed,
+            [0.1, 0.5],
+            [0.1, values[seed]],
+            stamp=f"2022-01-01-00-00-0{i}",
+        )
     analysis = analyse([tmp_path], rerun_seeds=range(43, 47), progress=False)
     row = analysis.summary.iloc[0]
     assert row["seed_values"] == [values[s] for s in sorted(values)]
     assert (row["final_test_ci_low"], row["final_test_ci_high"]) == pytest.approx(
-        scipy_ci([values[s] for s in sorted(values)]))
+        scipy_ci([values[s] for s in sorted(values)])
+    )
 
 
 # ---- tuning-budget curves ----
+
 
 def brute_force(ranked_scores, ranked_tests, higher_better, k):
     """Every ordered k-tuple of draws with replacement, equally likely; the selection picks the draw of the
@@ -136,9 +163,12 @@ def test_expected_maximum_formula_matches_brute_force(higher_better):
 def test_budget_curves_on_a_tree_follow_the_selection_and_its_ties(tmp_path):
     opt = "PowKernelGradientDescentOptimizer"
     # quadratic_deep: loss, lower is better. Two settings tie at the top; the first in folder-name order wins.
-    settings = [({"learning_rate": 0.01, "power": 0.5}, 86.0, 87.5), ({"learning_rate": 0.02, "power": 0.5}, 86.0, 87.9),
-                ({"learning_rate": 0.1, "power": 0.7}, 90.0, 91.0), ({"learning_rate": 0.5, "power": 0.9}, float("nan"),
-                                                                      float("nan"))]
+    settings = [
+        ({"learning_rate": 0.01, "power": 0.5}, 86.0, 87.5),
+        ({"learning_rate": 0.02, "power": 0.5}, 86.0, 87.9),
+        ({"learning_rate": 0.1, "power": 0.7}, 90.0, 91.0),
+        ({"learning_rate": 0.5, "power": 0.9}, float("nan"), float("nan")),
+    ]
     for hp, valid, test in settings:
         write_run(tmp_path, "quadratic_deep", opt, hp, 42, [100.0, valid], [100.0, test])
     runs = load_runs([tmp_path], progress=False).assign(source="results")
@@ -157,19 +187,22 @@ def test_budget_curves_on_a_tree_follow_the_selection_and_its_ties(tmp_path):
 
 # ---- performance profiles ----
 
+
 def _summary(rows):
     base = {"source": "results", "n_samples": 50, "n_seeds": 10}
     return pd.DataFrame([{**base, **r} for r in rows])
 
 
 def test_performance_profile_against_hand_computed_values():
-    summary = _summary([
-        {"testproblem": "p_loss", "optimizer": "A", "metric": "test_losses", "final_test_mean": 2.0},
-        {"testproblem": "p_loss", "optimizer": "B", "metric": "test_losses", "final_test_mean": 3.0},
-        {"testproblem": "p_loss", "optimizer": "C", "metric": "test_losses", "final_test_mean": 10.0},
-        {"testproblem": "p_acc", "optimizer": "A", "metric": "test_accuracies", "final_test_mean": 0.90},
-        {"testproblem": "p_acc", "optimizer": "B", "metric": "test_accuracies", "final_test_mean": 0.95},
-    ])
+    summary = _summary(
+        [
+            {"testproblem": "p_loss", "optimizer": "A", "metric": "test_losses", "final_test_mean": 2.0},
+            {"testproblem": "p_loss", "optimizer": "B", "metric": "test_losses", "final_test_mean": 3.0},
+            {"testproblem": "p_loss", "optimizer": "C", "metric": "test_losses", "final_test_mean": 10.0},
+            {"testproblem": "p_acc", "optimizer": "A", "metric": "test_accuracies", "final_test_mean": 0.90},
+            {"testproblem": "p_acc", "optimizer": "B", "metric": "test_accuracies", "final_test_mean": 0.95},
+        ]
+    )
     # ratios: p_loss A 1, B 1.5, C 5; p_acc (error rates 0.10, 0.05) A 2, B 1, C missing (inf)
     ratio = costs(summary).set_index(["testproblem", "solver"])["ratio"]
     assert ratio[("p_acc", "A")] == pytest.approx(2.0) and ratio[("p_loss", "C")] == pytest.approx(5.0)
@@ -185,14 +218,28 @@ def test_performance_profile_against_hand_computed_values():
 
 
 def test_profile_merges_w_variants_and_leaves_out_problems_without_a_positive_best():
-    summary = _summary([
-        {"testproblem": "a", "optimizer": "PowKernelGradientDescentOptimizer", "metric": "test_losses",
-         "final_test_mean": 1.0},
-        {"testproblem": "b_nodecay", "optimizer": "PowKernelGradientDescentOptimizerW_scaled",
-         "metric": "test_accuracies", "final_test_mean": 0.8},
-        {"testproblem": "c", "optimizer": "PowKernelGradientDescentOptimizer", "metric": "test_accuracies",
-         "final_test_mean": 1.0},  # perfect accuracy: error 0, no ratio
-    ])
+    summary = _summary(
+        [
+            {
+                "testproblem": "a",
+                "optimizer": "PowKernelGradientDescentOptimizer",
+                "metric": "test_losses",
+                "final_test_mean": 1.0,
+            },
+            {
+                "testproblem": "b_nodecay",
+                "optimizer": "PowKernelGradientDescentOptimizerW_scaled",
+                "metric": "test_accuracies",
+                "final_test_mean": 0.8,
+            },
+            {
+                "testproblem": "c",
+                "optimizer": "PowKernelGradientDescentOptimizer",
+                "metric": "test_accuracies",
+                "final_test_mean": 1.0,
+            },  # perfect accuracy: error 0, no ratio
+        ]
+    )
     table = performance_profile(summary)
     assert list(table["solver"]) == ["GD"] and table.loc[0, "rho_1"] == 1.0
     assert table.attrs["excluded"] == ["c"] and table.attrs["problems"] == ["a", "b_nodecay"]
@@ -202,17 +249,24 @@ def test_profile_merges_w_variants_and_leaves_out_problems_without_a_positive_be
 
 # ---- report outputs ----
 
+
 def test_report_writes_ci_columns_comparison_statistics_budget_profile_and_html(tmp_path, crowded_valley_tree):
     tree = tmp_path / "tree"
     rng = np.random.default_rng(0)
     for i, lr in enumerate((0.01, 0.02, 0.05)):
         hp = {"learning_rate": lr, "power": 0.5}
-        write_run(tree, "quadratic_deep", "PowKernelGradientDescentOptimizer", hp, 42, [100.0, 86 + i],
-                  [100.0, 87 + i])
+        write_run(tree, "quadratic_deep", "PowKernelGradientDescentOptimizer", hp, 42, [100.0, 86 + i], [100.0, 87 + i])
     best = {"learning_rate": 0.01, "power": 0.5}
     for seed in range(43, 52):
-        write_run(tree, "quadratic_deep", "PowKernelGradientDescentOptimizer", best, seed, [100.0, 86.0],
-                  [100.0, 87 + rng.normal(0, 0.1)])
+        write_run(
+            tree,
+            "quadratic_deep",
+            "PowKernelGradientDescentOptimizer",
+            best,
+            seed,
+            [100.0, 86.0],
+            [100.0, 87 + rng.normal(0, 0.1)],
+        )
     analysis = analyse([tree], [crowded_valley_tree], progress=False)
     out = tmp_path / "out"
     write_report(analysis, out, figures=False)
@@ -231,8 +285,10 @@ def test_report_writes_ci_columns_comparison_statistics_budget_profile_and_html(
     assert {"expected_best_score", "expected_final_test"} <= set(curves.columns)
     # one problem: no profile (a flat line), a line in the report saying why (issue 27)
     assert not (out / "performance_profile.csv").is_file()
-    assert "Performance profile omitted: it compares optimizers across problems and needs at least 2; these " \
-           "results have 1." in (out / "report.md").read_text()
+    assert (
+        "Performance profile omitted: it compares optimizers across problems and needs at least 2; these "
+        "results have 1." in (out / "report.md").read_text()
+    )
     page = (out / "report.html").read_text()
     assert "Provenance" in page and "table-summary" in page and "table-comparison" in page
     assert "http://" not in page and "https://" not in page
@@ -240,6 +296,7 @@ def test_report_writes_ci_columns_comparison_statistics_budget_profile_and_html(
 
 
 # ---- the paper's released results (what `make paper-figures` writes, tables only here) ----
+
 
 def test_paper_tree_ci_columns_budget_curves_profile_and_html(paper_tree, l2_tree, tmp_path):
     analysis = analyse([paper_tree, l2_tree], progress=False)
@@ -251,8 +308,10 @@ def test_paper_tree_ci_columns_budget_curves_profile_and_html(paper_tree, l2_tre
     assert (full["final_test_ci_low"] <= full["final_test_mean"]).all()
     assert (full["final_test_mean"] <= full["final_test_ci_high"]).all()
     assert summary.loc[summary["n_seeds"] == 1, "final_test_ci_low"].isna().all()  # single-seed searches
-    row = analysis.summary[(analysis.summary["testproblem"] == "quadratic_deep")
-                           & (analysis.summary["optimizer"] == "PowKernelGradientDescentOptimizer")].iloc[0]
+    row = analysis.summary[
+        (analysis.summary["testproblem"] == "quadratic_deep")
+        & (analysis.summary["optimizer"] == "PowKernelGradientDescentOptimizer")
+    ].iloc[0]
     assert (row["final_test_ci_low"], row["final_test_ci_high"]) == pytest.approx(scipy_ci(row["seed_values"]))
     curves = pd.read_csv(out / "budget_curves.csv")
     searched = summary[summary["n_samples"] > 0]

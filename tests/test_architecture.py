@@ -43,14 +43,25 @@ def test_copy_keeps_the_contracts(tree_copy):
     assert lint(tree_copy).returncode == 0  # the copy is complete: a failure below is the planted import's
 
 
-@pytest.mark.parametrize("module, planted, needle", [
-    # the bottom layer importing the top one, hidden inside a function
-    ("deepobs_tree/naming.py", "def _planted():\n    from studies import sweep  # noqa\n", "deepobs_tree.naming -> studies"),
-    # the writer importing the reader (siblings of one layer are independent)
-    ("runners/spec.py", "import analysis  # noqa\n", "runners.spec -> analysis"),
-    # a cycle inside a package: the registry importing the module that imports it
-    ("optimizers/registry.py", "def _planted():\n    from . import space  # noqa\n", "No cycles are allowed in optimizers"),
-])
+@pytest.mark.parametrize(
+    "module, planted, needle",
+    [
+        # the bottom layer importing the top one, hidden inside a function
+        (
+            "deepobs_tree/naming.py",
+            "def _planted():\n    from studies import sweep  # noqa\n",
+            "deepobs_tree.naming -> studies",
+        ),
+        # the writer importing the reader (siblings of one layer are independent)
+        ("runners/spec.py", "import analysis  # noqa\n", "runners.spec -> analysis"),
+        # a cycle inside a package: the registry importing the module that imports it
+        (
+            "optimizers/registry.py",
+            "def _planted():\n    from . import space  # noqa\n",
+            "No cycles are allowed in optimizers",
+        ),
+    ],
+)
 def test_a_planted_violation_breaks_a_contract(tree_copy, module, planted, needle):
     path = tree_copy / module
     path.write_text(path.read_text() + "\n\n" + planted)
@@ -85,12 +96,35 @@ def test_every_error_of_the_suite_has_the_one_base_class():
 
 #: heavy or optional dependencies a function may import on first use (with a one-line reason), and the project
 #: modules that import one of them at their top
-HEAVY = {"keras", "tensorflow", "jax", "scipy", "ray", "matplotlib", "torch", "testproblems.data", ".models",
-         ".kernel_map", "studies.sweep", "studies.status"}
+HEAVY = {
+    "keras",
+    "tensorflow",
+    "jax",
+    "scipy",
+    "ray",
+    "matplotlib",
+    "torch",
+    "testproblems.data",
+    ".models",
+    ".kernel_map",
+    "studies.sweep",
+    "studies.status",
+}
 #: files of the parallel issues (27, 29, 30) not yet converted: their function-local imports are still free
-PENDING = ("analysis/__main__.py", "analysis/budget.py", "analysis/figure_cache.py", "analysis/loader.py",
-           "analysis/profiles.py", "analysis/select.py", "analysis/stats.py", "analysis/tables.py",
-           "optimizers/maps.py", "optimizers/transforms.py", "optimizers/kernel_map.py", "runners/executors/population")
+PENDING = (
+    "analysis/__main__.py",
+    "analysis/budget.py",
+    "analysis/figure_cache.py",
+    "analysis/loader.py",
+    "analysis/profiles.py",
+    "analysis/select.py",
+    "analysis/stats.py",
+    "analysis/tables.py",
+    "optimizers/maps.py",
+    "optimizers/transforms.py",
+    "optimizers/kernel_map.py",
+    "runners/executors/population",
+)
 
 
 def test_function_local_imports_are_heavy_dependencies_with_a_reason():
@@ -108,9 +142,11 @@ def test_function_local_imports_are_heavy_dependencies_with_a_reason():
                     continue
                 for node in ast.walk(fn):
                     if isinstance(node, ast.Import | ast.ImportFrom):
-                        module = ("." * node.level + (node.module or node.names[0].name)) \
-                            if isinstance(node, ast.ImportFrom) \
+                        module = (
+                            ("." * node.level + (node.module or node.names[0].name))
+                            if isinstance(node, ast.ImportFrom)
                             else node.names[0].name
+                        )
                         heavy = module in HEAVY or module.split(".")[0] in HEAVY
                         if not heavy or "#" not in lines[node.lineno - 1]:
                             bad.append(f"{rel}:{node.lineno}: {lines[node.lineno - 1].strip()}")

@@ -38,10 +38,20 @@ def private_cache(tmp_path, monkeypatch):
 
 def result(hp=None, seed=42, valid=(3.0, 2.0), test=(3.0, 2.5), **extra) -> dict:
     hp = {"learning_rate": 0.1, "power": 0.5} if hp is None else hp
-    data = {"testproblem": "quadratic_deep", "batch_size": 128, "num_epochs": len(valid) - 1, "random_seed": seed,
-            "weight_decay": None, "optimizer_name": OPT, "optimizer_hyperparams": hp, "training_params": {},
-            "train_losses": list(valid), "valid_losses": list(valid), "test_losses": list(test),
-            "minibatch_train_losses": [1.0, 1.0]}
+    data = {
+        "testproblem": "quadratic_deep",
+        "batch_size": 128,
+        "num_epochs": len(valid) - 1,
+        "random_seed": seed,
+        "weight_decay": None,
+        "optimizer_name": OPT,
+        "optimizer_hyperparams": hp,
+        "training_params": {},
+        "train_losses": list(valid),
+        "valid_losses": list(valid),
+        "test_losses": list(test),
+        "minibatch_train_losses": [1.0, 1.0],
+    }
     data.update(extra)
     return data
 
@@ -83,6 +93,7 @@ def cli(capfd, *args) -> tuple[int, list[str], str]:
 
 
 # ---- the corpus: bad command lines ----
+
 
 def _cases(tmp: Path) -> dict[str, list]:
     tree = tmp / "tree"
@@ -147,14 +158,28 @@ def test_unwritable_out(tmp_path, capfd):
 def test_rerun_seeds_reversed_in_a_fresh_interpreter_no_tensorflow(tmp_path):
     """A subprocess, as a user runs it: one error line, and the analysis never imports TensorFlow or Keras."""
     good_tree(tmp_path / "tree")
-    code = ("import sys; from analysis.__main__ import main; rc = main(sys.argv[1:]); "
-            "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow imported'; sys.exit(rc)")
+    code = (
+        "import sys; from analysis.__main__ import main; rc = main(sys.argv[1:]); "
+        "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow imported'; sys.exit(rc)"
+    )
     env = dict(os.environ, NLWU_CACHE=str(tmp_path / "cache"))
-    bad = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tree"), "--rerun-seeds", "51-43", "--out",
-                          str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "tree"), "--rerun-seeds", "51-43", "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: bad --rerun-seeds")
-    good = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tree"), "--out", str(tmp_path / "out"),
-                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    good = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "tree"), "--out", str(tmp_path / "out"), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert good.returncode == 0, good.stderr
     assert (tmp_path / "out" / "report.md").is_file()
 
@@ -190,8 +215,13 @@ BAD_FILES = {
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_result_file_is_skipped_with_one_warning(case, tmp_path, capfd):
     tree = good_tree(tmp_path / "tree")
-    bad = tree / "quadratic_deep" / OPT / "num_epochs__1__batch_size__128__learning_rate__9.e-01" / \
-        "random_seed__45__2024-01-01-00-00-00.json"
+    bad = (
+        tree
+        / "quadratic_deep"
+        / OPT
+        / "num_epochs__1__batch_size__128__learning_rate__9.e-01"
+        / "random_seed__45__2024-01-01-00-00-00.json"
+    )
     bad.parent.mkdir(parents=True)
     bad.write_bytes(BAD_FILES[case].encode("utf-8", "surrogateescape"))
     before = digest(tree)
@@ -208,8 +238,14 @@ def test_bad_result_file_is_skipped_with_one_warning(case, tmp_path, capfd):
 
 def test_non_numeric_hyperparameters_do_not_break_the_figures(tmp_path, capfd):
     tree = tmp_path / "tree"
-    for i, hp in enumerate(({"learning_rate": 0.1, "power": 0.5}, {"learning_rate": "fast", "power": 0.5},
-                            {"learning_rate": 0.2, "power": "high"}, {"learning_rate": [0.3], "power": None})):
+    for i, hp in enumerate(
+        (
+            {"learning_rate": 0.1, "power": 0.5},
+            {"learning_rate": "fast", "power": 0.5},
+            {"learning_rate": 0.2, "power": "high"},
+            {"learning_rate": [0.3], "power": None},
+        )
+    ):
         put(tree, result(hp, valid=(3.0, 2.0 - 0.1 * i)), folder=f"setting_{i}")
     code, err, _ = cli(capfd, tree, "--out", tmp_path / "out")
     assert code == 0, err
@@ -218,6 +254,7 @@ def test_non_numeric_hyperparameters_do_not_break_the_figures(tmp_path, capfd):
 
 
 # ---- silent data loss: unreadable folders, symlink loops, dangling links ----
+
 
 def test_symlink_loop_and_dangling_link_are_skipped_with_one_warning_each(tmp_path, capfd):
     tree = good_tree(tmp_path / "tree")
@@ -277,6 +314,7 @@ def test_unreadable_folder_for_real(tmp_path, capfd):
 
 # ---- the cache cannot execute code ----
 
+
 class _Plant:
     def __init__(self, canary: Path):
         self.canary = canary
@@ -328,6 +366,7 @@ def test_damaged_cache_is_rebuilt(tmp_path):
 
 
 # ---- the report is written completely or not at all ----
+
 
 def test_failing_figure_leaves_no_partial_report(tmp_path, capfd, monkeypatch):
     from analysis import figures, report

@@ -22,8 +22,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PK = "PowKernelGradientDescentOptimizer"
-Q = ["--problem", "quadratic_deep", "--optimizer", PK, "--hp", "learning_rate=0.01", "--hp", "power=0.5",
-     "--epochs", "1", "--no-progress"]
+Q = [
+    "--problem",
+    "quadratic_deep",
+    "--optimizer",
+    PK,
+    "--hp",
+    "learning_rate=0.01",
+    "--hp",
+    "power=0.5",
+    "--epochs",
+    "1",
+    "--no-progress",
+]
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -63,11 +74,15 @@ def cli(module: str, args: list[str], cwd: Path, capsys=None) -> Proc:
             rc = exc.code
         captured = capsys.readouterr()
         return Proc(rc, captured.out, captured.err)
-    env = {**os.environ, "NLWU_DATA_DIR": str(cwd / "nodata"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "NLWU_DATA_DIR": str(cwd / "nodata"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("NLWU_TF_LOGS", None)
-    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
     return Proc(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -86,8 +101,10 @@ def assert_one_error(proc, match: str | None = None):
 
 
 def study(tmp: Path, name: str = "s.yaml", **defaults) -> Path:
-    data = {"defaults": {"budget": 2, "num_epochs": 1, "rerun_seeds": [43], **defaults},
-            "problems": {"quadratic_deep": {"optimizers": [PK]}}}
+    data = {
+        "defaults": {"budget": 2, "num_epochs": 1, "rerun_seeds": [43], **defaults},
+        "problems": {"quadratic_deep": {"optimizers": [PK]}},
+    }
     path = tmp / name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -182,9 +199,28 @@ def test_run_idx_with_wrong_image_shape(box):
     images = next(data.rglob("train-images-idx3-ubyte.gz"))
     images.write_bytes(_idx(np.zeros((600, 27, 27), dtype=np.uint8)))
     before = tree_digest(data)
-    proc = cli("runners", ["run", "--problem", "fmnist_2c2d", "--optimizer", PK, "--hp", "learning_rate=0.01",
-                           "--hp", "power=0.5", "--epochs", "1", "--no-progress", "--data-dir", str(data),
-                           "--out", str(box / "out")], box)
+    proc = cli(
+        "runners",
+        [
+            "run",
+            "--problem",
+            "fmnist_2c2d",
+            "--optimizer",
+            PK,
+            "--hp",
+            "learning_rate=0.01",
+            "--hp",
+            "power=0.5",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(box / "out"),
+        ],
+        box,
+    )
     assert_one_error(proc, "expected (28, 28)")
     assert "--force" in proc.stderr  # the fix command redoes a marker-complete folder
     assert tree_digest(data) == before and not (box / "out").exists()
@@ -222,10 +258,16 @@ STUDY_CASES = [
     ("batch-larger-than-train", {"batch_size": 100000}, "larger than the training set"),
     ("budget-huge", {"budget": 1000000000}, "budget 1000000000 is larger than 10000"),
     ("budget-zero", {"budget": 0}, "budget"),
-    ("power-range", {"search_space": {"learning_rate": {"log_uniform": [1e-4, 1.0]},
-                                      "power": {"uniform": [-1.0, 1.0]}}}, "outside the allowed range"),
-    ("lr-range", {"search_space": {"learning_rate": {"uniform": [-1.0, 1.0]},
-                                   "power": {"uniform": [0.1, 1.0]}}}, "learning_rate"),
+    (
+        "power-range",
+        {"search_space": {"learning_rate": {"log_uniform": [1e-4, 1.0]}, "power": {"uniform": [-1.0, 1.0]}}},
+        "outside the allowed range",
+    ),
+    (
+        "lr-range",
+        {"search_space": {"learning_rate": {"uniform": [-1.0, 1.0]}, "power": {"uniform": [0.1, 1.0]}}},
+        "learning_rate",
+    ),
     ("fixed-power-negative", {"fixed": {"power": -0.5}}, "power"),
     ("fixed-axis-bad-value", {"fixed": {"power": [0.5, -0.5]}}, "power"),
     ("train-log-interval-zero", {"train_log_interval": 0}, "train_log_interval"),
@@ -245,8 +287,10 @@ def test_study_bad_values_fail_at_load(box, command, case, defaults, match, caps
 
 
 @pytest.mark.parametrize("command", ["status", "sweep", "sweep --emit-commands"])
-@pytest.mark.parametrize("where, match", [("{box}/afile", "is not a folder"), ("{box}/afile/x", "is not a folder"),
-                                          ("{box}/linked", "outside --out")])
+@pytest.mark.parametrize(
+    "where, match",
+    [("{box}/afile", "is not a folder"), ("{box}/afile/x", "is not a folder"), ("{box}/linked", "outside --out")],
+)
 def test_sweep_and_status_bad_out(box, command, where, match, capsys):
     cfg = study(box)
     before = {p: tree_digest(box / p) for p in ("afile", "linked", "elsewhere")}
@@ -295,8 +339,11 @@ def test_prepared_marker_checks_checksums(tmp_path, capsys):
     write_prepared("fmnist", data)
     folder = next(data.rglob("train-images-idx3-ubyte.gz")).parent
     files = sorted(p.name for p in folder.iterdir() if p.name != prepare.MARKER)
-    marker = {"dataset": "fmnist", "files": {n: (folder / n).stat().st_size for n in files},
-              "sha256": {n: download.digest(folder / n, "sha256") for n in files}}
+    marker = {
+        "dataset": "fmnist",
+        "files": {n: (folder / n).stat().st_size for n in files},
+        "sha256": {n: download.digest(folder / n, "sha256") for n in files},
+    }
     (folder / prepare.MARKER).write_text(__import__("json").dumps(marker))
     assert prepare._is_prepared(folder)
     victim = folder / files[0]
@@ -314,8 +361,11 @@ def test_result_files_honour_the_umask(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == atomic.FILE_MODE == 0o666 & ~atomic._umask()
     mask = os.umask(0o022)
     os.umask(mask)
-    code = ("import os, stat, sys; os.umask(0o027); from deepobs_tree import write_atomic; "
-            "p = write_atomic(sys.argv[1], 'x'); print(oct(stat.S_IMODE(p.stat().st_mode)))")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "b.json")], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+    code = (
+        "import os, stat, sys; os.umask(0o027); from deepobs_tree import write_atomic; "
+        "p = write_atomic(sys.argv[1], 'x'); print(oct(stat.S_IMODE(p.stat().st_mode)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "b.json")], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert proc.stdout.strip() == "0o640", proc.stderr

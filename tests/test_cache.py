@@ -23,8 +23,11 @@ def private_cache(tmp_path, monkeypatch):
 
 def test_entry_round_trip_and_damage_is_a_miss(tmp_path):
     key = cache.key("analysis-figures", ["inputs", 1], code="v1")
-    assert key != cache.key("analysis-figures", ["inputs", 2], code="v1") != cache.key("analysis-figures",
-                                                                                          ["inputs", 1], code="v2")
+    assert (
+        key
+        != cache.key("analysis-figures", ["inputs", 2], code="v1")
+        != cache.key("analysis-figures", ["inputs", 1], code="v2")
+    )
     assert cache.read("analysis-figures", key) is None
     assert cache.write("analysis-figures", key, {"a.png": b"\x89PNG", "b.pdf": b"%PDF"})
     assert cache.read("analysis-figures", key) == {"a.png": b"\x89PNG", "b.pdf": b"%PDF"}
@@ -68,7 +71,8 @@ def test_make_clean_cache_removes_the_caches_only(tmp_path):
     for kind in (*cache.KINDS, "fidelity"):
         (base / kind).mkdir(parents=True)
         (base / kind / "x").write_text("x")
-    proc = subprocess.run(["make", "-s", "clean-cache", f"CACHE={base}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        ["make", "-s", "clean-cache", f"CACHE={base}"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in base.iterdir()) == ["fidelity"]

@@ -27,8 +27,12 @@ def test_reproduce_default_is_354_runs_of_quadratic_deep():
     gd = [s for s in tuning if s.optimizer == NONLINEAR[0]]
     assert [s.hyperparams_dict for s in gd] == paper_samples()
     by = {e.optimizer: e.searched for e in study.entries}
-    assert by == {**dict.fromkeys(NONLINEAR, ("learning_rate", "power")), "GradientDescentOptimizer": ("learning_rate",),
-                  "MomentumOptimizer": ("learning_rate", "momentum"), "NAGOptimizer": ("learning_rate", "momentum")}
+    assert by == {
+        **dict.fromkeys(NONLINEAR, ("learning_rate", "power")),
+        "GradientDescentOptimizer": ("learning_rate",),
+        "MomentumOptimizer": ("learning_rate", "momentum"),
+        "NAGOptimizer": ("learning_rate", "momentum"),
+    }
     smoke = load_study(CONFIGS / "reproduce_default.yaml", preset="smoke")
     assert len(smoke.tuning_specs()) == 12 and all(s.num_epochs == 2 for s in smoke.tuning_specs())
 
@@ -44,16 +48,22 @@ def test_tuning_folders_are_the_papers(paper_tree):
 def test_baseline_folders_use_crowded_valley_names():
     study = load_study(CONFIGS / "reproduce_default.yaml")
     first = {s.optimizer: s.setting_folder() for s in study.tuning_specs()[::50]}
-    assert first["MomentumOptimizer"] == ("num_epochs__100__batch_size__128__learning_rate__3.148911648e-03__"
-                                          "momentum__7.1144760093e-01__use_locking__False__use_nesterov__False")
+    assert first["MomentumOptimizer"] == (
+        "num_epochs__100__batch_size__128__learning_rate__3.148911648e-03__"
+        "momentum__7.1144760093e-01__use_locking__False__use_nesterov__False"
+    )
     assert first["NAGOptimizer"].endswith("use_locking__False__use_nesterov__True")
     assert first["GradientDescentOptimizer"] == "num_epochs__100__batch_size__128__learning_rate__3.148911648e-03"
 
 
 def test_rerun_specs_land_in_the_chosen_tuning_folder(paper_tree):
     study = load_study(CONFIGS / "reproduce_default.yaml")
-    folder = paper_tree / "quadratic_deep" / "PowKernelMomentumOptimizer" / (
-        "num_epochs__100__batch_size__128__learning_rate__2.9204338472e-03__power__9.e-01")
+    folder = (
+        paper_tree
+        / "quadratic_deep"
+        / "PowKernelMomentumOptimizer"
+        / ("num_epochs__100__batch_size__128__learning_rate__2.9204338472e-03__power__9.e-01")
+    )
     stored = json.loads(sorted(folder.glob("random_seed__42__*.json"))[-1].read_text())
     chosen = {"optimizer_hyperparams": stored["optimizer_hyperparams"], "weight_decay": stored["weight_decay"]}
     reruns = study.rerun_specs("quadratic_deep", "PowKernelMomentumOptimizer", chosen)
@@ -62,8 +72,19 @@ def test_rerun_specs_land_in_the_chosen_tuning_folder(paper_tree):
     tuned = [s for s in study.tuning_specs() if s.optimizer == "PowKernelMomentumOptimizer"][14]  # sample #15
     assert tuned.hyperparams == reruns[0].hyperparams and tuned.replace(seed=43) == reruns[0]
     # baselines: the stored use_locking/use_nesterov constants are accepted and not duplicated
-    nag = study.rerun_specs("quadratic_deep", "NAGOptimizer", {"optimizer_hyperparams": {
-        "learning_rate": 0.0123, "momentum": 0.019, "use_locking": False, "use_nesterov": True}, "weight_decay": None})
+    nag = study.rerun_specs(
+        "quadratic_deep",
+        "NAGOptimizer",
+        {
+            "optimizer_hyperparams": {
+                "learning_rate": 0.0123,
+                "momentum": 0.019,
+                "use_locking": False,
+                "use_nesterov": True,
+            },
+            "weight_decay": None,
+        },
+    )
     assert nag[0].hyperparams_dict == {"learning_rate": 0.0123, "momentum": 0.019}
     assert nag[0].setting_folder().endswith("use_nesterov__True")
     with pytest.raises(KeyError):
@@ -73,16 +94,30 @@ def test_rerun_specs_land_in_the_chosen_tuning_folder(paper_tree):
 def test_paper_yaml_is_the_full_study():
     study = load_study(CONFIGS / "paper.yaml")
     units = {(e.problem, e.optimizer) for e in study.entries}
-    base = ["quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "tolstoi_char_rnn", "cifar10_3c3d",
-            "cifar100_allcnnc", "svhn_wrn164"]
+    base = [
+        "quadratic_deep",
+        "mnist_vae",
+        "fmnist_vae",
+        "fmnist_2c2d",
+        "tolstoi_char_rnn",
+        "cifar10_3c3d",
+        "cifar100_allcnnc",
+        "svhn_wrn164",
+    ]
     for p in base:
         assert {(p, o) for o in BASELINES} <= units  # baselines: DeepOBS problems, L2 in the loss
     for p in base[:6]:
         assert {(p, o) for o in NONLINEAR} <= units
-    w = ["PowKernelGradientDescentOptimizerW_scaled", "PowKernelMomentumOptimizerW_momscaled",
-         "PowKernelMomentumOptimizerNW_momscaled"]
-    for p, decay in (("cifar10_3c3d_nodecay", 0.002), ("cifar100_allcnnc_nodecay", 0.0005),
-                     ("svhn_wrn164_nodecay", 0.0005)):
+    w = [
+        "PowKernelGradientDescentOptimizerW_scaled",
+        "PowKernelMomentumOptimizerW_momscaled",
+        "PowKernelMomentumOptimizerNW_momscaled",
+    ]
+    for p, decay in (
+        ("cifar10_3c3d_nodecay", 0.002),
+        ("cifar100_allcnnc_nodecay", 0.0005),
+        ("svhn_wrn164_nodecay", 0.0005),
+    ):
         entries = [e for e in study.entries if e.problem == p]
         assert [e.optimizer for e in entries] == w
         assert all(dict(e.fixed) == {"weight_decay_opt": decay} and e.regularization == "decoupled" for e in entries)
@@ -91,7 +126,8 @@ def test_paper_yaml_is_the_full_study():
     # the W runs' folders carry weight_decay_opt like the paper's
     entry = next(e for e in study.entries if e.problem == "cifar100_allcnnc_nodecay")
     assert entry.tuning_specs()[4].setting_folder() == (
-        "num_epochs__350__batch_size__256__learning_rate__6.8706142826e-03__power__8.e-01__weight_decay_opt__5.e-04")
+        "num_epochs__350__batch_size__256__learning_rate__6.8706142826e-03__power__8.e-01__weight_decay_opt__5.e-04"
+    )
     smoke = load_study(CONFIGS / "paper.yaml", preset="smoke")
     assert {e.problem for e in smoke.entries} == {"quadratic_deep"} and len(smoke.tuning_specs()) == 12
 
@@ -107,7 +143,11 @@ def test_every_default_is_in_the_files_and_commented():
         study = load_study(CONFIGS / name)
         e = study.entries[0]
         assert (e.budget, e.tuning_seed, list(e.rerun_seeds), e.train_log_interval) == (
-            DEFAULTS["budget"], DEFAULTS["tuning_seed"], DEFAULTS["rerun_seeds"], DEFAULTS["train_log_interval"])
+            DEFAULTS["budget"],
+            DEFAULTS["tuning_seed"],
+            DEFAULTS["rerun_seeds"],
+            DEFAULTS["train_log_interval"],
+        )
 
 
 def test_smoke_yaml_loads_with_both_presets():
@@ -117,27 +157,44 @@ def test_smoke_yaml_loads_with_both_presets():
 
 def test_list_is_a_sweep_axis(tmp_path):
     f = tmp_path / "s.yaml"
-    f.write_text("problems:\n  cifar10_3c3d:\n    optimizers: [PowKernelMomentumOptimizer]\n"
-                 "    regularization: [l2, decoupled]\n    budget: 2\n    num_epochs: [1, 2]\n"
-                 "  quadratic_deep:\n    optimizers:\n      MomentumOptimizer: {fixed: {momentum: [0.5, 0.9]}}\n")
+    f.write_text(
+        "problems:\n  cifar10_3c3d:\n    optimizers: [PowKernelMomentumOptimizer]\n"
+        "    regularization: [l2, decoupled]\n    budget: 2\n    num_epochs: [1, 2]\n"
+        "  quadratic_deep:\n    optimizers:\n      MomentumOptimizer: {fixed: {momentum: [0.5, 0.9]}}\n"
+    )
     study = load_study(f)
     got = [(e.problem, e.optimizer, e.num_epochs, dict(e.fixed), e.searched) for e in study.entries]
     assert got == [
         ("cifar10_3c3d", "PowKernelMomentumOptimizer", 1, {}, ("learning_rate", "power")),
         ("cifar10_3c3d", "PowKernelMomentumOptimizer", 2, {}, ("learning_rate", "power")),
-        ("cifar10_3c3d_nodecay", "PowKernelMomentumOptimizerW_momscaled", 1, {"weight_decay_opt": 0.002},
-         ("learning_rate", "power")),
-        ("cifar10_3c3d_nodecay", "PowKernelMomentumOptimizerW_momscaled", 2, {"weight_decay_opt": 0.002},
-         ("learning_rate", "power")),
+        (
+            "cifar10_3c3d_nodecay",
+            "PowKernelMomentumOptimizerW_momscaled",
+            1,
+            {"weight_decay_opt": 0.002},
+            ("learning_rate", "power"),
+        ),
+        (
+            "cifar10_3c3d_nodecay",
+            "PowKernelMomentumOptimizerW_momscaled",
+            2,
+            {"weight_decay_opt": 0.002},
+            ("learning_rate", "power"),
+        ),
         ("quadratic_deep", "MomentumOptimizer", None, {"momentum": 0.5}, ("learning_rate",)),
         ("quadratic_deep", "MomentumOptimizer", None, {"momentum": 0.9}, ("learning_rate",)),
     ]
     specs = study.entries[-2].tuning_specs()
-    assert specs[0].setting_folder().startswith("num_epochs__100__batch_size__128__learning_rate__3.148911648e-03__"
-                                                "momentum__5.e-01")
+    assert (
+        specs[0]
+        .setting_folder()
+        .startswith("num_epochs__100__batch_size__128__learning_rate__3.148911648e-03__momentum__5.e-01")
+    )
     chosen = {"optimizer_hyperparams": {"learning_rate": 0.1, "momentum": 0.9}, "weight_decay": None}
     assert study.rerun_specs("quadratic_deep", "MomentumOptimizer", chosen)[0].hyperparams_dict == {
-        "learning_rate": 0.1, "momentum": 0.9}
+        "learning_rate": 0.1,
+        "momentum": 0.9,
+    }
 
 
 QD = "problems:\n  quadratic_deep:\n    optimizers: [PowKernelGradientDescentOptimizer]\n"
@@ -151,30 +208,51 @@ BAD = [
     ("bad_seeds", QD + "    rerun_seeds: 43\n", "rerun_seeds: expected a list"),
     ("bad_reg", QD + "    regularization: dropout\n", "regularization: expected one of l2, decoupled"),
     ("bad_epochs", QD + "    num_epochs: -1\n", "num_epochs: expected an integer >= 1 or null"),
-    ("unknown_problem", "problems:\n  quadratic_shallow:\n    optimizers: [MomentumOptimizer]\n",
-     "problems.quadratic_shallow: unknown test problem"),
-    ("unknown_optimizer", "problems:\n  quadratic_deep:\n    optimizers: [Adamm]\n",
-     "problems.quadratic_deep.optimizers.Adamm: unknown optimizer"),
+    (
+        "unknown_problem",
+        "problems:\n  quadratic_shallow:\n    optimizers: [MomentumOptimizer]\n",
+        "problems.quadratic_shallow: unknown test problem",
+    ),
+    (
+        "unknown_optimizer",
+        "problems:\n  quadratic_deep:\n    optimizers: [Adamm]\n",
+        "problems.quadratic_deep.optimizers.Adamm: unknown optimizer",
+    ),
     ("empty_space", QD + "    search_space: {}\n", "search_space: empty search space"),
-    ("space_without_searched", QD + "    fixed: {learning_rate: 0.1, power: 0.5}\n",
-     "empty search space for PowKernelGradientDescentOptimizer"),
-    ("bad_distribution", QD + "    search_space:\n      learning_rate: {log_uniform: [0, 1]}\n",
-     "search_space.learning_rate: log_uniform needs 0 < low < high"),
-    ("typo_in_space", QD + "    search_space:\n      learnig_rate: {log_uniform: [0.001, 1.0]}\n",
-     "search_space.learnig_rate: no registered optimizer takes"),
+    (
+        "space_without_searched",
+        QD + "    fixed: {learning_rate: 0.1, power: 0.5}\n",
+        "empty search space for PowKernelGradientDescentOptimizer",
+    ),
+    (
+        "bad_distribution",
+        QD + "    search_space:\n      learning_rate: {log_uniform: [0, 1]}\n",
+        "search_space.learning_rate: log_uniform needs 0 < low < high",
+    ),
+    (
+        "typo_in_space",
+        QD + "    search_space:\n      learnig_rate: {log_uniform: [0.001, 1.0]}\n",
+        "search_space.learnig_rate: no registered optimizer takes",
+    ),
     ("no_problems", "name: x\n", "problems: missing"),
     ("empty_file", "", "the file is empty"),
     ("malformed", "problems: [\n", "malformed YAML (line"),
     ("no_optimizers", "problems:\n  quadratic_deep: {budget: 2}\n", "problems.quadratic_deep.optimizers: missing"),
     ("no_decoupled_variant", QD + "    regularization: decoupled\n", "has no _nodecay variant"),
-    ("w_without_decoupled", "problems:\n  quadratic_deep:\n    optimizers: [PowKernelGradientDescentOptimizerW_scaled]\n",
-     "use regularization: decoupled"),
+    (
+        "w_without_decoupled",
+        "problems:\n  quadratic_deep:\n    optimizers: [PowKernelGradientDescentOptimizerW_scaled]\n",
+        "use regularization: decoupled",
+    ),
     ("bad_fixed", QD + "    fixed: {power: -1}\n", "power must be a number > 0"),
     ("unknown_fixed", QD + "    fixed: {dampening: 0.1}\n", "does not take 'dampening'"),
     ("bad_option", QD + "    options: {rule: x}\n", "options.rule: unknown key"),
     ("empty_axis", QD + "    num_epochs: []\n", "empty list (sweep axis)"),
-    ("duplicate", "problems:\n  quadratic_deep:\n    optimizers: [MomentumOptimizer, MomentumOptimizer]\n",
-     "repeated optimizer"),
+    (
+        "duplicate",
+        "problems:\n  quadratic_deep:\n    optimizers: [MomentumOptimizer, MomentumOptimizer]\n",
+        "repeated optimizer",
+    ),
     ("unknown_preset_default", QD + "default_preset: fast\n", "default_preset: unknown preset 'fast'"),
     ("bad_preset_key", QD + "presets:\n  smoke: {epochs: 1}\n", "presets.smoke.epochs: unknown key"),
 ]

@@ -43,8 +43,7 @@ def test_contrast_brightness_standardization_flip_crop_match_tf(images):
     ours = augment.pad_and_random_crop(images, np.random.default_rng(7))
     oy, ox = rng.integers(0, 5, len(images)), rng.integers(0, 5, len(images))
     padded = tf.image.resize_with_crop_or_pad(images, 36, 36)
-    ref = np.stack([tf.image.crop_to_bounding_box(padded[i], oy[i], ox[i], 32, 32).numpy()
-                    for i in range(len(images))])
+    ref = np.stack([tf.image.crop_to_bounding_box(padded[i], oy[i], ox[i], 32, 32).numpy() for i in range(len(images))])
     np.testing.assert_array_equal(ours, ref)
     assert len({(a, b) for a, b in zip(oy, ox)}) > 1
     ours = augment.random_flip_left_right(images, np.random.default_rng(3))

@@ -19,9 +19,10 @@ from testproblems.data import download, load_dataset, prepare
 ROOT = Path(__file__).resolve().parents[1]
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
-                                reason=f"real Fashion-MNIST absent ({DEBIAN}); "
-                                       "apt-get install dataset-fashion-mnist")
+pytestmark = pytest.mark.skipif(
+    not (DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"real Fashion-MNIST absent ({DEBIAN}); apt-get install dataset-fashion-mnist",
+)
 
 
 def _raw(name):
@@ -36,8 +37,7 @@ def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("real")
     parser = argparse.ArgumentParser()
     prepare.add_arguments(parser)
-    rc = prepare.run(parser.parse_args(["--data-dir", str(d), "--only", "fmnist", "--source", str(DEBIAN),
-                                        "--quiet"]))
+    rc = prepare.run(parser.parse_args(["--data-dir", str(d), "--only", "fmnist", "--source", str(DEBIAN), "--quiet"]))
     assert rc == 0
     return d
 
@@ -53,8 +53,12 @@ def test_real_splits_and_bytes(data_dir):
         assert (data_dir / "fmnist" / name).read_bytes() == (DEBIAN / name).read_bytes()
     ds = load_dataset("fmnist", data_dir, batch_size=128, seed=42)
     assert ds.sizes == {"train": 50000, "valid": 10000, "train_eval": 10000, "test": 10000}
-    assert {p: ds.num_batches(p) for p in ("train", "train_eval", "valid", "test")} == \
-        {"train": 390, "train_eval": 78, "valid": 78, "test": 78}
+    assert {p: ds.num_batches(p) for p in ("train", "train_eval", "valid", "test")} == {
+        "train": 390,
+        "train_eval": 78,
+        "valid": 78,
+        "test": 78,
+    }
     images = _raw("train-images-idx3-ubyte.gz").reshape(60000, 28, 28)
     labels = _raw("train-labels-idx1-ubyte.gz")
     test_images = _raw("t10k-images-idx3-ubyte.gz").reshape(10000, 28, 28)
@@ -92,16 +96,33 @@ def test_real_splits_and_bytes(data_dir):
 
 def test_vae_batch_counts(data_dir):
     ds = load_dataset("fmnist", data_dir, batch_size=64, seed=0)  # fmnist_vae (data.md §7.3)
-    assert {p: ds.num_batches(p) for p in ("train", "train_eval", "valid", "test")} == \
-        {"train": 781, "train_eval": 156, "valid": 156, "test": 156}
+    assert {p: ds.num_batches(p) for p in ("train", "train_eval", "valid", "test")} == {
+        "train": 781,
+        "train_eval": 156,
+        "valid": 156,
+        "test": 156,
+    }
 
 
-@pytest.mark.skipif(not (ROOT / "testproblems" / "__main__.py").is_file(),
-                    reason="testproblems/__main__.py (the CLI, models part) not there yet")
+@pytest.mark.skipif(
+    not (ROOT / "testproblems" / "__main__.py").is_file(),
+    reason="testproblems/__main__.py (the CLI, models part) not there yet",
+)
 def test_cli_prepare_data_from_debian_source(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "testproblems", "prepare-data", "--data-dir", str(tmp_path), "--only", "fmnist",
-           "--source", str(DEBIAN), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "testproblems",
+        "prepare-data",
+        "--data-dir",
+        str(tmp_path),
+        "--only",
+        "fmnist",
+        "--source",
+        str(DEBIAN),
+        "--quiet",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     assert "fmnist: prepared in" in r.stdout

@@ -28,8 +28,10 @@ def data_dir(tmp_path_factory):
 
 def _labels(ds, phase, epoch):
     """The pass as label vectors plus a per-batch fingerprint of the examples (x sums)."""
-    return [(y.argmax(1).tolist(), np.asarray(x).reshape(len(x), -1).sum(1).round(3).tolist())
-            for x, y in ds.batches(phase, epoch)]
+    return [
+        (y.argmax(1).tolist(), np.asarray(x).reshape(len(x), -1).sum(1).round(3).tolist())
+        for x, y in ds.batches(phase, epoch)
+    ]
 
 
 @pytest.fixture
@@ -53,12 +55,10 @@ def test_quadratic_order_replays_under_deepobs_and_reshuffles_under_corrected():
         np.testing.assert_array_equal(tr[e], tr[0])
     for e in (0, 5):  # train_eval = the first 7 batches of the same order, at every epoch
         np.testing.assert_array_equal(np.concatenate([x for x, _ in deep.batches("train_eval", e)]), tr[0])
-    other = np.concatenate([x for x, _ in load_dataset("quadratic", None, batch_size=128, seed=43)
-                            .batches("train", 0)])
+    other = np.concatenate([x for x, _ in load_dataset("quadratic", None, batch_size=128, seed=43).batches("train", 0)])
     assert not np.array_equal(other, tr[0])
     corr = load_dataset("quadratic", None, batch_size=128, seed=42, fidelity="corrected")
-    c = [np.concatenate([x for x, _ in corr.batches(p, e)]) for p, e in (("train", 0), ("train", 1),
-                                                                         ("train_eval", 0))]
+    c = [np.concatenate([x for x, _ in corr.batches(p, e)]) for p, e in (("train", 0), ("train", 1), ("train_eval", 0))]
     assert not np.array_equal(c[0], c[1]) and not np.array_equal(c[0], c[2])
 
 
@@ -70,13 +70,13 @@ def test_shuffled_sets_replay_one_order_under_deepobs(data_dir, name, raw_images
     for e in (1, 2):
         assert _keys(deep, "train", e) == order
     te = _keys(deep, "train_eval", 3)
-    assert te == order[:len(te)] and len(te) == deep.num_batches("train_eval") * B
+    assert te == order[: len(te)] and len(te) == deep.num_batches("train_eval") * B
     assert _keys(load_dataset(name, data_dir, batch_size=B, seed=8), "train", 0) != order
     corr = load_dataset(name, data_dir, batch_size=B, seed=7, fidelity="corrected")
     c0, c1 = _keys(corr, "train", 0), _keys(corr, "train", 1)
     assert c0 != c1 and set(c0) == set(c1) and len(c0) == len(order)  # (CIFAR-100 bytes differ by fidelity)
     te = _keys(corr, "train_eval", 0)
-    assert te != c0[:len(te)]
+    assert te != c0[: len(te)]
 
 
 @pytest.mark.parametrize("name", ["cifar10", "svhn"])
@@ -150,6 +150,7 @@ def test_tf1_reinitialised_iterator_replays_shuffle_and_map_draws():
     """The mechanism, under tf.compat.v1 graph mode with a graph seed (DeepOBS 1.2's runner): re-running
     the init op replays Dataset.shuffle and the map function's random draws; tf.random_shuffle changes."""
     import tensorflow as tf
+
     tf1 = tf.compat.v1
     import os
     import tempfile
@@ -164,8 +165,9 @@ def test_tf1_reinitialised_iterator_replays_shuffle_and_map_draws():
         def noise(i):
             return i, tf1.random_uniform([])
 
-        train = (tf.data.Dataset.from_tensor_slices(np.arange(20)).map(noise).shuffle(20000)
-                 .batch(4, drop_remainder=True))
+        train = (
+            tf.data.Dataset.from_tensor_slices(np.arange(20)).map(noise).shuffle(20000).batch(4, drop_remainder=True)
+        )
         train_eval = train.take(2)
         names = tf1.random_shuffle(tf1.matching_files(os.path.join(tmp, "data_batch_*.bin")))
         files = tf.data.FixedLengthRecordDataset(names, record_bytes=1).map(lambda r: tf1.decode_raw(r, tf.uint8)[0])

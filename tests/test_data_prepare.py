@@ -168,14 +168,14 @@ def test_prepare_each_dataset_over_http(name, server, archives, tmp_path, capsys
 
 
 def test_interrupted_download_resumes_on_rerun(server, archives, tmp_path, capsys):
-    (fname, path), = archives["cifar10"].items()
+    ((fname, path),) = archives["cifar10"].items()
     server.files[fname] = payload = path.read_bytes()
     server.cut_once.add(fname)
     data = tmp_path / "data"
     args = ("--data-dir", str(data), "--only", "cifar10", "--base-url", f"cifar10={server.url}")
     rc, out = _run(*args, "--retries", "0", capsys=capsys)
     assert rc == 2
-    line, = out.err.strip().splitlines()
+    (line,) = out.err.strip().splitlines()
     assert "interrupted" in line and "rerun" in line and fname in line
     part = data / prepare.DOWNLOADS / "cifar10" / (fname + ".part")
     assert part.stat().st_size == len(payload) // 2
@@ -191,8 +191,18 @@ def test_interrupted_download_is_retried_within_a_run(server, archives, tmp_path
     for fname, p in archives["fmnist"].items():
         server.files[fname] = p.read_bytes()
     server.cut_once.add("train-images-idx3-ubyte.gz")
-    rc, out = _run("--data-dir", str(tmp_path), "--only", "fmnist", "--base-url", f"fmnist={server.url}",
-                   "--retries", "1", capsys=capsys, quiet=False)
+    rc, out = _run(
+        "--data-dir",
+        str(tmp_path),
+        "--only",
+        "fmnist",
+        "--base-url",
+        f"fmnist={server.url}",
+        "--retries",
+        "1",
+        capsys=capsys,
+        quiet=False,
+    )
     assert rc == 0, out.err
     assert "train-images-idx3-ubyte.gz" in out.err and "B/s" in out.err  # the tqdm progress bar
     ranged = [e for e in server.log if e[0] == "train-images-idx3-ubyte.gz"]
@@ -200,19 +210,28 @@ def test_interrupted_download_is_retried_within_a_run(server, archives, tmp_path
 
 
 def test_server_without_range_support_restarts_the_download(server, archives, tmp_path, capsys):
-    (fname, path), = archives["cifar10"].items()
+    ((fname, path),) = archives["cifar10"].items()
     server.files[fname] = path.read_bytes()
     server.cut_once.add(fname)
     server.ignore_range = True  # answers 200 with the whole file to a Range request
-    rc, out = _run("--data-dir", str(tmp_path), "--only", "cifar10", "--base-url", f"cifar10={server.url}",
-                   "--retries", "1", capsys=capsys)
+    rc, out = _run(
+        "--data-dir",
+        str(tmp_path),
+        "--only",
+        "cifar10",
+        "--base-url",
+        f"cifar10={server.url}",
+        "--retries",
+        "1",
+        capsys=capsys,
+    )
     assert rc == 0, out.err
     assert [s for _, _, s in server.log] == [-200, 200]
     assert load_dataset("cifar10", tmp_path, batch_size=10, seed=0).sizes["train"] == 80
 
 
 def test_checksum_mismatch_is_one_clear_error(server, archives, tmp_path, capsys):
-    (fname, path), = archives["cifar100"].items()
+    ((fname, path),) = archives["cifar100"].items()
     bad = bytearray(path.read_bytes())
     bad[1000] ^= 0xFF
     server.files[fname] = bytes(bad)
@@ -220,7 +239,7 @@ def test_checksum_mismatch_is_one_clear_error(server, archives, tmp_path, capsys
     args = ("--data-dir", str(data), "--only", "cifar100", "--base-url", f"cifar100={server.url}")
     rc, out = _run(*args, capsys=capsys)
     assert rc == 2
-    line, = out.err.strip().splitlines()
+    (line,) = out.err.strip().splitlines()
     assert line.startswith("error: cifar100: checksum mismatch") and fname in line and "md5" in line
     assert not (data / prepare.DOWNLOADS / "cifar100" / fname).exists()  # bad download deleted
     assert not (data / "cifar-100" / "train.bin").exists()
@@ -233,8 +252,17 @@ def test_source_folder_then_skip_when_prepared(archives, tmp_path, capsys):
     src = archives["svhn"]["train_32x32.mat"].parent
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     data = tmp_path / "data"
-    rc, out = _run("--data-dir", str(data), "--only", "svhn", "--source", str(src), "--base-url",
-                   "svhn=http://127.0.0.1:9/", capsys=capsys)  # never contacted: everything is in --source
+    rc, out = _run(
+        "--data-dir",
+        str(data),
+        "--only",
+        "svhn",
+        "--source",
+        str(src),
+        "--base-url",
+        "svhn=http://127.0.0.1:9/",
+        capsys=capsys,
+    )  # never contacted: everything is in --source
     assert rc == 0, out.err
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched
     rc, out = _run("--data-dir", str(data), "--only", "svhn", "--source", str(src), capsys=capsys)
@@ -259,18 +287,32 @@ def test_svhn_keeps_all_training_images_12800_per_file(archives, tmp_path, capsy
 
 
 def test_unreachable_server_and_bad_arguments(tmp_path, capsys):
-    rc, out = _run("--data-dir", str(tmp_path), "--only", "mnist", "--base-url", "mnist=http://127.0.0.1:9/",
-                   "--timeout", "5", capsys=capsys)
+    rc, out = _run(
+        "--data-dir",
+        str(tmp_path),
+        "--only",
+        "mnist",
+        "--base-url",
+        "mnist=http://127.0.0.1:9/",
+        "--timeout",
+        "5",
+        capsys=capsys,
+    )
     assert rc == 2
-    line, = out.err.strip().splitlines()
+    (line,) = out.err.strip().splitlines()
     assert "cannot download http://127.0.0.1:9/train-images-idx3-ubyte.gz" in line and "--source" in line
-    for argv, words in ((["--only", "imagenet"], "unknown data set 'imagenet'"),
-                        (["--base-url", "cifar10"], "bad --base-url"),
-                        (["--source", str(tmp_path / "nope")], "no such folder")):
+    for argv, words in (
+        (["--only", "imagenet"], "unknown data set 'imagenet'"),
+        (["--base-url", "cifar10"], "bad --base-url"),
+        (["--source", str(tmp_path / "nope")], "no such folder"),
+    ):
         rc, out = _run("--data-dir", str(tmp_path), *argv, capsys=capsys)
         assert rc == 2 and len(out.err.strip().splitlines()) == 1 and words in out.err
-    r = subprocess.run([sys.executable, "-m", "testproblems.data.prepare", "--only", "nope", "--data-dir",
-                        str(tmp_path)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "testproblems.data.prepare", "--only", "nope", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "unknown data set" in r.stderr
     parser = argparse.ArgumentParser()
     prepare.add_arguments(parser)

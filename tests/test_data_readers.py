@@ -41,9 +41,11 @@ def _rows(a):
 def test_no_tensorflow_or_keras_imported():
     import subprocess
 
-    code = ("import sys, testproblems.data, testproblems.data.prepare, testproblems.data.synthetic; "
-            "bad=[m for m in ('tensorflow','keras','jax','torch') if m in sys.modules]; print(bad); "
-            "sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, testproblems.data, testproblems.data.prepare, testproblems.data.synthetic; "
+        "bad=[m for m in ('tensorflow','keras','jax','torch') if m in sys.modules]; print(bad); "
+        "sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -52,8 +54,10 @@ def test_quadratic_exact_deepobs_arrays():
     ds = load_dataset("quadratic", None, batch_size=128, seed=42)
     assert ds.sizes == {"train": 1000, "valid": 1000, "train_eval": 1000, "test": 1000}
     assert {p: ds.num_batches(p) for p in PHASES} == dict.fromkeys(PHASES, 7)
-    for phase, s, first in (("valid", 44, [-0.4503688, 0.7898144, 0.7476840]),
-                            ("test", 43, [0.1544400, -0.5450889, -0.2271019])):
+    for phase, s, first in (
+        ("valid", 44, [-0.4503688, 0.7898144, 0.7476840]),
+        ("test", 43, [0.1544400, -0.5450889, -0.2271019]),
+    ):
         xs = [x for x, y in ds.batches(phase)]
         ref = np.float32(np.random.RandomState(s).normal(0.0, 0.6, (1000, 100)))
         np.testing.assert_array_equal(np.concatenate(xs), ref[:896])
@@ -146,8 +150,9 @@ def test_cifar10_valid_test_values_and_labels(data_dir):
     np.testing.assert_array_equal(y.argmax(1), rec[:20, 0])
     trec = _records(data_dir / "cifar-10" / "test_batch.bin", 3073)
     xt, yt = next(ds.batches("test"))
-    np.testing.assert_allclose(xt, _std(trec[:20, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-                               .reshape(20, 32, 32, 3), atol=2e-6)
+    np.testing.assert_allclose(
+        xt, _std(trec[:20, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)).reshape(20, 32, 32, 3), atol=2e-6
+    )
     np.testing.assert_array_equal(yt.argmax(1), trec[:20, 0])
 
 
@@ -157,7 +162,7 @@ def test_cifar100_byte_offset(data_dir, fidelity, start):
     ds = load_dataset("cifar100", data_dir, batch_size=30, seed=0, fidelity=fidelity)
     assert ds.sizes == {"train": 240, "valid": 60, "train_eval": 60, "test": 60}
     x, y = next(ds.batches("valid"))
-    pix = rec[:30, start:start + 3072].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    pix = rec[:30, start : start + 3072].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(x, _std(pix).reshape(x.shape), atol=2e-6)
     np.testing.assert_array_equal(y.argmax(1), rec[:30, 1])  # the fine label, read correctly either way
     assert y.shape == (30, 100)
@@ -265,7 +270,7 @@ def test_tolstoi_batching_rule(data_dir):
         y = np.concatenate([by for _, by in batches], axis=1)
         assert x.dtype == np.int32 and x.shape == (b, nb * t)
         np.testing.assert_array_equal(x.reshape(-1), arr[: nb * b * t])  # row i continues across batches
-        np.testing.assert_array_equal(y.reshape(-1), arr[1: nb * b * t + 1])
+        np.testing.assert_array_equal(y.reshape(-1), arr[1 : nb * b * t + 1])
     te = list(ds.batches("train_eval"))
     assert len(te) == min(v // (b * t), ds.num_batches("train"))
     for (a, _), (c, _) in zip(te, ds.batches("train")):
@@ -280,8 +285,10 @@ def test_batch_counts_at_paper_batch_sizes_match_data_md(tmp_path):
     # SVHN with all 73,257 training images: 47,225 train / 26,032 valid -> 368 / 203 at batch 128
     folder = tmp_path / "svhn"
     folder.mkdir()
-    for fname, n in [(f"data_batch_{k}.bin", 12800) for k in range(5)] + [("data_batch_5.bin", 9257),
-                                                                           ("test_batch.bin", 26032)]:
+    for fname, n in [(f"data_batch_{k}.bin", 12800) for k in range(5)] + [
+        ("data_batch_5.bin", 9257),
+        ("test_batch.bin", 26032),
+    ]:
         with open(folder / fname, "wb") as f:  # sparse all-zero records: the right sizes, no disk traffic
             f.truncate(n * 3073)
     ds = load_dataset("svhn", tmp_path, batch_size=128, seed=0)

@@ -51,8 +51,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cmd(module: str, *args, timeout: float = 300, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=ROOT,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _study(tmp_path: Path, budget: int = 3) -> Path:
@@ -65,9 +71,17 @@ def _result(spec: RunSpec, **change) -> dict:
     n = spec.effective_num_epochs()
     curves = {name: [2.0 - 0.5 * i for i in range(n + 1)] for name in CURVES}
     curves["minibatch_train_losses"] = [1.0, 1.0]
-    data = deepobs_output(testproblem=spec.testproblem, batch_size=spec.effective_batch_size(), num_epochs=n,
-                          random_seed=spec.seed, weight_decay=spec.weight_decay, optimizer_name=spec.optimizer,
-                          optimizer_hyperparams=spec.recorded_hyperparams(), curves=curves, has_accuracy=False)
+    data = deepobs_output(
+        testproblem=spec.testproblem,
+        batch_size=spec.effective_batch_size(),
+        num_epochs=n,
+        random_seed=spec.seed,
+        weight_decay=spec.weight_decay,
+        optimizer_name=spec.optimizer,
+        optimizer_hyperparams=spec.recorded_hyperparams(),
+        curves=curves,
+        has_accuracy=False,
+    )
     return {**data, **change}
 
 
@@ -96,8 +110,11 @@ def _files(root: Path) -> dict[str, str]:
 
 def _results(out: Path) -> list[tuple[str, int]]:
     """(setting folder, seed) of every result file in the tree (book-keeping excluded)."""
-    return sorted((str(p.parent.relative_to(out)), int(p.name.split("__")[1]))
-                  for p in out.rglob("random_seed__*.json") if ".nlwu" not in p.relative_to(out).parts)
+    return sorted(
+        (str(p.parent.relative_to(out)), int(p.name.split("__")[1]))
+        for p in out.rglob("random_seed__*.json")
+        if ".nlwu" not in p.relative_to(out).parts
+    )
 
 
 def _assert_complete(config: Path, out: Path) -> None:
@@ -156,16 +173,27 @@ def test_schema_rejects_what_is_not_a_deepobs_result(case):
 def test_schema_accepts_deepobs_variants():
     """1.2 with NaN/Infinity (diverged runs), Crowded Valley's l2_reg, a shorter curve (Q6), the 1.1 layout."""
     good = _result(SPEC)
-    check_result(json.loads(dump_deepobs_json({**good, "minibatch_train_losses": [float("nan"), float("inf")]})),
-                 seed=42, exact_length=True)
+    check_result(
+        json.loads(dump_deepobs_json({**good, "minibatch_train_losses": [float("nan"), float("inf")]})),
+        seed=42,
+        exact_length=True,
+    )
     check_result({k: v for k, v in good.items() if k != "weight_decay"} | {"l2_reg": None}, seed=42)
     short = {**good, **{k: v[:1] for k, v in good.items() if k in CURVES}}
     check_result(short, seed=42)
     with pytest.raises(ResultSchemaError, match="unfinished run"):
         check_result(short, seed=42, exact_length=True)
-    old = {"testproblem": "quadratic_deep", "batch_size": 128, "num_epochs": 1, "random_seed": 42,
-           "optimizer": "MomentumOptimizer", "hyperparams": {"momentum": 0.9}, "learning_rate": 0.1,
-           "train_losses": [2.0, 1.0], "test_losses": [2.0, 1.0]}
+    old = {
+        "testproblem": "quadratic_deep",
+        "batch_size": 128,
+        "num_epochs": 1,
+        "random_seed": 42,
+        "optimizer": "MomentumOptimizer",
+        "hyperparams": {"momentum": 0.9},
+        "learning_rate": 0.1,
+        "train_losses": [2.0, 1.0],
+        "test_losses": [2.0, 1.0],
+    }
     check_result(old, seed=42)
 
 
@@ -207,8 +235,14 @@ def test_analysis_warns_once_per_untrusted_file_and_never_blocks(tmp_path):
     for path in [*bad.values(), other]:
         assert sum(str(path) in line for line in warnings) == 1, (path, warnings)
     text = "\n".join(warnings)
-    for reason in ("not a DeepOBS result", "num_epochs is a str", "JSONDecodeError", "a FIFO, not a regular file",
-                   "a character device, not a regular file", "symlink loop"):
+    for reason in (
+        "not a DeepOBS result",
+        "num_epochs is a str",
+        "JSONDecodeError",
+        "a FIFO, not a regular file",
+        "a character device, not a regular file",
+        "symlink loop",
+    ):
         assert reason in text, (reason, text)
     import csv
 
@@ -245,8 +279,14 @@ def test_status_counts_corrupt_runs_and_the_sweep_retrains_them(tmp_path):
     assert "total: 1 done, 0 running, 0 failed, 1 missing, 6 corrupt" in status.stdout, status.stdout
     warned = [line for line in status.stdout.splitlines() if line.startswith("warning:")]
     assert len(warned) == 6 and all(sum(str(p) in w for w in warned) == 1 for p in good[:6]), warned
-    for reason in ("not valid JSON", "not a DeepOBS result", "not num_epochs + 1", "records optimizer_hyperparams",
-                   "a FIFO", "provenance"):
+    for reason in (
+        "not valid JSON",
+        "not a DeepOBS result",
+        "not num_epochs + 1",
+        "records optimizer_hyperparams",
+        "a FIFO",
+        "provenance",
+    ):
         assert reason in status.stdout, (reason, status.stdout)
 
     sweep = _cmd("runners", "sweep", config, "--out", out, "--workers", "1", "--no-progress", timeout=300)
@@ -256,7 +296,7 @@ def test_status_counts_corrupt_runs_and_the_sweep_retrains_them(tmp_path):
     quarantine = out / ".nlwu" / "quarantine"
     for path, content in contents.items():  # moved aside byte for byte, never deleted
         kept = quarantine / path.relative_to(out)
-        assert (kept.is_fifo() if content == "fifo" else kept.read_bytes() == content), kept
+        assert kept.is_fifo() if content == "fifo" else kept.read_bytes() == content, kept
     assert (quarantine / good[5].relative_to(out)).with_name(provenance_file_name(good[5].name)).is_file()
     _assert_complete(config, out)
     assert good[6].read_text() == dump_deepobs_json(_result(specs[6]))  # the trusted one was reused
@@ -315,8 +355,22 @@ def test_run_on_a_full_disk_then_resume(tmp_path):
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)
     out = tmp_path / "out"
-    args = ["run", "--problem", "quadratic_deep", "--optimizer", PK, "--hp", "learning_rate=0.01", "--hp",
-            "power=0.5", "--epochs", "1", "--out", out, "--no-progress"]
+    args = [
+        "run",
+        "--problem",
+        "quadratic_deep",
+        "--optimizer",
+        PK,
+        "--hp",
+        "learning_rate=0.01",
+        "--hp",
+        "power=0.5",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--no-progress",
+    ]
     env = {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}", "NLWU_FAULT_ERRNO": str(errno.ENOSPC)}
     proc = _cmd("runners", *args, timeout=300, **env)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -364,8 +418,20 @@ def test_long_names_and_non_folder_parents_are_one_error_line(tmp_path, capsys):
 
     config = _study(tmp_path)
     long_out = tmp_path / ("x" * 300)
-    run = ["run", "--problem", "quadratic_deep", "--optimizer", PK, "--hp", "learning_rate=0.01", "--hp",
-           "power=0.5", "--epochs", "1", "--no-progress"]
+    run = [
+        "run",
+        "--problem",
+        "quadratic_deep",
+        "--optimizer",
+        PK,
+        "--hp",
+        "learning_rate=0.01",
+        "--hp",
+        "power=0.5",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
     fifo = tmp_path / "study.yaml"
@@ -406,8 +472,9 @@ def test_too_long_setting_folder_is_refused_before_any_run(tmp_path, capsys):
     config = _study(tmp_path)
     out = tmp_path / "out"
     long = tmp_path / "long.yaml"
-    long.write_text(STUDY.format(budget=1).replace("rerun_seeds: [43]", "rerun_seeds: [43]\n  train_log_interval: "
-                                                   + "1" * 250))
+    long.write_text(
+        STUDY.format(budget=1).replace("rerun_seeds: [43]", "rerun_seeds: [43]\n  train_log_interval: " + "1" * 250)
+    )
     capsys.readouterr()
     code = main(["status", str(long), "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
@@ -428,8 +495,11 @@ def _bomb(levels: int = 9, width: int = 10) -> str:
 
 YAML_CASES = [
     ("alias-bomb", lambda: _bomb() + "problems: {quadratic_deep: {optimizers: [" + PK + "]}}\n", "alias bomb"),
-    ("small-bomb", lambda: _bomb(levels=3) + "problems: {quadratic_deep: {optimizers: [" + PK + "]}}\n",
-     "name: expected a non-empty string"),
+    (
+        "small-bomb",
+        lambda: _bomb(levels=3) + "problems: {quadratic_deep: {optimizers: [" + PK + "]}}\n",
+        "name: expected a non-empty string",
+    ),
     ("deep-flow", lambda: "name: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 64"),
     ("deep-block", lambda: "problems:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)), "nested deeper"),
     ("recursive", lambda: "name: &a [*a]\n", "contains it"),
@@ -509,9 +579,14 @@ def test_stale_foreign_lock_status_waiting_sweep_and_break_flag(tmp_path):
     assert "stale (host gone-host.example, age 2d 0h)" in status.stdout, status.stdout
     assert "total: 1 done, 0 running, 0 failed, 1 missing, 1 stale" in status.stdout, status.stdout
 
-    proc = subprocess.Popen([sys.executable, "-m", "runners", "sweep", str(config), "--out", str(out), "--workers",
-                             "1", "--no-progress"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runners", "sweep", str(config), "--out", str(out), "--workers", "1", "--no-progress"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, err = time.monotonic() + 120, ""
         while time.monotonic() < deadline and "--break-stale-locks" not in err:
@@ -526,8 +601,9 @@ def test_stale_foreign_lock_status_waiting_sweep_and_break_flag(tmp_path):
     assert "stale (host gone-host.example, age 2d 0h)" in err and "--break-stale-locks" in err, err
     assert _results(out) == [(str(first.setting_dir(out).relative_to(out)), 42)]
 
-    sweep = _cmd("runners", "sweep", config, "--out", out, "--workers", "1", "--no-progress",
-                 "--break-stale-locks", timeout=300)
+    sweep = _cmd(
+        "runners", "sweep", config, "--out", out, "--workers", "1", "--no-progress", "--break-stale-locks", timeout=300
+    )
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     _assert_complete(config, out)
 
@@ -538,11 +614,17 @@ def test_stale_foreign_lock_status_waiting_sweep_and_break_flag(tmp_path):
 NODE = {"Alive": True, "Resources": {"CPU": 2.0, "memory": 4 * 2**30}}
 
 
-@pytest.mark.parametrize("ask, fragment", [
-    ((1, 1, 0), "asks for 1 GPUs (--gpus-per-run), but no node of the Ray cluster has that: the largest has 0 GPUs"),
-    ((4, 0, 0), "asks for 4 CPUs (--cpus-per-run)"),
-    ((1, 0, 8 * 2**30), "asks for 8 GB memory (--memory-per-run)"),
-])
+@pytest.mark.parametrize(
+    "ask, fragment",
+    [
+        (
+            (1, 1, 0),
+            "asks for 1 GPUs (--gpus-per-run), but no node of the Ray cluster has that: the largest has 0 GPUs",
+        ),
+        ((4, 0, 0), "asks for 4 CPUs (--cpus-per-run)"),
+        ((1, 0, 8 * 2**30), "asks for 8 GB memory (--memory-per-run)"),
+    ],
+)
 def test_impossible_ray_request_names_asked_and_available(ask, fragment):
     from runners.executors import BackendError
     from runners.executors.ray import check_resources
@@ -559,8 +641,22 @@ def test_gpus_on_a_cpu_only_ray_cluster_fail_before_any_run(tmp_path):
     available, exit 2, before any run is submitted: no result, no lock."""
     pytest.importorskip("ray")
     config, out = _study(tmp_path, budget=2), tmp_path / "out"
-    proc = _cmd("runners", "sweep", config, "--out", out, "--backend", "ray", "--workers", "1",
-                "--gpus-per-run", "1", "--no-progress", timeout=300, CUDA_VISIBLE_DEVICES="")
+    proc = _cmd(
+        "runners",
+        "sweep",
+        config,
+        "--out",
+        out,
+        "--backend",
+        "ray",
+        "--workers",
+        "1",
+        "--gpus-per-run",
+        "1",
+        "--no-progress",
+        timeout=300,
+        CUDA_VISIBLE_DEVICES="",
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     [line] = _error_lines(proc.stderr)
     assert "asks for 1 GPUs (--gpus-per-run)" in line and "the largest has 0 GPUs" in line, line

@@ -24,16 +24,25 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make i
 def fake_py(tmp_path):
     log = tmp_path / "argv.jsonl"
     script = tmp_path / "fake_python"
-    script.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                      f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    script.write_text(
+        f"#!{sys.executable}\nimport json, sys\nopen({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
     script.chmod(0o755)
     return script, log
 
 
 def make(*args, py: Path, dry: bool = False):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
-    command = ["make", "-s", "--no-print-directory", "-o", ".venv/.installed", *(["-n"] if dry else []),
-               f"PY={py}", *args]
+    command = [
+        "make",
+        "-s",
+        "--no-print-directory",
+        "-o",
+        ".venv/.installed",
+        *(["-n"] if dry else []),
+        f"PY={py}",
+        *args,
+    ]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -67,8 +76,17 @@ def hostile(canary: Path) -> dict[str, str]:
     }
 
 
-TARGETS = ["figures", "paper-figures", "run", "reproduce", "data", "bench-data", "bench-runners",
-           "bench-testproblems", "clean"]
+TARGETS = [
+    "figures",
+    "paper-figures",
+    "run",
+    "reproduce",
+    "data",
+    "bench-data",
+    "bench-runners",
+    "bench-testproblems",
+    "clean",
+]
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -87,12 +105,28 @@ def test_figures_with_hostile_values_passes_them_verbatim(tmp_path, fake_py):
     py, log = fake_py
     canary = tmp_path / "pwned"
     values = hostile(canary)
-    result = make("figures", f"RESULTS={values['RESULTS']}", f"OUT={values['OUT']}",
-                  f"BASELINES={values['BASELINES']}", py=py)
+    result = make(
+        "figures", f"RESULTS={values['RESULTS']}", f"OUT={values['OUT']}", f"BASELINES={values['BASELINES']}", py=py
+    )
     assert result.returncode == 0, result.stderr
     assert not canary.exists()
-    assert calls(log) == [["-m", "analysis", "x;", "touch", str(canary), "#", "--out", values["OUT"],
-                           "--baselines", "b1", "'b2", "$(touch", f"{canary})'"]]
+    assert calls(log) == [
+        [
+            "-m",
+            "analysis",
+            "x;",
+            "touch",
+            str(canary),
+            "#",
+            "--out",
+            values["OUT"],
+            "--baselines",
+            "b1",
+            "'b2",
+            "$(touch",
+            f"{canary})'",
+        ]
+    ]
 
 
 def test_figures_lists_split_and_out_stays_one_argument(fake_py):
@@ -113,39 +147,116 @@ def test_run_with_hostile_values_passes_them_verbatim(tmp_path, fake_py):
     result = make("run", *args, py=py)
     assert result.returncode == 0, result.stderr
     assert not canary.exists()
-    assert calls(log) == [[
-        "-m", "runners", "run", "--problem", v["PROBLEM"], "--optimizer", v["OPTIMIZER"],
-        "--hp", "learning_rate=0.01", "--hp", "power=$(shell", "--hp", "touch", "--hp", f"{canary})",
-        "--hp", "x=`touch", "--hp", f"{canary}`", "--epochs", v["EPOCHS"], "--data-dir", v["DATA_DIR"],
-        "--seed", v["SEED"], "--out", v["OUT"],
-    ]]
+    assert calls(log) == [
+        [
+            "-m",
+            "runners",
+            "run",
+            "--problem",
+            v["PROBLEM"],
+            "--optimizer",
+            v["OPTIMIZER"],
+            "--hp",
+            "learning_rate=0.01",
+            "--hp",
+            "power=$(shell",
+            "--hp",
+            "touch",
+            "--hp",
+            f"{canary})",
+            "--hp",
+            "x=`touch",
+            "--hp",
+            f"{canary}`",
+            "--epochs",
+            v["EPOCHS"],
+            "--data-dir",
+            v["DATA_DIR"],
+            "--seed",
+            v["SEED"],
+            "--out",
+            v["OUT"],
+        ]
+    ]
 
 
 def test_run_defaults_as_documented(fake_py):
     py, log = fake_py
-    result = make("run", "PROBLEM=quadratic_deep", "OPTIMIZER=PowKernelGradientDescentOptimizer",
-                  "HP=learning_rate=0.01 power=0.5", py=py)
+    result = make(
+        "run",
+        "PROBLEM=quadratic_deep",
+        "OPTIMIZER=PowKernelGradientDescentOptimizer",
+        "HP=learning_rate=0.01 power=0.5",
+        py=py,
+    )
     assert result.returncode == 0, result.stderr
-    assert calls(log) == [["-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer",
-                           "PowKernelGradientDescentOptimizer", "--hp", "learning_rate=0.01", "--hp", "power=0.5",
-                           "--seed", "42", "--out", "results"]]  # OUT of `run` defaults to results/, no --data-dir
+    assert calls(log) == [
+        [
+            "-m",
+            "runners",
+            "run",
+            "--problem",
+            "quadratic_deep",
+            "--optimizer",
+            "PowKernelGradientDescentOptimizer",
+            "--hp",
+            "learning_rate=0.01",
+            "--hp",
+            "power=0.5",
+            "--seed",
+            "42",
+            "--out",
+            "results",
+        ]
+    ]  # OUT of `run` defaults to results/, no --data-dir
 
 
 def test_reproduce_and_its_sub_make(tmp_path, fake_py):
     py, log = fake_py
     canary = tmp_path / "pwned"
     v = hostile(canary)
-    result = make("reproduce", f"CONFIG={v['CONFIG']}", "RESULTS=my results", f"PRESET={v['PRESET']}",
-                  f"WORKERS={v['WORKERS']}", f"ADDRESS={v['ADDRESS']}", f"BACKEND={v['BACKEND']}", "OUT=my out",
-                  py=py)
+    result = make(
+        "reproduce",
+        f"CONFIG={v['CONFIG']}",
+        "RESULTS=my results",
+        f"PRESET={v['PRESET']}",
+        f"WORKERS={v['WORKERS']}",
+        f"ADDRESS={v['ADDRESS']}",
+        f"BACKEND={v['BACKEND']}",
+        "OUT=my out",
+        py=py,
+    )
     assert result.returncode == 0, result.stderr
     assert not canary.exists()
     assert calls(log) == [
-        ["-m", "runners", "sweep", v["CONFIG"], "--out", "my results", "--backend", v["BACKEND"],
-         "--preset", v["PRESET"], "--workers", v["WORKERS"], "--address", v["ADDRESS"]],
+        [
+            "-m",
+            "runners",
+            "sweep",
+            v["CONFIG"],
+            "--out",
+            "my results",
+            "--backend",
+            v["BACKEND"],
+            "--preset",
+            v["PRESET"],
+            "--workers",
+            v["WORKERS"],
+            "--address",
+            v["ADDRESS"],
+        ],
         ["-m", "analysis", "my results", "--out", "my out"],  # reproduce's RESULTS is one folder
-        ["-m", "analysis.verdict", "my results", "--reference", "deepobs_results_medium_budget",
-         "--paper", "../shared/spec/protocol.md", "--out", "my out"],
+        [
+            "-m",
+            "analysis.verdict",
+            "my results",
+            "--reference",
+            "deepobs_results_medium_budget",
+            "--paper",
+            "../shared/spec/protocol.md",
+            "--out",
+            "my out",
+        ],
     ]
 
 
@@ -169,15 +280,45 @@ def test_plugins_reach_reproduce_and_figures_verbatim(tmp_path, fake_py):
     assert result.returncode == 0, result.stderr
     assert make("figures", "PLUGINS=examples/plugins/adam_family.py  my.opts", py=py).returncode == 0
     assert not canary.exists()
-    plugin_args = ["--plugin", "p.py", "--plugin", "$(shell", "--plugin", "touch", "--plugin", f"{canary})",
-                   "--plugin", "q`touch", "--plugin", f"{canary}`.py"]
+    plugin_args = [
+        "--plugin",
+        "p.py",
+        "--plugin",
+        "$(shell",
+        "--plugin",
+        "touch",
+        "--plugin",
+        f"{canary})",
+        "--plugin",
+        "q`touch",
+        "--plugin",
+        f"{canary}`.py",
+    ]
     assert calls(log) == [
         ["-m", "runners", "sweep", "c.yaml", "--out", "res", "--backend", "local", *plugin_args],
         ["-m", "analysis", "res", "--out", "o", *plugin_args],
-        ["-m", "analysis.verdict", "res", "--reference", "deepobs_results_medium_budget", "--paper",
-         "../shared/spec/protocol.md", "--out", "o"],
-        ["-m", "analysis", "deepobs_results_medium_budget", "--out", "reports", "--plugin",
-         "examples/plugins/adam_family.py", "--plugin", "my.opts"],
+        [
+            "-m",
+            "analysis.verdict",
+            "res",
+            "--reference",
+            "deepobs_results_medium_budget",
+            "--paper",
+            "../shared/spec/protocol.md",
+            "--out",
+            "o",
+        ],
+        [
+            "-m",
+            "analysis",
+            "deepobs_results_medium_budget",
+            "--out",
+            "reports",
+            "--plugin",
+            "examples/plugins/adam_family.py",
+            "--plugin",
+            "my.opts",
+        ],
     ]
 
 
@@ -185,14 +326,30 @@ def test_data_and_bench_args(tmp_path, fake_py):
     py, log = fake_py
     canary = tmp_path / "pwned"
     v = hostile(canary)
-    assert make("data", f"DATA_DIR={v['DATA_DIR']}", f"SOURCE={v['SOURCE']}", f"ONLY={v['ONLY']}",
-                py=py).returncode == 0
+    assert (
+        make("data", f"DATA_DIR={v['DATA_DIR']}", f"SOURCE={v['SOURCE']}", f"ONLY={v['ONLY']}", py=py).returncode == 0
+    )
     assert make("data", py=py).returncode == 0
     assert make("bench-data", f"BENCH_ARGS={v['BENCH_ARGS']}", py=py).returncode == 0
     assert not canary.exists()
     assert calls(log) == [
-        ["-m", "testproblems", "prepare-data", "--data-dir", v["DATA_DIR"], "--only", "fmnist", "--only", "*;",
-         "--only", "touch", "--only", str(canary), "--source", v["SOURCE"]],
+        [
+            "-m",
+            "testproblems",
+            "prepare-data",
+            "--data-dir",
+            v["DATA_DIR"],
+            "--only",
+            "fmnist",
+            "--only",
+            "*;",
+            "--only",
+            "touch",
+            "--only",
+            str(canary),
+            "--source",
+            v["SOURCE"],
+        ],
         ["-m", "testproblems", "prepare-data", "--data-dir", "data"],
         ["bench/bench_data.py", "--x", "$(shell", "touch", f"{canary})"],
     ]
@@ -205,5 +362,13 @@ def test_paper_figures_reads_cache_and_out_verbatim(tmp_path, fake_py):
     (cache / "reference" / ".unpacked").touch()
     result = make("paper-figures", f"CACHE={cache}", "OUT=out dir", "BASELINES=", py=py)
     assert result.returncode == 0, result.stderr
-    assert calls(log) == [["-m", "analysis", f"{cache}/reference/paper_results_medium_budget",
-                           f"{cache}/reference/paper_results_removed_l2", "--out", "out dir"]]
+    assert calls(log) == [
+        [
+            "-m",
+            "analysis",
+            f"{cache}/reference/paper_results_medium_budget",
+            f"{cache}/reference/paper_results_removed_l2",
+            "--out",
+            "out dir",
+        ]
+    ]

@@ -94,9 +94,15 @@ def test_float16_variables_and_gradients_step_finitely(name):
 def test_mixed_float16_fit_with_loss_scaling_stays_finite():
     """mixed_float16 layers + LossScaleOptimizer(our optimizer): finite losses and weights."""
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((5, 5, 2)), layers.Conv2D(4, 3, dtype="mixed_float16"),
-                              layers.BatchNormalization(dtype="mixed_float16"), layers.Flatten(),
-                              layers.Dense(3, dtype="mixed_float16")])
+    model = keras.Sequential(
+        [
+            keras.Input((5, 5, 2)),
+            layers.Conv2D(4, 3, dtype="mixed_float16"),
+            layers.BatchNormalization(dtype="mixed_float16"),
+            layers.Flatten(),
+            layers.Dense(3, dtype="mixed_float16"),
+        ]
+    )
     inner = optimizers.make("PowKernelMomentumOptimizerN", model, learning_rate=0.01, power=0.5)
     model.compile(optimizer=keras.optimizers.LossScaleOptimizer(inner), loss="mse")
     rng = np.random.default_rng(2)

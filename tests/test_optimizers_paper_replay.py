@@ -17,7 +17,7 @@ import testproblems  # noqa: E402
 
 EPOCHS = 30
 MATCH, MISS = 0.002, 0.01  # RMS of log(ours / paper) over epochs 1..EPOCHS
-M15 = ("PowKernelMomentumOptimizer", "2.9204338472e-03")    # protocol §1.3: sample #15, p = 0.9
+M15 = ("PowKernelMomentumOptimizer", "2.9204338472e-03")  # protocol §1.3: sample #15, p = 0.9
 MN29 = ("PowKernelMomentumOptimizerN", "1.7654048052e-03")  # sample #29, p = 0.9
 GD5 = ("PowKernelGradientDescentOptimizer", "6.8706142826e-03")  # sample #5, p = 0.8
 
@@ -38,23 +38,30 @@ def replay_error(paper, optimizer, **options):
     for epoch in range(EPOCHS):
         trainer.train_epoch(epoch)
         losses.append(trainer.evaluate("train_eval")["loss"])
-    stored = np.asarray(paper["train_losses"][1: EPOCHS + 1])
+    stored = np.asarray(paper["train_losses"][1 : EPOCHS + 1])
     return float(np.sqrt(np.mean(np.log(np.asarray(losses) / stored) ** 2)))
 
 
 @pytest.mark.parametrize(
     "data,optimizer,options,fits",
     [
-        (M15, "PowKernelMomentumOptimizer", {}, True),                     # μ = 0.9 default
+        (M15, "PowKernelMomentumOptimizer", {}, True),  # μ = 0.9 default
         (M15, "PowKernelMomentumOptimizer", {"momentum": 0.99}, False),
-        (M15, "PowKernelMomentumOptimizerN", {}, False),                   # Nesterov on heavy-ball data
+        (M15, "PowKernelMomentumOptimizerN", {}, False),  # Nesterov on heavy-ball data
         (MN29, "PowKernelMomentumOptimizerN", {}, True),
-        (MN29, "PowKernelMomentumOptimizer", {}, False),                   # heavy-ball on Nesterov data
-        (GD5, "PowKernelGradientDescentOptimizer", {}, True),              # φ on theta (rank >= 2)
+        (MN29, "PowKernelMomentumOptimizer", {}, False),  # heavy-ball on Nesterov data
+        (GD5, "PowKernelGradientDescentOptimizer", {}, True),  # φ on theta (rank >= 2)
         (GD5, "PowKernelGradientDescentOptimizer", {"select": "none"}, False),  # theta left linear
     ],
-    ids=["M-mu0.9", "M-mu0.99", "M-data-nesterov", "MN-mu0.9", "MN-data-heavyball", "GD-theta-mapped",
-         "GD-theta-linear"],
+    ids=[
+        "M-mu0.9",
+        "M-mu0.99",
+        "M-data-nesterov",
+        "MN-mu0.9",
+        "MN-data-heavyball",
+        "GD-theta-mapped",
+        "GD-theta-linear",
+    ],
 )
 def test_replay_of_paper_quadratic_deep_runs(paper_tree, data, optimizer, options, fits):
     error = replay_error(paper_run(paper_tree, *data), optimizer, **options)

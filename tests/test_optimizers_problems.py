@@ -8,18 +8,26 @@ import pytest
 import optimizers
 import testproblems  # noqa: E402
 
-PROBLEMS = ["quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc",
-            "svhn_wrn164", "tolstoi_char_rnn"]
+PROBLEMS = [
+    "quadratic_deep",
+    "mnist_vae",
+    "fmnist_vae",
+    "fmnist_2c2d",
+    "cifar10_3c3d",
+    "cifar100_allcnnc",
+    "svhn_wrn164",
+    "tolstoi_char_rnn",
+]
 
 # protocol §1.2: (number of selected tensors, number of selected scalars or None, plain tensors are...)
 EXPECTED = {
-    "quadratic_deep": (1, 100),                                   # theta 1x100
-    "mnist_vae": (11, None),                                      # 3 conv, 3 conv-transpose, 5 dense kernels
+    "quadratic_deep": (1, 100),  # theta 1x100
+    "mnist_vae": (11, None),  # 3 conv, 3 conv-transpose, 5 dense kernels
     "fmnist_vae": (11, None),
     "fmnist_2c2d": (4, 5 * 5 * 32 + 5 * 5 * 32 * 64 + 3136 * 1024 + 1024 * 10),
     "cifar10_3c3d": (6, None),
     "cifar100_allcnnc": (9, None),
-    "svhn_wrn164": (None, None),                                  # all conv kernels + final dense kernel
+    "svhn_wrn164": (None, None),  # all conv kernels + final dense kernel
     # embedding 83x128, two TF1 LSTM kernels 256x512 (= Keras kernel + recurrent_kernel), softmax_w 128x83
     "tolstoi_char_rnn": (6, 83 * 128 + 2 * 256 * 512 + 128 * 83),
 }
@@ -60,8 +68,9 @@ def test_default_rule_selects_exactly_the_kernels(name):
 def test_decay_default_covers_the_tensors_deepobs_l2_covers(name):
     """protocol §2: decoupled decay on the selected tensors = DeepOBS' L2 set (conv/dense kernels)."""
     model = testproblems.get(name).build_model()
-    opt = optimizers.make("PowKernelMomentumOptimizerW_momscaled", model, learning_rate=0.01, power=0.5,
-                          weight_decay_opt=5e-4)
+    opt = optimizers.make(
+        "PowKernelMomentumOptimizerW_momscaled", model, learning_rate=0.01, power=0.5, weight_decay_opt=5e-4
+    )
     prov = opt.nlwu_provenance
     assert prov["decayed"] == prov["selected"]
     assert all(p.endswith("kernel") for p in prov["decayed"])

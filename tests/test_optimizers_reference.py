@@ -27,6 +27,7 @@ RTOL = 1e-6
 
 # ------------------------------------------------------------------ NumPy reference (protocol §1.1)
 
+
 class Reference:
     """protocol §1.1 in float64: ĝ = sign(g)|g|^p on S; a ← μa + ĝ; w ← w − d·w − η·dir (TF1 momentum)."""
 
@@ -76,12 +77,12 @@ def reference_run(name, hp, params, grads_seq, select="rank>=2", decay_on="selec
 
 # ------------------------------------------------------------------ fixtures
 
+
 def small_model(seed=0):
     """Conv (kernel + bias) -> batch norm (gamma, beta) -> dense (kernel + bias)."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
-        [keras.Input((5, 5, 2)), layers.Conv2D(4, 3), layers.BatchNormalization(), layers.Flatten(),
-         layers.Dense(3)]
+        [keras.Input((5, 5, 2)), layers.Conv2D(4, 3), layers.BatchNormalization(), layers.Flatten(), layers.Dense(3)]
     )
     rng = np.random.default_rng(seed)
     for v in model.trainable_variables:  # nonzero biases/beta so decay_on='all' is visible
@@ -153,8 +154,9 @@ def test_three_steps_match_numpy_reference(name, extra):
     assert_close(actual, expected)
     # every tensor moved, and the batch-norm moving statistics (non-trainable) were left alone
     assert all(not np.array_equal(a, p) for a, p in zip(actual, params))
-    assert all(np.all(ops.convert_to_numpy(v) == (0.0 if "mean" in v.path else 1.0))
-               for v in model.non_trainable_variables)
+    assert all(
+        np.all(ops.convert_to_numpy(v) == (0.0 if "mean" in v.path else 1.0)) for v in model.non_trainable_variables
+    )
 
 
 @pytest.mark.parametrize("name", [n for n in optimizers.BUILTIN if n.startswith("PowKernel")])
@@ -223,12 +225,16 @@ def test_wrapped_adam_feeds_mapped_gradients_to_selected_tensors_only():
         wrapped.apply_gradients(zip([ops.convert_to_tensor(g) for g in grads], m1.trainable_variables))
         mapped = [np.sign(g) * np.abs(g.astype(np.float64)) ** 0.6 if g.ndim >= 2 else g for g in grads]
         plain.apply([ops.convert_to_tensor(np.float32(g)) for g in mapped], m2.trainable_variables)
-    assert_close([ops.convert_to_numpy(v) for v in m1.trainable_variables],
-                 [ops.convert_to_numpy(v) for v in m2.trainable_variables], rtol=1e-5)
+    assert_close(
+        [ops.convert_to_numpy(v) for v in m1.trainable_variables],
+        [ops.convert_to_numpy(v) for v in m2.trainable_variables],
+        rtol=1e-5,
+    )
     assert wrapped.nlwu_provenance["selected"] == [v.path for v in m1.trainable_variables if len(v.shape) >= 2]
 
 
 # ------------------------------------------------------------------ inside model.fit (real gradients)
+
 
 def _gradients(model, x, y, loss_fn):
     """d loss / d trainable variables at the model's current weights (training mode), as NumPy."""
@@ -288,10 +294,23 @@ def test_wrapped_optimizer_inside_model_fit_matches_base():
 
 # ------------------------------------------------------------------ the same tests under jax
 
+
 def _run_under(backend, selection, files=(Path(__file__),)):
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *map(str, files),
-           "-k", selection, "-W", "ignore::DeprecationWarning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        *map(str, files),
+        "-k",
+        selection,
+        "-W",
+        "ignore::DeprecationWarning",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
@@ -300,8 +319,11 @@ def _run_under(backend, selection, files=(Path(__file__),)):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="spawned from the tensorflow run")
 def test_reference_under_jax_backend():
     maps_tests = Path(__file__).with_name("test_optimizers_maps.py")
-    _run_under("jax", "three_steps or power_one or adam or fit or backend_is or compiled or half_precision",
-               files=(Path(__file__), maps_tests))
+    _run_under(
+        "jax",
+        "three_steps or power_one or adam or fit or backend_is or compiled or half_precision",
+        files=(Path(__file__), maps_tests),
+    )
 
 
 @pytest.mark.slow

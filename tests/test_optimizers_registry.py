@@ -17,18 +17,26 @@ from deepobs_tree import setting_folder_name
 ROOT = Path(__file__).resolve().parents[1]
 
 EXPECTED = [
-    "GradientDescentOptimizer", "GradientDescentOptimizerW_scaled", "MomentumOptimizer",
-    "MomentumOptimizerW_momscaled", "NAGOptimizer", "NAGOptimizerW_momscaled",
-    "PowKernelGradientDescentOptimizer", "PowKernelGradientDescentOptimizerW_scaled",
-    "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerW_momscaled", "PowKernelMomentumOptimizerN",
+    "GradientDescentOptimizer",
+    "GradientDescentOptimizerW_scaled",
+    "MomentumOptimizer",
+    "MomentumOptimizerW_momscaled",
+    "NAGOptimizer",
+    "NAGOptimizerW_momscaled",
+    "PowKernelGradientDescentOptimizer",
+    "PowKernelGradientDescentOptimizerW_scaled",
+    "PowKernelMomentumOptimizer",
+    "PowKernelMomentumOptimizerW_momscaled",
+    "PowKernelMomentumOptimizerN",
     "PowKernelMomentumOptimizerNW_momscaled",
 ]
 
 
 def tiny_model():
     keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((4, 4, 1)), layers.Conv2D(2, 3), layers.BatchNormalization(),
-                             layers.Flatten(), layers.Dense(3)])
+    return keras.Sequential(
+        [keras.Input((4, 4, 1)), layers.Conv2D(2, 3), layers.BatchNormalization(), layers.Flatten(), layers.Dense(3)]
+    )
 
 
 def test_names_are_the_result_folder_names():
@@ -37,8 +45,10 @@ def test_names_are_the_result_folder_names():
 
 
 def test_registry_imports_without_keras():
-    code = "import sys, optimizers; optimizers.names(); optimizers.recorded_hyperparams('NAGOptimizer', " \
-           "{'learning_rate': 0.1, 'momentum': 0.5}); assert 'keras' not in sys.modules, 'keras imported'"
+    code = (
+        "import sys, optimizers; optimizers.names(); optimizers.recorded_hyperparams('NAGOptimizer', "
+        "{'learning_rate': 0.1, 'momentum': 0.5}); assert 'keras' not in sys.modules, 'keras imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
@@ -46,18 +56,30 @@ def test_registry_imports_without_keras():
 def test_recorded_hyperparams_match_paper_folders():
     """The PowKernel folders of the paper (protocol §1) and the Crowded Valley baselines (§6)."""
     rec = optimizers.recorded_hyperparams(
-        "PowKernelMomentumOptimizer", {"learning_rate": 0.0029204338472, "power": 0.9, "momentum": 0.9})
+        "PowKernelMomentumOptimizer", {"learning_rate": 0.0029204338472, "power": 0.9, "momentum": 0.9}
+    )
     assert rec == {"learning_rate": 0.0029204338472, "power": 0.9}
-    assert setting_folder_name(100, 128, rec) == \
-        "num_epochs__100__batch_size__128__learning_rate__2.9204338472e-03__power__9.e-01"
+    assert (
+        setting_folder_name(100, 128, rec)
+        == "num_epochs__100__batch_size__128__learning_rate__2.9204338472e-03__power__9.e-01"
+    )
     rec = optimizers.recorded_hyperparams(
-        "PowKernelMomentumOptimizerNW_momscaled", {"learning_rate": 0.01, "power": 0.5, "weight_decay_opt": 0.002})
+        "PowKernelMomentumOptimizerNW_momscaled", {"learning_rate": 0.01, "power": 0.5, "weight_decay_opt": 0.002}
+    )
     assert rec == {"learning_rate": 0.01, "power": 0.5, "weight_decay_opt": 0.002}
-    rec = optimizers.recorded_hyperparams("MomentumOptimizer", {"learning_rate": 0.0017654048052, "momentum": 0.036324869567})
-    assert rec == {"learning_rate": 0.0017654048052, "momentum": 0.036324869567, "use_locking": False,
-                   "use_nesterov": False}
-    assert setting_folder_name(100, 128, rec) == ("num_epochs__100__batch_size__128__learning_rate__1.7654048052e-03"
-                                                  "__momentum__3.6324869567e-02__use_locking__False__use_nesterov__False")
+    rec = optimizers.recorded_hyperparams(
+        "MomentumOptimizer", {"learning_rate": 0.0017654048052, "momentum": 0.036324869567}
+    )
+    assert rec == {
+        "learning_rate": 0.0017654048052,
+        "momentum": 0.036324869567,
+        "use_locking": False,
+        "use_nesterov": False,
+    }
+    assert setting_folder_name(100, 128, rec) == (
+        "num_epochs__100__batch_size__128__learning_rate__1.7654048052e-03"
+        "__momentum__3.6324869567e-02__use_locking__False__use_nesterov__False"
+    )
     rec = optimizers.recorded_hyperparams("NAGOptimizer", {"learning_rate": 1, "momentum": 0.5})
     assert rec["use_nesterov"] is True and isinstance(rec["learning_rate"], float)
     assert optimizers.recorded_hyperparams("GradientDescentOptimizer", {"learning_rate": 0.1}) == {"learning_rate": 0.1}
@@ -79,8 +101,12 @@ def test_spec_and_defaults():
     assert s.factory(None, learning_rate=0.1, power=0.5).nesterov is True
     assert s.hyperparams == ("learning_rate", "power")
     assert s.defaults["momentum"] == 0.9
-    assert optimizers.spec("MomentumOptimizer").hyperparams == ("learning_rate", "momentum", "use_locking",
-                                                               "use_nesterov")
+    assert optimizers.spec("MomentumOptimizer").hyperparams == (
+        "learning_rate",
+        "momentum",
+        "use_locking",
+        "use_nesterov",
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,17 +121,28 @@ def test_spec_and_defaults():
         ("PowKernelMomentumOptimizer", {"learning_rate": 0.1, "power": 0.5, "momentum": -0.1}, "in [0, 1)"),
         ("PowKernelGradientDescentOptimizer", {"learning_rate": 0.1, "power": 0}, "power must be a number > 0"),
         ("PowKernelGradientDescentOptimizer", {"learning_rate": 0.1}, "needs power"),
-        ("PowKernelGradientDescentOptimizerW_scaled", {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": -1e-3},
-         "weight_decay_opt must be a number >= 0"),
+        (
+            "PowKernelGradientDescentOptimizerW_scaled",
+            {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": -1e-3},
+            "weight_decay_opt must be a number >= 0",
+        ),
         ("PowKernelGradientDescentOptimizerW_scaled", {"learning_rate": 0.1, "power": 0.5}, "needs weight_decay_opt"),
-        ("GradientDescentOptimizer", {"learning_rate": 0.1, "momentum": 0.9},
-         "does not take 'momentum'; allowed: learning_rate"),
+        (
+            "GradientDescentOptimizer",
+            {"learning_rate": 0.1, "momentum": 0.9},
+            "does not take 'momentum'; allowed: learning_rate",
+        ),
         ("NAGOptimizer", {"learning_rate": 0.1, "use_nesterov": False}, "fixed use_nesterov=True"),
-        ("PowKernelGradientDescentOptimizer", {"learning_rate": 0.1, "power": 0.5, "select": "kernels"},
-         "unknown selection rule 'kernels'; allowed: 'rank>=2', 'all', 'none'"),
-        ("PowKernelGradientDescentOptimizerW_scaled",
-         {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": 0.1, "decay_on": "some"},
-         "decay_on must be one of 'selected', 'all'"),
+        (
+            "PowKernelGradientDescentOptimizer",
+            {"learning_rate": 0.1, "power": 0.5, "select": "kernels"},
+            "unknown selection rule 'kernels'; allowed: 'rank>=2', 'all', 'none'",
+        ),
+        (
+            "PowKernelGradientDescentOptimizerW_scaled",
+            {"learning_rate": 0.1, "power": 0.5, "weight_decay_opt": 0.1, "decay_on": "some"},
+            "decay_on must be one of 'selected', 'all'",
+        ),
     ],
 )
 def test_bad_input_raises_value_error_saying_what_is_allowed(name, kwargs, message):
@@ -116,8 +153,9 @@ def test_bad_input_raises_value_error_saying_what_is_allowed(name, kwargs, messa
 
 def test_make_records_provenance_not_in_optimizer_hyperparams():
     model = tiny_model()
-    opt = optimizers.make("PowKernelMomentumOptimizerW_momscaled", model, learning_rate=0.1, power=0.7,
-                          weight_decay_opt=0.002)
+    opt = optimizers.make(
+        "PowKernelMomentumOptimizerW_momscaled", model, learning_rate=0.1, power=0.7, weight_decay_opt=0.002
+    )
     prov = opt.nlwu_provenance
     assert prov["optimizer"] == "PowKernelMomentumOptimizerW_momscaled"
     assert prov["optimizer_hyperparams"] == {"learning_rate": 0.1, "power": 0.7, "weight_decay_opt": 0.002}
@@ -126,8 +164,15 @@ def test_make_records_provenance_not_in_optimizer_hyperparams():
     kernels = [v.path for v in model.trainable_variables if v.path.endswith("kernel")]
     assert prov["selected"] == kernels == prov["decayed"]
     assert len(prov["not_selected"]) == 4  # conv bias, BN gamma/beta, dense bias
-    opt_all = optimizers.make("PowKernelMomentumOptimizerW_momscaled", model, learning_rate=0.1, power=0.7,
-                              weight_decay_opt=0.002, decay_on="all", select="rank>=3")
+    opt_all = optimizers.make(
+        "PowKernelMomentumOptimizerW_momscaled",
+        model,
+        learning_rate=0.1,
+        power=0.7,
+        weight_decay_opt=0.002,
+        decay_on="all",
+        select="rank>=3",
+    )
     assert opt_all.nlwu_provenance["selected"] == kernels[:1]  # only the 4-D conv kernel
     assert len(opt_all.nlwu_provenance["decayed"]) == len(model.trainable_variables)
 
@@ -155,8 +200,10 @@ def test_register_nonlinear_adam_and_sweep_it():
             optimizers.make("PowKernelAdam", None, learning_rate=1e-3, power=-1)
         model = tiny_model()
         opt = optimizers.make("PowKernelAdam", model, learning_rate=1e-3, power=0.6)
-        assert optimizers.recorded_hyperparams("PowKernelAdam", {"learning_rate": 1e-3, "power": 0.6}) == \
-            {"learning_rate": 1e-3, "power": 0.6}
+        assert optimizers.recorded_hyperparams("PowKernelAdam", {"learning_rate": 1e-3, "power": 0.6}) == {
+            "learning_rate": 1e-3,
+            "power": 0.6,
+        }
         assert opt.nlwu_provenance["optimizer"] == "PowKernelAdam"
         grads = [ops.ones(v.shape) for v in model.trainable_variables]
         opt.apply(grads, model.trainable_variables)

@@ -70,6 +70,7 @@ def assert_one_line(exc: pytest.ExceptionInfo, *needles: str) -> None:
 
 # ---- loading, exactly once, provenance ----
 
+
 def test_load_by_path_outside_the_repo_once_with_provenance(tmp_path):
     path, counter = good_plugin(tmp_path / "elsewhere")
     assert ROOT not in path.parents
@@ -80,8 +81,12 @@ def test_load_by_path_outside_the_repo_once_with_provenance(tmp_path):
     # the same file again, by a relative path from another base: no second import
     again = plugins.load("tmp_plugin_good.py", base=path.parent)
     assert again is plugin and counter.read_text() == "imported\n"
-    assert plugins.provenance()[-1] == {"module": "tmp_plugin_good", "path": str(path.resolve()),
-                                        "sha256": plugin.sha256, "optimizers": ["TmpGood"]}
+    assert plugins.provenance()[-1] == {
+        "module": "tmp_plugin_good",
+        "path": str(path.resolve()),
+        "sha256": plugin.sha256,
+        "optimizers": ["TmpGood"],
+    }
     assert plugins.plugin_of("TmpGood") is plugin and plugins.plugin_of("NAGOptimizer") is None
     assert plugins.command_line_args()[-2:] == ["--plugin", str(path.resolve())]
     assert optimizers.registry.origin("TmpGood").startswith("plugin tmp_plugin_good")
@@ -115,25 +120,39 @@ def test_changed_sources_are_flagged(tmp_path):
 BAD = {
     "raises": ("import optimizers\n1 / 0\n", "import failed: ZeroDivisionError: division by zero"),
     "nothing": ("X = 1\n", "registers no optimizer"),
-    "builtin": ("import optimizers\noptimizers.register('GradientDescentOptimizer', lambda model, learning_rate: 0)\n",
-                "optimizer GradientDescentOptimizer is already registered (built-in)"),
-    "redefines": ("import optimizers\noptimizers.register('NAGOptimizer', lambda model, learning_rate: 0, "
-                  "replace=True)\n", "redefines optimizer NAGOptimizer (built-in)"),
-    "not_keras": ("import optimizers\noptimizers.register('TmpNotKeras', lambda model, learning_rate: 'sgd', "
-                  "search={'learning_rate': {'uniform': [0.1, 0.2]}})\n",
-                  "optimizer TmpNotKeras: factory returned str, not a keras.optimizers.Optimizer"),
-    "factory_raises": ("import optimizers\ndef f(model, learning_rate):\n    raise RuntimeError('boom')\n"
-                       "optimizers.register('TmpRaises', f, search={'learning_rate': {'uniform': [0.1, 0.2]}})\n",
-                       "optimizer TmpRaises: factory raised RuntimeError: boom"),
-    "bad_search": ("import optimizers\noptimizers.register('TmpBadSearch', lambda model, learning_rate: 0, "
-                   "search={'learning_rate': {'log_uniform': [0, 1]}})\n",
-                   "optimizer TmpBadSearch: declared search of learning_rate: log_uniform needs 0 < low < high"),
-    "out_of_range": ("import optimizers\noptimizers.register('TmpRange', lambda model, learning_rate, beta: 0, "
-                     "hyperparams=('learning_rate', 'beta'), search={'beta': {'uniform': [0.5, 1.5]}}, "
-                     "ranges={'beta': '[0, 1)'})\n", "declared search of beta: {'uniform': [0.5, 1.5]} reaches 1.5, "
-                     "outside the allowed range (a number in [0, 1))"),
-    "bad_twin": ("import optimizers\noptimizers.register('TmpTwin', lambda model, learning_rate: 0, twin='Nope')\n",
-                 "optimizer TmpTwin declares twin='Nope', which is not registered"),
+    "builtin": (
+        "import optimizers\noptimizers.register('GradientDescentOptimizer', lambda model, learning_rate: 0)\n",
+        "optimizer GradientDescentOptimizer is already registered (built-in)",
+    ),
+    "redefines": (
+        "import optimizers\noptimizers.register('NAGOptimizer', lambda model, learning_rate: 0, replace=True)\n",
+        "redefines optimizer NAGOptimizer (built-in)",
+    ),
+    "not_keras": (
+        "import optimizers\noptimizers.register('TmpNotKeras', lambda model, learning_rate: 'sgd', "
+        "search={'learning_rate': {'uniform': [0.1, 0.2]}})\n",
+        "optimizer TmpNotKeras: factory returned str, not a keras.optimizers.Optimizer",
+    ),
+    "factory_raises": (
+        "import optimizers\ndef f(model, learning_rate):\n    raise RuntimeError('boom')\n"
+        "optimizers.register('TmpRaises', f, search={'learning_rate': {'uniform': [0.1, 0.2]}})\n",
+        "optimizer TmpRaises: factory raised RuntimeError: boom",
+    ),
+    "bad_search": (
+        "import optimizers\noptimizers.register('TmpBadSearch', lambda model, learning_rate: 0, "
+        "search={'learning_rate': {'log_uniform': [0, 1]}})\n",
+        "optimizer TmpBadSearch: declared search of learning_rate: log_uniform needs 0 < low < high",
+    ),
+    "out_of_range": (
+        "import optimizers\noptimizers.register('TmpRange', lambda model, learning_rate, beta: 0, "
+        "hyperparams=('learning_rate', 'beta'), search={'beta': {'uniform': [0.5, 1.5]}}, "
+        "ranges={'beta': '[0, 1)'})\n",
+        "declared search of beta: {'uniform': [0.5, 1.5]} reaches 1.5, outside the allowed range (a number in [0, 1))",
+    ),
+    "bad_twin": (
+        "import optimizers\noptimizers.register('TmpTwin', lambda model, learning_rate: 0, twin='Nope')\n",
+        "optimizer TmpTwin declares twin='Nope', which is not registered",
+    ),
 }
 
 
@@ -172,19 +191,24 @@ def test_name_of_another_plugin(tmp_path):
 
 
 def test_hyperparameter_without_search_distribution_is_found_at_planning(tmp_path):
-    path = write_plugin(tmp_path, "tmp_nodist", """
+    path = write_plugin(
+        tmp_path,
+        "tmp_nodist",
+        """
         import optimizers
         def f(model, learning_rate, beta):
             import keras
             return keras.optimizers.SGD(learning_rate, momentum=beta)
         optimizers.register("TmpNoDist", f, hyperparams=("learning_rate", "beta"), ranges={"beta": "[0, 1)"})
-    """)
+    """,
+    )
     plugins.load(str(path))  # the study may still give beta a distribution: no error yet
     with pytest.raises(plugins.PluginError) as exc:
         plugins.validate("TmpNoDist", {"learning_rate": {"log_uniform": [1e-4, 1.0]}})
     assert_one_line(exc, "plugin tmp_nodist", "optimizer TmpNoDist", "hyperparameter beta has no search distribution")
-    space = plugins.validate("TmpNoDist", {"learning_rate": {"log_uniform": [1e-4, 1.0]},
-                                           "beta": {"uniform": [0.0, 0.9]}})
+    space = plugins.validate(
+        "TmpNoDist", {"learning_rate": {"log_uniform": [1e-4, 1.0]}, "beta": {"uniform": [0.0, 0.9]}}
+    )
     assert list(space) == ["learning_rate", "beta"]
     assert plugins.validate("TmpNoDist", {"learning_rate": {"log_uniform": [1e-4, 1.0]}}, fixed={"beta": 0.5})
     with pytest.raises(plugins.PluginError) as exc:
@@ -194,25 +218,32 @@ def test_hyperparameter_without_search_distribution_is_found_at_planning(tmp_pat
 
 # ---- declarations: ranges, search-space merge, built-ins ----
 
+
 def test_undeclared_learning_rate_gets_the_protocols_default_like_the_builtins(tmp_path):
     """One rule for built-ins and plugins: a recorded learning_rate/power without a declared distribution
     searches the protocol's default one, so a study that sets no search_space plans (and samples) it."""
     from optimizers.distributions import DEFAULT_SEARCH
     from runners.config import load_study
 
-    path = write_plugin(tmp_path, "tmp_nolr", """
+    path = write_plugin(
+        tmp_path,
+        "tmp_nolr",
+        """
         import optimizers
         def f(model, learning_rate, power, select=None):
             import keras
             return optimizers.nonlinear(keras.optimizers.SGD(learning_rate), power=power, select=select)
         optimizers.register("TmpNoLr", f, hyperparams=("learning_rate", "power"), options=("select",))
-    """)
+    """,
+    )
     plugins.load(str(path))
     space = optimizers.search_space("TmpNoLr")
     assert {n: d.syntax for n, d in space.items()} == {n: DEFAULT_SEARCH[n] for n in ("learning_rate", "power")}
     study = tmp_path / "study.yaml"
-    study.write_text(f"plugins: [{path}]\ndefaults: {{budget: 3}}\nproblems:\n  quadratic_deep:\n"
-                     "    optimizers: [TmpNoLr, PowKernelGradientDescentOptimizer]\n")
+    study.write_text(
+        f"plugins: [{path}]\ndefaults: {{budget: 3}}\nproblems:\n  quadratic_deep:\n"
+        "    optimizers: [TmpNoLr, PowKernelGradientDescentOptimizer]\n"
+    )
     ours, builtin = load_study(study).entries
     assert ours.space == builtin.space and ours.samples() == builtin.samples()  # the paper's draws
 
@@ -221,19 +252,29 @@ def test_declared_ranges_are_checked_like_the_builtins():
     plugins.load(str(ADAM_FAMILY))
     hp = {"learning_rate": 1e-3, "power": 0.5, "beta_1": 0.9}
     assert optimizers.resolve_hyperparams("PowKernelAdam", hp)["beta_2"] == 0.999
-    for key, value, message in (("beta_1", 1.0, "beta_1 must be a number in [0, 1), got 1.0"),
-                                ("power", 0, "power must be a number > 0, got 0"),
-                                ("epsilon", -1e-8, "epsilon must be a number > 0"),
-                                ("beta_1", "0.9", "beta_1 must be a number in [0, 1), got '0.9'")):
+    for key, value, message in (
+        ("beta_1", 1.0, "beta_1 must be a number in [0, 1), got 1.0"),
+        ("power", 0, "power must be a number > 0, got 0"),
+        ("epsilon", -1e-8, "epsilon must be a number > 0"),
+        ("beta_1", "0.9", "beta_1 must be a number in [0, 1), got '0.9'"),
+    ):
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             optimizers.resolve_hyperparams("PowKernelAdam", {**hp, key: value})
     with pytest.raises(ValueError, match="range of beta: expected an interval"):
-        optimizers.register("TmpBadRange", lambda model, learning_rate, beta: 0, hyperparams=("learning_rate", "beta"),
-                            ranges={"beta": "0..1"})
+        optimizers.register(
+            "TmpBadRange",
+            lambda model, learning_rate, beta: 0,
+            hyperparams=("learning_rate", "beta"),
+            ranges={"beta": "0..1"},
+        )
     with pytest.raises(ValueError, match="search names 'gamma', which it does not take"):
         optimizers.register("TmpBadKey", lambda model, learning_rate: 0, search={"gamma": 1})
-    optimizers.register("TmpClosed", lambda model, learning_rate, beta: 0, hyperparams=("learning_rate", "beta"),
-                        ranges={"beta": (0, 2)})
+    optimizers.register(
+        "TmpClosed",
+        lambda model, learning_rate, beta: 0,
+        hyperparams=("learning_rate", "beta"),
+        ranges={"beta": (0, 2)},
+    )
     assert optimizers.resolve_hyperparams("TmpClosed", {"learning_rate": 1, "beta": 2})["beta"] == 2.0
     with pytest.raises(ValueError, match=r"beta must be a number in \[0, 2\], got 2.5"):
         optimizers.resolve_hyperparams("TmpClosed", {"learning_rate": 1, "beta": 2.5})
@@ -242,10 +283,16 @@ def test_declared_ranges_are_checked_like_the_builtins():
 def test_search_space_study_overrides_plugin_defaults():
     plugins.load(str(ADAM_FAMILY))
     declared = {n: d.syntax for n, d in optimizers.search_space("PowKernelAdam").items()}
-    assert declared == {"learning_rate": {"log_uniform": [1e-5, 1e-1]}, "power": {"randint": [4, 9], "scale": 0.1},
-                        "beta_1": {"uniform": [0.8, 0.999]}}
-    study = {"beta_1": {"uniform": [0.85, 0.95]}, "learning_rate": {"log_uniform": [1e-4, 1e-2]},
-             "momentum": {"log_uniform": [1e-3, 1.0]}}  # momentum: not PowKernelAdam's, left out
+    assert declared == {
+        "learning_rate": {"log_uniform": [1e-5, 1e-1]},
+        "power": {"randint": [4, 9], "scale": 0.1},
+        "beta_1": {"uniform": [0.8, 0.999]},
+    }
+    study = {
+        "beta_1": {"uniform": [0.85, 0.95]},
+        "learning_rate": {"log_uniform": [1e-4, 1e-2]},
+        "momentum": {"log_uniform": [1e-3, 1.0]},
+    }  # momentum: not PowKernelAdam's, left out
     merged = optimizers.search_space("PowKernelAdam", study)
     assert list(merged) == ["beta_1", "learning_rate", "power"]  # the study's order, then the declared order
     assert merged["beta_1"].syntax == {"uniform": [0.85, 0.95]} and merged["power"].syntax == declared["power"]
@@ -253,8 +300,10 @@ def test_search_space_study_overrides_plugin_defaults():
     # KerasLion records beta_1/beta_2 with defaults and no distribution: constant unless the study searches them
     plugins.load(str(LION))
     assert list(optimizers.search_space("KerasLion")) == ["learning_rate"]
-    assert list(optimizers.search_space("KerasLion", {"beta_2": {"uniform": [0.9, 0.999]}})) == ["beta_2",
-                                                                                                 "learning_rate"]
+    assert list(optimizers.search_space("KerasLion", {"beta_2": {"uniform": [0.9, 0.999]}})) == [
+        "beta_2",
+        "learning_rate",
+    ]
 
 
 def test_builtin_declarations_match_the_study_defaults_and_the_analysis():
@@ -277,10 +326,12 @@ def test_builtin_declarations_match_the_study_defaults_and_the_analysis():
 def test_examples_declare_everything_and_build():
     adam, lion = plugins.load(str(ADAM_FAMILY)), plugins.load(str(LION))
     assert adam.optimizers == ("KerasAdam", "PowKernelAdam") and lion.optimizers == ("KerasLion", "PowKernelLion")
-    for name, label, baseline, twin in (("KerasAdam", "Adam", True, "KerasAdam"),
-                                        ("PowKernelAdam", "Adam+φ", False, "KerasAdam"),
-                                        ("KerasLion", "Lion", True, "KerasLion"),
-                                        ("PowKernelLion", "Lion+φ", False, "KerasLion")):
+    for name, label, baseline, twin in (
+        ("KerasAdam", "Adam", True, "KerasAdam"),
+        ("PowKernelAdam", "Adam+φ", False, "KerasAdam"),
+        ("KerasLion", "Lion", True, "KerasLion"),
+        ("PowKernelLion", "Lion+φ", False, "KerasLion"),
+    ):
         entry = optimizers.spec(name)
         assert (entry.display_label, entry.baseline, optimizers.linear_twin(name)) == (label, baseline, twin)
         assert set(entry.ranges) >= set(entry.hyperparams)
@@ -303,6 +354,7 @@ def test_example_study_plans_through_the_plugin_api():
 
 
 # ---- PowKernelAdam at power = 1 is Keras Adam step for step (through the plugin path) ----
+
 
 def small_model(seed: int = 0):
     keras.utils.set_random_seed(seed)
@@ -331,7 +383,9 @@ def test_pow_kernel_adam_power_one_is_keras_adam_step_for_step():
     mapped = optimizers.make("PowKernelAdam", m4, power=0.5, **hp)
     mapped.apply([ops.convert_to_tensor(g) for g in grads_seq[0]], m4.trainable_variables)
     m5 = small_model()
-    keras.optimizers.Adam(3e-3, beta_1=0.85).apply([ops.convert_to_tensor(g) for g in grads_seq[0]],
-                                                   m5.trainable_variables)
-    assert not np.array_equal(ops.convert_to_numpy(m4.trainable_variables[0]),
-                              ops.convert_to_numpy(m5.trainable_variables[0]))
+    keras.optimizers.Adam(3e-3, beta_1=0.85).apply(
+        [ops.convert_to_tensor(g) for g in grads_seq[0]], m5.trainable_variables
+    )
+    assert not np.array_equal(
+        ops.convert_to_numpy(m4.trainable_variables[0]), ops.convert_to_numpy(m5.trainable_variables[0])
+    )

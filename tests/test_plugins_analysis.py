@@ -66,11 +66,23 @@ def loaded(plugin_file):
 
 def write_run(root: Path, optimizer: str, hp: dict, seed: int, final: float) -> None:
     valid = [0.1, final - 0.01, final]
-    data = {"testproblem": "fmnist_2c2d", "batch_size": 128, "num_epochs": 2, "random_seed": seed,
-            "weight_decay": None, "optimizer_name": optimizer, "optimizer_hyperparams": hp, "training_params": {},
-            "train_losses": [2.0, 1.0, 0.5], "valid_losses": [2.0, 1.0, 0.5], "test_losses": [2.0, 1.0, 0.5],
-            "train_accuracies": valid, "valid_accuracies": valid, "test_accuracies": valid,
-            "minibatch_train_losses": [2.0, 0.5]}
+    data = {
+        "testproblem": "fmnist_2c2d",
+        "batch_size": 128,
+        "num_epochs": 2,
+        "random_seed": seed,
+        "weight_decay": None,
+        "optimizer_name": optimizer,
+        "optimizer_hyperparams": hp,
+        "training_params": {},
+        "train_losses": [2.0, 1.0, 0.5],
+        "valid_losses": [2.0, 1.0, 0.5],
+        "test_losses": [2.0, 1.0, 0.5],
+        "train_accuracies": valid,
+        "valid_accuracies": valid,
+        "test_accuracies": valid,
+        "minibatch_train_losses": [2.0, 0.5],
+    }
     folder = root / "fmnist_2c2d" / optimizer / setting_folder_name(2, 128, hp, None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"random_seed__{seed}__2024-01-01-00-00-00.json").write_text(json.dumps(data))
@@ -142,8 +154,13 @@ def test_unregistered_folder_names_keep_working():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "analysis", *map(str, args), "--quiet", "--no-figures"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *map(str, args), "--quiet", "--no-figures"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_plugin_labels_and_searched_hyperparameters(plugin_file, tmp_path):

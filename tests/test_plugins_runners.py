@@ -33,7 +33,9 @@ def test_reproduce_default_gives_exactly_the_run_specs_of_before():
     assert len(specs) == 300 and digest == REPRODUCE_DEFAULT_SPECS
     for entry in study.entries:  # the old default space, restricted to what the optimizer records, in order
         assert [n for n, _ in entry.space] == [n for n in DEFAULT_SPACE if n in dict(entry.space)]
-        assert {n: d.syntax for n, d in entry.space} == {n: d for n, d in DEFAULT_SPACE.items() if n in dict(entry.space)}
+        assert {n: d.syntax for n, d in entry.space} == {
+            n: d for n, d in DEFAULT_SPACE.items() if n in dict(entry.space)
+        }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -41,7 +43,7 @@ def test_reproduce_default_gives_exactly_the_run_specs_of_before():
 # ----------------------------------------------------------------------------------------------------------
 
 TIMESTAMP = re.compile(r"__\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d")
-PLUGIN = '''\
+PLUGIN = """\
 import keras
 
 import optimizers
@@ -60,14 +62,14 @@ optimizers.register("TmpSGD", sgd, hyperparams=("learning_rate",), label="SGD (t
 optimizers.register("TmpPowSGD", pow_sgd, hyperparams=("learning_rate", "power"), options=("select",),
                     search={"learning_rate": {"log_uniform": [1e-3, 1e-1]}, "power": {"uniform": [0.5, 1.0]}},
                     label="SGD+φ (tmp)", twin="TmpSGD")
-'''
-STUDY = '''\
+"""
+STUDY = """\
 plugins: [{plugin}]
 defaults: {{budget: 2, num_epochs: 1, rerun_seeds: [43]}}
 problems:
   quadratic_deep:
     optimizers: [TmpPowSGD, TmpSGD]
-'''
+"""
 N_RUNS = 2 * (2 + 1)
 
 
@@ -79,14 +81,16 @@ def _env() -> dict[str, str]:
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _tree(out: Path) -> dict[str, dict]:
     """result path (timestamp removed) -> the result JSON."""
-    return {TIMESTAMP.sub("", str(p.relative_to(out))): json.loads(p.read_text())
-            for p in out.rglob("random_seed__*.json")}
+    return {
+        TIMESTAMP.sub("", str(p.relative_to(out))): json.loads(p.read_text()) for p in out.rglob("random_seed__*.json")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +125,14 @@ def test_plugin_sweep_on_the_local_pool_emitted_commands_run_and_status(plugin_s
     import yaml
 
     records = yaml.safe_load(prov.read_text())["plugins"]
-    assert records == [{"module": "tmp_sgd_family", "path": str(plugin.resolve()),
-                        "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(),
-                        "optimizers": ["TmpSGD", "TmpPowSGD"]}]
+    assert records == [
+        {
+            "module": "tmp_sgd_family",
+            "path": str(plugin.resolve()),
+            "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(),
+            "optimizers": ["TmpSGD", "TmpPowSGD"],
+        }
+    ]
 
     # every emitted line carries --plugin and runs in a fresh process into the same file as the sweep's
     out = tmp_path / "emitted"
@@ -140,9 +149,25 @@ def test_plugin_sweep_on_the_local_pool_emitted_commands_run_and_status(plugin_s
     # `run --plugin FILE --optimizer NAME ...` by hand (a relative plugin path) writes the sweep's file too
     key, result = next((k, v) for k, v in tree.items() if "/TmpSGD/" in k and v["random_seed"] == 43)
     by_hand = tmp_path / "by_hand"
-    proc = _cli("runners", "run", "--plugin", os.path.relpath(plugin, ROOT), "--problem", "quadratic_deep",
-                "--optimizer", "TmpSGD", "--hp", f"learning_rate={result['optimizer_hyperparams']['learning_rate']!r}",
-                "--seed", "43", "--epochs", "1", "--out", str(by_hand), "--no-progress")
+    proc = _cli(
+        "runners",
+        "run",
+        "--plugin",
+        os.path.relpath(plugin, ROOT),
+        "--problem",
+        "quadratic_deep",
+        "--optimizer",
+        "TmpSGD",
+        "--hp",
+        f"learning_rate={result['optimizer_hyperparams']['learning_rate']!r}",
+        "--seed",
+        "43",
+        "--epochs",
+        "1",
+        "--out",
+        str(by_hand),
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _tree(by_hand) == {key: result}
 
@@ -166,8 +191,9 @@ def test_plugin_sweep_on_a_local_ray_cluster_gives_the_local_pools_files(plugin_
     pytest.importorskip("ray")
     _, study = plugin_study
     out = tmp_path / "ray"
-    proc = _cli("runners", "sweep", str(study), "--out", str(out), "--backend", "ray", "--workers", "2",
-                "--no-progress")
+    proc = _cli(
+        "runners", "sweep", str(study), "--out", str(out), "--backend", "ray", "--workers", "2", "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _tree(out) == _tree(local_sweep)  # names and every number
 
@@ -178,18 +204,27 @@ def test_plugin_sweep_on_a_local_ray_cluster_gives_the_local_pools_files(plugin_
 REGISTER = "import optimizers\n\n"
 BAD_PLUGINS = {
     "missing_file": (None, "no such file"),
-    "import_raises": (REGISTER + "raise RuntimeError('boom at import')\n", "import failed: RuntimeError: boom at import"),
+    "import_raises": (
+        REGISTER + "raise RuntimeError('boom at import')\n",
+        "import failed: RuntimeError: boom at import",
+    ),
     "registers_nothing": (REGISTER + "X = 1\n", "registers no optimizer"),
-    "already_registered": (REGISTER + "optimizers.register('NAGOptimizer', lambda model, learning_rate: None)\n",
-                           "optimizer NAGOptimizer is already registered (built-in)"),
-    "not_keras": (REGISTER + "optimizers.register('TmpNotKeras', lambda model, learning_rate: object(),\n"
-                  "                    search={'learning_rate': {'log_uniform': [1e-3, 1e-1]}})\n",
-                  "factory returned object, not a keras.optimizers.Optimizer"),
-    "no_distribution": (REGISTER + "import keras\n"
-                        "optimizers.register('TmpNoDist', lambda model, learning_rate, beta: keras.optimizers.SGD("
-                        "learning_rate), hyperparams=('learning_rate', 'beta'),\n"
-                        "                    search={'learning_rate': {'log_uniform': [1e-3, 1e-1]}})\n",
-                        "hyperparameter beta has no search distribution"),
+    "already_registered": (
+        REGISTER + "optimizers.register('NAGOptimizer', lambda model, learning_rate: None)\n",
+        "optimizer NAGOptimizer is already registered (built-in)",
+    ),
+    "not_keras": (
+        REGISTER + "optimizers.register('TmpNotKeras', lambda model, learning_rate: object(),\n"
+        "                    search={'learning_rate': {'log_uniform': [1e-3, 1e-1]}})\n",
+        "factory returned object, not a keras.optimizers.Optimizer",
+    ),
+    "no_distribution": (
+        REGISTER + "import keras\n"
+        "optimizers.register('TmpNoDist', lambda model, learning_rate, beta: keras.optimizers.SGD("
+        "learning_rate), hyperparams=('learning_rate', 'beta'),\n"
+        "                    search={'learning_rate': {'log_uniform': [1e-3, 1e-1]}})\n",
+        "hyperparameter beta has no search distribution",
+    ),
 }
 
 
@@ -226,9 +261,23 @@ def test_bad_plugin_options_of_sweep_status_and_run(tmp_path):
     raises.write_text("raise ImportError('no dependency')\n")
     line = _one_error(_cli("runners", "status", str(study), "--out", str(out), "--plugin", str(raises)))
     assert "import failed: ImportError: no dependency" in line
-    line = _one_error(_cli("runners", "run", "--plugin", str(raises), "--problem", "quadratic_deep", "--optimizer",
-                           "NAGOptimizer", "--hp", "learning_rate=0.1", "--out", str(out)),
-                      prefix="error: runners run: --plugin: ")
+    line = _one_error(
+        _cli(
+            "runners",
+            "run",
+            "--plugin",
+            str(raises),
+            "--problem",
+            "quadratic_deep",
+            "--optimizer",
+            "NAGOptimizer",
+            "--hp",
+            "learning_rate=0.1",
+            "--out",
+            str(out),
+        ),
+        prefix="error: runners run: --plugin: ",
+    )
     assert "raises" in line
     assert not out.exists()
 
@@ -241,8 +290,9 @@ EXAMPLES = ROOT / "configs" / "examples" / "adam_vs_pow_adam.yaml"
 
 def test_examples_study_smoke_preset_runs(tmp_path):
     out = tmp_path / "out"
-    proc = _cli("runners", "sweep", str(EXAMPLES), "--preset", "smoke", "--out", str(out), "--workers", "2",
-                "--no-progress")
+    proc = _cli(
+        "runners", "sweep", str(EXAMPLES), "--preset", "smoke", "--out", str(out), "--workers", "2", "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     tree = _tree(out)
     assert len(tree) == 2 * (2 + 1)
@@ -253,13 +303,20 @@ def test_examples_study_smoke_preset_runs(tmp_path):
 @pytest.mark.slow
 def test_examples_study_full_quadratic_search(tmp_path):
     out = tmp_path / "out"
-    proc = _cli("runners", "sweep", str(EXAMPLES), "--preset", "quadratic", "--out", str(out), "--no-progress",
-                timeout=7200)
+    proc = _cli(
+        "runners", "sweep", str(EXAMPLES), "--preset", "quadratic", "--out", str(out), "--no-progress", timeout=7200
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     tree = _tree(out)
     assert len(tree) == 2 * (50 + 9)
-    table = _cli("analysis", str(out), "--out", str(tmp_path / "reports"), "--plugin",
-                 str(ROOT / "examples" / "plugins" / "adam_family.py"))
+    table = _cli(
+        "analysis",
+        str(out),
+        "--out",
+        str(tmp_path / "reports"),
+        "--plugin",
+        str(ROOT / "examples" / "plugins" / "adam_family.py"),
+    )
     assert table.returncode == 0, table.stderr[-3000:]
     with open(tmp_path / "reports" / "summary.csv", newline="") as f:
         rows = {row["optimizer"]: row for row in csv.DictReader(f)}
@@ -288,8 +345,12 @@ def _readme_examples_table() -> dict[str, dict]:
     table = {}
     for line in block.strip().splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        table[cells[0]] = {"learning_rate": float(cells[1]), "power": None if cells[2] == "–" else float(cells[2]),
-                           "beta_1": float(cells[3]), "mean": float(cells[5])}
+        table[cells[0]] = {
+            "learning_rate": float(cells[1]),
+            "power": None if cells[2] == "–" else float(cells[2]),
+            "beta_1": float(cells[3]),
+            "mean": float(cells[5]),
+        }
     return table
 
 
@@ -304,13 +365,13 @@ def test_readme_examples_table_parses():
 # a user's own test problem (testproblems.register in a plugin file): local pool, Ray, provenance, bad ones
 # ----------------------------------------------------------------------------------------------------------
 PROBLEM_PLUGIN = ROOT / "examples" / "plugins" / "tiny_problem.py"
-PROBLEM_STUDY = '''\
+PROBLEM_STUDY = """\
 plugins: [{plugin}]
 defaults: {{budget: 2, num_epochs: 1, rerun_seeds: [43]}}
 problems:
   blobs_mlp:
     optimizers: [PowKernelGradientDescentOptimizer]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -337,9 +398,15 @@ def test_user_problem_runs_on_the_local_pool_with_its_provenance(problem_study):
         assert result["testproblem"] == "blobs_mlp" and result["batch_size"] == 32 and result["num_epochs"] == 1
         assert len(result["test_accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in result["test_accuracies"])
     prov = yaml.safe_load(next(out.rglob("*.provenance.yaml")).read_text())
-    assert prov["plugins"] == [{"module": "my_problem", "path": str(plugin.resolve()),
-                                "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(), "optimizers": [],
-                                "testproblems": ["blobs_mlp"]}]
+    assert prov["plugins"] == [
+        {
+            "module": "my_problem",
+            "path": str(plugin.resolve()),
+            "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest(),
+            "optimizers": [],
+            "testproblems": ["blobs_mlp"],
+        }
+    ]
     assert prov["problem"]["testproblem"] == "blobs_mlp" and prov["problem"]["data"]["source"] == str(plugin.resolve())
 
 
@@ -347,18 +414,23 @@ def test_user_problem_runs_on_the_local_pool_with_its_provenance(problem_study):
 def test_user_problem_on_a_local_ray_cluster_gives_the_local_pools_files(problem_study, tmp_path):
     _, study, local = problem_study
     out = tmp_path / "ray"
-    proc = _cli("runners", "sweep", str(study), "--out", str(out), "--backend", "ray", "--workers", "2",
-                "--no-progress")
+    proc = _cli(
+        "runners", "sweep", str(study), "--out", str(out), "--backend", "ray", "--workers", "2", "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _tree(out) == _tree(local)  # names and every number
 
 
 BROKEN_PROBLEMS = {
     "import_error": ("import not_a_module_anywhere\n", "import failed: ModuleNotFoundError"),
-    "wrong_shapes": ("def model():\n    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])\n",
-                     "the model does not take a batch of x of shape (32, 2)"),
-    "loss_not_per_example": ("def loss(y_true, y_pred):\n    return keras.ops.mean(y_pred)\n",
-                             "loss must give one value per example (shape (32,)), got shape ()"),
+    "wrong_shapes": (
+        "def model():\n    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])\n",
+        "the model does not take a batch of x of shape (32, 2)",
+    ),
+    "loss_not_per_example": (
+        "def loss(y_true, y_pred):\n    return keras.ops.mean(y_pred)\n",
+        "loss must give one value per example (shape (32,)), got shape ()",
+    ),
     "bad_data": ("def data():\n    return {'train': (np.zeros((8, 2)), np.zeros(7))}\n", "data() must return a dict"),
 }
 

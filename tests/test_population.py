@@ -24,8 +24,15 @@ from testproblems.data import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 REL_TOL, ABS_TOL = 2e-5, 1e-7
-KEYS = ("train_losses", "valid_losses", "test_losses", "train_accuracies", "valid_accuracies", "test_accuracies",
-        "minibatch_train_losses")
+KEYS = (
+    "train_losses",
+    "valid_losses",
+    "test_losses",
+    "train_accuracies",
+    "valid_accuracies",
+    "test_accuracies",
+    "minibatch_train_losses",
+)
 
 SCRIPT = r"""
 import json, sys
@@ -48,19 +55,31 @@ print("RESULT " + json.dumps(result))
 
 
 def _spec(problem, optimizer, seed=42, epochs=2, data_dir=None, **hp):
-    return {"testproblem": problem, "optimizer": optimizer, "hyperparams": hp, "seed": seed, "num_epochs": epochs,
-            "data_dir": data_dir}
+    return {
+        "testproblem": problem,
+        "optimizer": optimizer,
+        "hyperparams": hp,
+        "seed": seed,
+        "num_epochs": epochs,
+        "data_dir": data_dir,
+    }
 
 
 def _run(tmp_path, cases):
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     (tmp_path / "script.py").write_text(SCRIPT)
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(tmp_path / "cases.json"),
-                           str(tmp_path / "out")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "cases.json"), str(tmp_path / "out")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _close(a, b) -> bool:
@@ -71,8 +90,11 @@ def _close(a, b) -> bool:
 
 def mismatches(pop: dict, ref: dict) -> list[str]:
     """Where a member's DeepOBS JSON differs from the per-run one (beyond the tolerance)."""
-    bad = [k for k in ("testproblem", "optimizer", "optimizer_hyperparams", "random_seed", "num_epochs",
-                       "batch_size") if pop.get(k) != ref.get(k)]
+    bad = [
+        k
+        for k in ("testproblem", "optimizer", "optimizer_hyperparams", "random_seed", "num_epochs", "batch_size")
+        if pop.get(k) != ref.get(k)
+    ]
     for key in KEYS:
         if key not in ref:
             continue
@@ -125,12 +147,26 @@ def quadratic_rows(tmp_path_factory):
         varied = dict(hp, learning_rate=hp["learning_rate"] / 2)
         cases[-1].append(_spec("quadratic_deep", name, seed=42, **varied))
     cases.append([_spec("quadratic_deep", "PowKernelMomentumOptimizer", seed=44, learning_rate=0.01, power=1.0)])
-    cases.append([_spec("quadratic_deep", "MomentumOptimizer", seed=42 + i % 3, learning_rate=lr, momentum=mu)
-                  for i, (lr, mu) in enumerate([(0.01, 0.9), (0.02, 0.5), (0.005, 0.99), (0.03, 0.1), (50.0, 0.9),
-                                                (0.01, 0.001), (0.04, 0.7)])])
-    cases.append([_spec("quadratic_deep", "PowKernelMomentumOptimizer", seed=42 + i % 5,
-                        learning_rate=round(0.002 * (1 + i % 10), 4), power=round(0.4 + 0.1 * (i % 6), 1))
-                  for i in range(50)])
+    cases.append(
+        [
+            _spec("quadratic_deep", "MomentumOptimizer", seed=42 + i % 3, learning_rate=lr, momentum=mu)
+            for i, (lr, mu) in enumerate(
+                [(0.01, 0.9), (0.02, 0.5), (0.005, 0.99), (0.03, 0.1), (50.0, 0.9), (0.01, 0.001), (0.04, 0.7)]
+            )
+        ]
+    )
+    cases.append(
+        [
+            _spec(
+                "quadratic_deep",
+                "PowKernelMomentumOptimizer",
+                seed=42 + i % 5,
+                learning_rate=round(0.002 * (1 + i % 10), 4),
+                power=round(0.4 + 0.1 * (i % 6), 1),
+            )
+            for i in range(50)
+        ]
+    )
     return _run(tmp_path_factory.mktemp("pop_quadratic"), cases)
 
 
@@ -155,16 +191,18 @@ def test_quadratic_population_sizes_and_divergence(quadratic_rows):
         assert math.isnan(result["minibatch_train_losses"][1])
     assert not mismatches(pop, ref)
     # the other members of that population trained normally
-    peers = [r for r in quadratic_rows if r["spec"]["optimizer"] == "MomentumOptimizer"
-             and _hp(r)["learning_rate"] != 50.0]
+    peers = [
+        r for r in quadratic_rows if r["spec"]["optimizer"] == "MomentumOptimizer" and _hp(r)["learning_rate"] != 50.0
+    ]
     assert all(math.isfinite(r["pop_json"]["train_losses"][-1]) for r in peers)
 
 
 def test_a_swap_fails_the_comparison(quadratic_rows):
     """The comparison has power: pairing a member with the per-run result of a member that differs only in
     seed, or only in learning rate, fails it."""
-    by_key = {(r["spec"]["optimizer"], r["spec"]["seed"], json.dumps(_hp(r), sort_keys=True)): r
-              for r in quadratic_rows}
+    by_key = {
+        (r["spec"]["optimizer"], r["spec"]["seed"], json.dumps(_hp(r), sort_keys=True)): r for r in quadratic_rows
+    }
     hp = OPTIMIZERS["MomentumOptimizer"]
     base = by_key[("MomentumOptimizer", 42, json.dumps(hp, sort_keys=True))]
     other_seed = by_key[("MomentumOptimizer", 43, json.dumps(hp, sort_keys=True))]
@@ -188,19 +226,48 @@ def fmnist_dir(tmp_path_factory):
 
 def test_fmnist_2c2d_population_matches_per_run(tmp_path, fmnist_dir):
     hp = {"learning_rate": 0.05, "momentum": 0.9}
-    rows = _run(tmp_path, [[_spec("fmnist_2c2d", "MomentumOptimizer", seed=42, data_dir=fmnist_dir, **hp),
-                            _spec("fmnist_2c2d", "MomentumOptimizer", seed=43, data_dir=fmnist_dir,
-                                  learning_rate=0.02, momentum=0.5)]])
+    rows = _run(
+        tmp_path,
+        [
+            [
+                _spec("fmnist_2c2d", "MomentumOptimizer", seed=42, data_dir=fmnist_dir, **hp),
+                _spec(
+                    "fmnist_2c2d", "MomentumOptimizer", seed=43, data_dir=fmnist_dir, learning_rate=0.02, momentum=0.5
+                ),
+            ]
+        ],
+    )
     _check(rows)
-    assert rows[0]["pop_json"]["test_accuracies"] != rows[1]["pop_json"]["test_accuracies"] or \
-        rows[0]["pop_json"]["train_losses"] != rows[1]["pop_json"]["train_losses"]
+    assert (
+        rows[0]["pop_json"]["test_accuracies"] != rows[1]["pop_json"]["test_accuracies"]
+        or rows[0]["pop_json"]["train_losses"] != rows[1]["pop_json"]["train_losses"]
+    )
 
 
 @pytest.mark.slow
 def test_fmnist_vae_population_matches_per_run(tmp_path, fmnist_dir):
     """Dropout and the latent noise draw from each member's seed-generator state, evaluations included."""
-    rows = _run(tmp_path, [[_spec("fmnist_vae", "PowKernelMomentumOptimizer", seed=42, data_dir=fmnist_dir,
-                                  learning_rate=0.01, power=0.5),
-                            _spec("fmnist_vae", "PowKernelMomentumOptimizer", seed=43, data_dir=fmnist_dir,
-                                  learning_rate=0.01, power=0.5)]])
+    rows = _run(
+        tmp_path,
+        [
+            [
+                _spec(
+                    "fmnist_vae",
+                    "PowKernelMomentumOptimizer",
+                    seed=42,
+                    data_dir=fmnist_dir,
+                    learning_rate=0.01,
+                    power=0.5,
+                ),
+                _spec(
+                    "fmnist_vae",
+                    "PowKernelMomentumOptimizer",
+                    seed=43,
+                    data_dir=fmnist_dir,
+                    learning_rate=0.01,
+                    power=0.5,
+                ),
+            ]
+        ],
+    )
     _check(rows)

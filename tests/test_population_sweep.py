@@ -40,8 +40,13 @@ def _spec(problem="quadratic_deep", optimizer="GradientDescentOptimizer", lr=0.0
 
 
 def test_split_never_mixes_and_cuts_to_size():
-    specs = ([_spec(lr=0.01 * (i + 1)) for i in range(5)] + [_spec(lr=0.5, num_epochs=3)]
-             + [_spec(lr=0.5, batch_size=64)] + [_spec(optimizer="MomentumOptimizer")] + [_spec(seed=43)])
+    specs = (
+        [_spec(lr=0.01 * (i + 1)) for i in range(5)]
+        + [_spec(lr=0.5, num_epochs=3)]
+        + [_spec(lr=0.5, batch_size=64)]
+        + [_spec(optimizer="MomentumOptimizer")]
+        + [_spec(seed=43)]
+    )
     groups = split(specs, 2)
     for group in groups:
         assert len(group) <= 2
@@ -59,10 +64,12 @@ def test_plan_falls_back_with_one_line_each(tmp_path):
     try:
         log = io.StringIO()
         ex = PopulationExecutor(_Recorder(), size=4, kind="cpu", log=log)
-        specs = ([_spec(lr=0.01 * (i + 1)) for i in range(6)]
-                 + [_spec("tolstoi_char_rnn", lr=0.1 * (i + 1)) for i in range(3)]
-                 + [_spec(optimizer="PlainKerasSGD", lr=0.1 * (i + 1)) for i in range(3)]
-                 + [_spec(optimizer="PlainKerasSGD", lr=0.9)])
+        specs = (
+            [_spec(lr=0.01 * (i + 1)) for i in range(6)]
+            + [_spec("tolstoi_char_rnn", lr=0.1 * (i + 1)) for i in range(3)]
+            + [_spec(optimizer="PlainKerasSGD", lr=0.1 * (i + 1)) for i in range(3)]
+            + [_spec(optimizer="PlainKerasSGD", lr=0.9)]
+        )
         populations, per_run = ex.plan(specs, tmp_path)
         assert [len(p) for p in populations] == [4, 2]
         assert {s.testproblem for s in per_run} == {"tolstoi_char_rnn", "quadratic_deep"}
@@ -96,8 +103,14 @@ def test_choice_rule_and_size_option(tmp_path, monkeypatch):
 
 def test_bad_population_option_is_one_error_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "runners", "sweep", "configs/smoke.yaml", "--out", str(tmp_path),
-                           "--population", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners", "sweep", "configs/smoke.yaml", "--out", str(tmp_path), "--population", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "--population" in lines[0], proc.stderr
@@ -107,8 +120,18 @@ def test_smoke_study_through_populations_resumes(tmp_path):
     """configs/smoke.yaml (quadratic_deep, 2 optimizers x 3 samples, 2 rerun seeds) with --population 3: every
     run trained in a population on the jax backend, one DeepOBS file each; a second sweep trains nothing."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "runners", "sweep", "configs/smoke.yaml", "--out", str(tmp_path), "--no-progress",
-           "--population", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "runners",
+        "sweep",
+        "configs/smoke.yaml",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        "--population",
+        "3",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted(tmp_path.rglob("random_seed__*.json"))

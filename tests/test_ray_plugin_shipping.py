@@ -19,25 +19,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PLUGIN = '''\
+PLUGIN = """\
 import keras
 
 import optimizers
 
 optimizers.register("ShippedSGD", lambda model, learning_rate: keras.optimizers.SGD(learning_rate),
                     hyperparams=("learning_rate",), search={"learning_rate": {"log_uniform": [1e-3, 1e-1]}})
-'''
+"""
 OTHER_VERSION = PLUGIN.replace("ShippedSGD", "EditedSGD")
 
-DRIVER = '''\
+DRIVER = """\
 import base64, json, sys
 from optimizers import plugins
 from runners.executors.ray import plugin_payload
 plugins.load(sys.argv[1])
 payload = [{**p, "source": base64.b64encode(p["source"]).decode()} for p in plugin_payload()]
 print(json.dumps(payload))
-'''
-WORKER = '''\
+"""
+WORKER = """\
 import base64, json, sys
 import optimizers
 from optimizers import plugins
@@ -47,7 +47,7 @@ ensure_plugins(payload)
 ensure_plugins(payload)  # a second task in the same worker process: imported once
 optimizers.make("ShippedSGD", None, learning_rate=0.01)
 print(json.dumps({"provenance": plugins.provenance(), "names": sorted(optimizers.names())}))
-'''
+"""
 
 
 def _python(code: str, *args: str, stdin: str = "", tmpdir: Path | None = None) -> str:
@@ -55,8 +55,9 @@ def _python(code: str, *args: str, stdin: str = "", tmpdir: Path | None = None) 
     env.update(PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     if tmpdir is not None:
         env["TMPDIR"] = str(tmpdir)
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
 
@@ -98,6 +99,7 @@ def test_worker_imports_the_driver_file_where_unchanged_else_the_shipped_copy(tm
     node.mkdir()
     answer = json.loads(_python(WORKER, stdin=json.dumps(payload), tmpdir=node))
     assert copy_under(node).read_text() == PLUGIN
-    assert answer["provenance"] == [{"module": "shipped_plugin", "path": str(copy_under(node)), "sha256": sha,
-                                     "optimizers": ["ShippedSGD"]}]
+    assert answer["provenance"] == [
+        {"module": "shipped_plugin", "path": str(copy_under(node)), "sha256": sha, "optimizers": ["ShippedSGD"]}
+    ]
     assert "ShippedSGD" in answer["names"]

@@ -18,11 +18,19 @@ from analysis.report import analyse, write_report
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "deepobs_results_medium_budget"
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="no headless browser installed "
-                                "(apt-get install chromium; .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    BROWSER is None, reason="no headless browser installed (apt-get install chromium; .ci/run does)"
+)
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions", "--no-first-run",
-         "--disable-background-networking", "--virtual-time-budget=10000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-extensions",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--virtual-time-budget=10000",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -31,8 +39,13 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def _browser(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([BROWSER, *FLAGS, f"--user-data-dir={cwd / 'profile'}", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [BROWSER, *FLAGS, f"--user-data-dir={cwd / 'profile'}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _drawn_figures(monkeypatch) -> dict:

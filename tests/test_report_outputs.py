@@ -45,7 +45,9 @@ def test_rewrite_removes_the_previous_reports_files(tmp_path):
 def test_provenance_lists_only_the_rerun_seeds_that_ran(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_verdict_tests", Path(__file__).with_name("test_reproduce_verdict.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_verdict_tests", Path(__file__).with_name("test_reproduce_verdict.py")
+    )
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     tree = helpers.tree(tmp_path / "tree", gd_final=87.0, sgd_final=87.5, epochs=2, seeds=2)  # seeds 42, 43

@@ -24,8 +24,20 @@ RERUNS = range(43, 52)
 NOISE = np.array([0.03, -0.02, 0.01, -0.04, 0.02, 0.0, -0.01, 0.04, -0.03, 0.01])
 
 # the paper's quadratic_deep GD row (protocol §5), as a table of its own: the rules, not the file, under test
-PAPER = pd.DataFrame([{"testproblem": "quadratic_deep", "optimizer": GD, "learning_rate": 6.8706142826e-03,
-                       "power": 0.8, "weight_decay_opt": None, "n": 10, "mean": 87.6877, "std": 0.09846}])
+PAPER = pd.DataFrame(
+    [
+        {
+            "testproblem": "quadratic_deep",
+            "optimizer": GD,
+            "learning_rate": 6.8706142826e-03,
+            "power": 0.8,
+            "weight_decay_opt": None,
+            "n": 10,
+            "mean": 87.6877,
+            "std": 0.09846,
+        }
+    ]
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,17 +47,28 @@ def private_cache(tmp_path, monkeypatch):
 
 def _write(root: Path, optimizer: str, hp: dict, seed: int, final: float, epochs: int) -> None:
     curve = list(np.linspace(353.8, final, epochs + 1))
-    data = {"testproblem": "quadratic_deep", "batch_size": 128, "num_epochs": epochs, "random_seed": seed,
-            "weight_decay": None, "optimizer_name": optimizer, "optimizer_hyperparams": hp, "training_params": {},
-            "train_losses": curve, "valid_losses": curve, "test_losses": curve,
-            "minibatch_train_losses": curve[1:]}
+    data = {
+        "testproblem": "quadratic_deep",
+        "batch_size": 128,
+        "num_epochs": epochs,
+        "random_seed": seed,
+        "weight_decay": None,
+        "optimizer_name": optimizer,
+        "optimizer_hyperparams": hp,
+        "training_params": {},
+        "train_losses": curve,
+        "valid_losses": curve,
+        "test_losses": curve,
+        "minibatch_train_losses": curve[1:],
+    }
     folder = root / "quadratic_deep" / optimizer / setting_folder_name(epochs, 128, hp, None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"random_seed__{seed}__2024-01-01-00-00-00.json").write_text(json.dumps(data))
 
 
-def tree(root: Path, gd_final: float, sgd_final: float, *, power: float = 0.8, epochs: int = 100,
-         seeds: int = 10) -> Path:
+def tree(
+    root: Path, gd_final: float, sgd_final: float, *, power: float = 0.8, epochs: int = 100, seeds: int = 10
+) -> Path:
     """quadratic_deep, GD φ_p and SGD: two tuning settings each (seed 42), the better rerun with 43..; the
     chosen GD setting has ``power``; finals = the given mean + a fixed zero-mean spread."""
     chosen = {GD: {"learning_rate": 0.01, "power": power}, SGD: {"learning_rate": 0.01}}
@@ -71,14 +94,23 @@ def test_claims_are_data_from_protocol_section_5():
     paper = V.paper_table(PROTOCOL)
     assert len(paper) == 26
     gd = paper[(paper["testproblem"] == "quadratic_deep") & (paper["optimizer"] == GD)].iloc[0]
-    assert (gd["learning_rate"], gd["power"], gd["n"], gd["mean"], gd["std"]) == (6.8706142826e-03, 0.8, 10,
-                                                                                  87.6877, 0.09846)
+    assert (gd["learning_rate"], gd["power"], gd["n"], gd["mean"], gd["std"]) == (
+        6.8706142826e-03,
+        0.8,
+        10,
+        87.6877,
+        0.09846,
+    )
     claims = {c.claim: c for c in V.paper_claims(paper)}
     kinds = pd.Series([c.kind for c in claims.values()]).value_counts().to_dict()
     assert kinds == {"nonlinear_vs_linear": 26, "power": 26, "w_vs_l2": 2}
     w = claims["cifar10_3c3d: GD-W φ_p vs GD φ_p with L2"]
     assert (w.testproblem, w.optimizer, w.other_problem, w.other) == (
-        "cifar10_3c3d_nodecay", "PowKernelGradientDescentOptimizerW_scaled", "cifar10_3c3d", GD)
+        "cifar10_3c3d_nodecay",
+        "PowKernelGradientDescentOptimizerW_scaled",
+        "cifar10_3c3d",
+        GD,
+    )
     assert "0.832302" in w.paper and "0.832772" in w.paper
     assert claims["quadratic_deep: MN φ_p vs NAG"].other == "NAGOptimizer"
     assert claims["quadratic_deep: GD φ_p power"].paper_power == 0.8
@@ -126,8 +158,10 @@ def test_headline_counts_every_claim(tmp_path):
     table = judged(tree(tmp_path / "t", gd_final=87.0, sgd_final=87.5)).reset_index()
     table.loc[table["claim"] == POWER, ["status", "reason"]] = ["inconclusive", "a tied setting won (x)"]
     line = V.headline(table, "res")
-    assert line == ("VERDICT: 2 of 2 paper claims checked on res: 1 confirmed (quadratic_deep: GD φ_p vs SGD), "
-                    "1 inconclusive (quadratic_deep: GD φ_p power); 0 not run (not in these results)")
+    assert line == (
+        "VERDICT: 2 of 2 paper claims checked on res: 1 confirmed (quadratic_deep: GD φ_p vs SGD), "
+        "1 inconclusive (quadratic_deep: GD φ_p power); 0 not run (not in these results)"
+    )
 
 
 def test_search_table_outcome_apart_from_setting():
@@ -137,7 +171,7 @@ def test_search_table_outcome_apart_from_setting():
     shifted = summary.copy()
     i = shifted.index[shifted["optimizer"] == "PowKernelMomentumOptimizer"][0]
     n, std = int(shifted.loc[i, "n_seeds"]), float(shifted.loc[i, "final_test_std"])
-    shifted.loc[i, "final_test_mean"] += 3 * (2 ** 0.5) * V.standard_error(std, n)  # 3 combined SE
+    shifted.loc[i, "final_test_mean"] += 3 * (2**0.5) * V.standard_error(std, n)  # 3 combined SE
     row = V.search_table(shifted, summary, "committed").set_index("optimizer").loc["PowKernelMomentumOptimizer"]
     assert row["same_setting"] and not row["outcome_equivalent"]
     other = summary.copy()
@@ -151,8 +185,9 @@ def test_search_table_outcome_apart_from_setting():
 def test_command_on_the_committed_tree(tmp_path, capsys):
     if not PROTOCOL.is_file():
         pytest.skip(f"{PROTOCOL} not found")
-    code = V.main([str(COMMITTED), "--reference", str(COMMITTED), "--paper", str(PROTOCOL),
-                   "--out", str(tmp_path / "out")])
+    code = V.main(
+        [str(COMMITTED), "--reference", str(COMMITTED), "--paper", str(PROTOCOL), "--out", str(tmp_path / "out")]
+    )
     assert code == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     # the default study judges what quadratic_deep can: 3 comparisons with the linear twins and 3 chosen powers

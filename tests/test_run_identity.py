@@ -25,25 +25,36 @@ def _spec(**kw):
     return RunSpec("quadratic_deep", PK, hp, num_epochs=1, **kw)
 
 
-@pytest.mark.parametrize("kw, token", [
-    ({}, ""),
-    ({"hp": {"momentum": 0.9}}, ""),  # the default, given explicitly: the paper's name
-    ({"options": {"select": "rank>=2", "decay_on": "selected"}}, ""),
-    ({"hp": {"momentum": 0.0}}, "__momentum__0.e+00"),
-    ({"hp": {"momentum": 0.5}}, "__momentum__5.e-01"),
-    ({"options": {"select": "all"}}, "__select__all"),
-    ({"options": {"decay_on": "all"}}, "__decay_on__all"),
-    ({"fidelity": "corrected"}, "__fidelity__corrected"),
-    ({"train_log_interval": 5}, "__train_log_interval__5"),
-])
+@pytest.mark.parametrize(
+    "kw, token",
+    [
+        ({}, ""),
+        ({"hp": {"momentum": 0.9}}, ""),  # the default, given explicitly: the paper's name
+        ({"options": {"select": "rank>=2", "decay_on": "selected"}}, ""),
+        ({"hp": {"momentum": 0.0}}, "__momentum__0.e+00"),
+        ({"hp": {"momentum": 0.5}}, "__momentum__5.e-01"),
+        ({"options": {"select": "all"}}, "__select__all"),
+        ({"options": {"decay_on": "all"}}, "__decay_on__all"),
+        ({"fidelity": "corrected"}, "__fidelity__corrected"),
+        ({"train_log_interval": 5}, "__train_log_interval__5"),
+    ],
+)
 def test_non_default_values_are_in_the_folder_name(kw, token):
     assert _spec(**kw).setting_folder() == PAPER + token
 
 
 def test_every_math_changing_value_gives_its_own_folder():
-    variants = [{}, {"hp": {"momentum": 0.0}}, {"hp": {"momentum": 0.5}}, {"options": {"select": "all"}},
-                {"options": {"select": "none"}}, {"options": {"decay_on": "all"}}, {"fidelity": "corrected"},
-                {"train_log_interval": 3}, {"options": {"select": "all", "decay_on": "all"}}]
+    variants = [
+        {},
+        {"hp": {"momentum": 0.0}},
+        {"hp": {"momentum": 0.5}},
+        {"options": {"select": "all"}},
+        {"options": {"select": "none"}},
+        {"options": {"decay_on": "all"}},
+        {"fidelity": "corrected"},
+        {"train_log_interval": 3},
+        {"options": {"select": "all", "decay_on": "all"}},
+    ]
     folders = [_spec(**kw).setting_folder() for kw in variants]
     assert len(set(folders)) == len(folders)
 
@@ -53,10 +64,19 @@ def valid_result(spec) -> str:
 
     n = spec.effective_num_epochs()
     curves = {name: [1.0] * (n + 1) for name in CURVES} | {"minibatch_train_losses": [1.0]}
-    return dump_deepobs_json(deepobs_output(
-        testproblem=spec.testproblem, batch_size=spec.effective_batch_size(), num_epochs=n, random_seed=spec.seed,
-        weight_decay=spec.weight_decay, optimizer_name=spec.optimizer,
-        optimizer_hyperparams=spec.recorded_hyperparams(), curves=curves, has_accuracy=False))
+    return dump_deepobs_json(
+        deepobs_output(
+            testproblem=spec.testproblem,
+            batch_size=spec.effective_batch_size(),
+            num_epochs=n,
+            random_seed=spec.seed,
+            weight_decay=spec.weight_decay,
+            optimizer_name=spec.optimizer,
+            optimizer_hyperparams=spec.recorded_hyperparams(),
+            curves=curves,
+            has_accuracy=False,
+        )
+    )
 
 
 def _plant(spec, out, recorded_spec=None, stamp="2026-01-01-00-00-00"):
@@ -65,8 +85,11 @@ def _plant(spec, out, recorded_spec=None, stamp="2026-01-01-00-00-00"):
     result = folder / f"random_seed__{spec.seed}__{stamp}.json"
     result.write_text(valid_result(spec))
     if recorded_spec is not None:
-        rec = {**recorded_spec.to_dict(), "hyperparams": recorded_spec.hyperparams_dict,
-               "options": recorded_spec.options_dict}
+        rec = {
+            **recorded_spec.to_dict(),
+            "hyperparams": recorded_spec.hyperparams_dict,
+            "options": recorded_spec.options_dict,
+        }
         (folder / provenance_file_name(result.name)).write_text(yaml.safe_dump({"spec": rec}))
     return result
 
@@ -106,9 +129,14 @@ def test_committed_tree_keeps_its_folder_names():
 
 def test_study_fixed_momentum_axis_gives_distinct_searches(tmp_path):
     cfg = tmp_path / "s.yaml"
-    cfg.write_text(yaml.safe_dump({"defaults": {"budget": 3, "num_epochs": 1, "rerun_seeds": []},
-                                   "problems": {"quadratic_deep": {"optimizers": [PK],
-                                                                   "fixed": {"momentum": [0.9, 0.5]}}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"budget": 3, "num_epochs": 1, "rerun_seeds": []},
+                "problems": {"quadratic_deep": {"optimizers": [PK], "fixed": {"momentum": [0.9, 0.5]}}},
+            }
+        )
+    )
     study = load_study(cfg)
     assert len(study.entries) == 2
     specs = study.tuning_specs()
@@ -119,12 +147,29 @@ def test_study_fixed_momentum_axis_gives_distinct_searches(tmp_path):
 def test_cli_momentum_run_does_not_reuse_the_default_result(tmp_path):
     """End to end: `run ... --hp momentum=0.0` after a default-momentum run trains its own result."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    base = [sys.executable, "-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer", PK,
-            "--hp", "learning_rate=0.01", "--hp", "power=0.5", "--epochs", "1", "--no-progress",
-            "--out", str(tmp_path)]
+    base = [
+        sys.executable,
+        "-m",
+        "runners",
+        "run",
+        "--problem",
+        "quadratic_deep",
+        "--optimizer",
+        PK,
+        "--hp",
+        "learning_rate=0.01",
+        "--hp",
+        "power=0.5",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     first = subprocess.run(base, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    second = subprocess.run(base + ["--hp", "momentum=0.0"], capture_output=True, text=True, cwd=ROOT, env=env,
-                            timeout=300)
+    second = subprocess.run(
+        base + ["--hp", "momentum=0.0"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert not second.stdout.startswith("exists:")
     assert Path(first.stdout.strip()).parent.name == PAPER
@@ -139,10 +184,20 @@ def test_analysis_keeps_runs_that_differ_only_by_a_folder_token(tmp_path, monkey
     from analysis import load_runs
 
     monkeypatch.setenv("NLWU_CACHE", str(tmp_path / "cache"))
-    data = {"testproblem": "quadratic_deep", "batch_size": 128, "num_epochs": 1, "random_seed": 42,
-            "weight_decay": None, "optimizer_name": PK, "optimizer_hyperparams": HP, "training_params": {},
-            "train_losses": [2.0, 1.0], "valid_losses": [2.0, 1.0], "test_losses": [2.0, 1.0],
-            "minibatch_train_losses": [1.0]}
+    data = {
+        "testproblem": "quadratic_deep",
+        "batch_size": 128,
+        "num_epochs": 1,
+        "random_seed": 42,
+        "weight_decay": None,
+        "optimizer_name": PK,
+        "optimizer_hyperparams": HP,
+        "training_params": {},
+        "train_losses": [2.0, 1.0],
+        "valid_losses": [2.0, 1.0],
+        "test_losses": [2.0, 1.0],
+        "minibatch_train_losses": [1.0],
+    }
     for token, stamp in (("", "2026-01-01-00-00-00"), ("__momentum__5.e-01", "2026-01-01-00-00-01")):
         folder = tmp_path / "out" / "quadratic_deep" / PK / (PAPER + token)
         folder.mkdir(parents=True)
@@ -154,13 +209,34 @@ def test_analysis_keeps_runs_that_differ_only_by_a_folder_token(tmp_path, monkey
 def test_sweep_with_a_momentum_axis_trains_every_run(tmp_path):
     """`fixed: {momentum: [0.9, 0.5]}`: 2 searches, all 2 x (2 tuning + 1 rerun) runs trained, 2 choices."""
     cfg = tmp_path / "s.yaml"
-    cfg.write_text(yaml.safe_dump({"defaults": {"budget": 2, "num_epochs": 1, "rerun_seeds": [43]},
-                                   "problems": {"quadratic_deep": {"optimizers": [PK],
-                                                                   "fixed": {"momentum": [0.9, 0.5]}}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"budget": 2, "num_epochs": 1, "rerun_seeds": [43]},
+                "problems": {"quadratic_deep": {"optimizers": [PK], "fixed": {"momentum": [0.9, 0.5]}}},
+            }
+        )
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "NLWU_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "runners", "sweep", str(cfg), "--out", str(tmp_path / "out"),
-                           "--workers", "1", "--no-progress"], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners",
+            "sweep",
+            str(cfg),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted((tmp_path / "out").rglob("random_seed__*.json"))
     assert len(results) == 6

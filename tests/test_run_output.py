@@ -18,9 +18,30 @@ NOISE = ("cuInit", "absl", "I0000", "E0000", "oneDNN", "cuda drivers")
 def test_run_prints_steps_final_losses_summary_and_no_startup_noise(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "NLWU_TF_LOGS")}
     result = subprocess.run(
-        [sys.executable, "-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer",
-         "PowKernelGradientDescentOptimizer", "--hp", "learning_rate=0.01", "--hp", "power=0.5", "--epochs", "2",
-         "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "runners",
+            "run",
+            "--problem",
+            "quadratic_deep",
+            "--optimizer",
+            "PowKernelGradientDescentOptimizer",
+            "--hp",
+            "learning_rate=0.01",
+            "--hp",
+            "power=0.5",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     path = Path(result.stdout.strip())  # stdout: the result file alone
     data = json.loads(path.read_text())
@@ -35,24 +56,33 @@ def test_run_prints_steps_final_losses_summary_and_no_startup_noise(tmp_path):
     summary = [line for line in err.splitlines() if line.startswith("done: ")]
     assert len(summary) == 1 and re.fullmatch(
         rf"done: final test loss {data['test_losses'][-1]:.6g} after 2 epochs \(\d+\.\d s\) -> {re.escape(str(path))}",
-        summary[0]), summary
+        summary[0],
+    ), summary
 
 
 def test_real_errors_survive_the_filter(tmp_path):
     """A line on fd 2 during the import that is not start-up noise is written back."""
-    script = ("import os, sys, builtins\n"
-              "real = builtins.__import__\n"
-              "def noisy(name, *a, **k):\n"
-              "    if name == 'keras' and not getattr(noisy, 'done', False):\n"
-              "        noisy.done = True\n"
-              "        os.write(2, b'E0000 failed call to cuInit: CUDA error\\nreal problem: disk full\\n')\n"
-              "    return real(name, *a, **k)\n"
-              "builtins.__import__ = noisy\n"
-              "from testproblems.quiet import import_keras\n"
-              "import_keras()\n")
+    script = (
+        "import os, sys, builtins\n"
+        "real = builtins.__import__\n"
+        "def noisy(name, *a, **k):\n"
+        "    if name == 'keras' and not getattr(noisy, 'done', False):\n"
+        "        noisy.done = True\n"
+        "        os.write(2, b'E0000 failed call to cuInit: CUDA error\\nreal problem: disk full\\n')\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = noisy\n"
+        "from testproblems.quiet import import_keras\n"
+        "import_keras()\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "NLWU_TF_LOGS"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**env, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "real problem: disk full" in result.stderr
     if not any(Path("/dev").glob("nvidia[0-9]*")):
@@ -62,9 +92,23 @@ def test_real_errors_survive_the_filter(tmp_path):
 def test_make_run_error_names_make_run():
     """Bad input through `make run` is one error line naming `make run`, not the module behind it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
-    result = subprocess.run(["make", "-s", "-o", ".venv/.installed", "run", "PROBLEM=bogus",
-                             "OPTIMIZER=PowKernelGradientDescentOptimizer", "HP=learning_rate=0.1 power=0.5"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            "run",
+            "PROBLEM=bogus",
+            "OPTIMIZER=PowKernelGradientDescentOptimizer",
+            "HP=learning_rate=0.1 power=0.5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 2
     first = result.stderr.splitlines()[0]
     assert first.startswith("error: make run: unknown test problem 'bogus'; known: quadratic_deep"), first

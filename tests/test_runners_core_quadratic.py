@@ -25,15 +25,20 @@ SAMPLE5 = {"learning_rate": 0.006870614282613297, "power": 0.8}
 def deepobs_shared_utils():
     """DeepOBS 1.2's own reader (deepobs/analyzer/shared_utils.py), loaded by file: the package's top-level
     import pulls TensorFlow 1, so build a stub package holding only its config module."""
-    base = Path(importlib.util.find_spec("deepobs").submodule_search_locations[0]) if importlib.util.find_spec(
-        "deepobs") else DEEPOBS
+    base = (
+        Path(importlib.util.find_spec("deepobs").submodule_search_locations[0])
+        if importlib.util.find_spec("deepobs")
+        else DEEPOBS
+    )
     pkg, sub = types.ModuleType("_deepobs_ref"), types.ModuleType("_deepobs_ref.analyzer")
     pkg.__path__, sub.__path__ = [str(base)], [str(base / "analyzer")]
     sys.modules.setdefault("_deepobs_ref", pkg)
     sys.modules.setdefault("_deepobs_ref.analyzer", sub)
     mods = {}
-    for name, file in (("_deepobs_ref.config", base / "config.py"),
-                       ("_deepobs_ref.analyzer.shared_utils", base / "analyzer" / "shared_utils.py")):
+    for name, file in (
+        ("_deepobs_ref.config", base / "config.py"),
+        ("_deepobs_ref.analyzer.shared_utils", base / "analyzer" / "shared_utils.py"),
+    ):
         spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -56,9 +61,20 @@ def test_single_quadratic_deep_run_matches_deepobs(single_run, paper_tree):
     # epoch-0 values of DeepOBS' quadratic_deep (acceptance: 353.8127 / 353.4468 to 2 decimals)
     assert round(data["valid_losses"][0], 2) == 353.81
     assert round(data["test_losses"][0], 2) == 353.45
-    assert list(data) == ["testproblem", "batch_size", "num_epochs", "random_seed", "weight_decay", "optimizer_name",
-                          "optimizer_hyperparams", "training_params", "train_losses", "valid_losses", "test_losses",
-                          "minibatch_train_losses"]
+    assert list(data) == [
+        "testproblem",
+        "batch_size",
+        "num_epochs",
+        "random_seed",
+        "weight_decay",
+        "optimizer_name",
+        "optimizer_hyperparams",
+        "training_params",
+        "train_losses",
+        "valid_losses",
+        "test_losses",
+        "minibatch_train_losses",
+    ]
     assert data["weight_decay"] is None and data["training_params"] == {}
     assert data["optimizer_hyperparams"] == SAMPLE5
     assert len(data["test_losses"]) == 101
@@ -138,14 +154,42 @@ def test_run_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     cases = [
         (["--problem", "nope", "--optimizer", GD, "--hp", "learning_rate=0.1"], "unknown test problem 'nope'"),
         (["--problem", "quadratic_deep", "--optimizer", "Adamm", "--hp", "learning_rate=0.1"], "unknown optimizer"),
-        (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=-1"],
-         "power must be"),
+        (
+            ["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=-1"],
+            "power must be",
+        ),
         (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "power=0.5"], "learning_rate"),
         (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "lr"], "expected name=value"),
-        (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=0.5",
-          "--epochs", "0"], "--epochs must be >= 1"),
-        (["--problem", "fmnist_2c2d", "--optimizer", GD, "--hp", "learning_rate=0.1", "--hp", "power=0.5",
-          "--data-dir", str(tmp_path / "missing")], "prepare-data"),
+        (
+            [
+                "--problem",
+                "quadratic_deep",
+                "--optimizer",
+                GD,
+                "--hp",
+                "learning_rate=0.1",
+                "--hp",
+                "power=0.5",
+                "--epochs",
+                "0",
+            ],
+            "--epochs must be >= 1",
+        ),
+        (
+            [
+                "--problem",
+                "fmnist_2c2d",
+                "--optimizer",
+                GD,
+                "--hp",
+                "learning_rate=0.1",
+                "--hp",
+                "power=0.5",
+                "--data-dir",
+                str(tmp_path / "missing"),
+            ],
+            "prepare-data",
+        ),
         (["--problem", "quadratic_deep"], "required"),
     ]
     for argv, message in cases:
@@ -157,12 +201,28 @@ def test_run_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_run_cli_writes_one_result(tmp_path, capsys):
-    argv = ["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "learning_rate=0.01", "--hp", "power=0.5",
-            "--epochs", "2", "--seed", "7", "--out", str(tmp_path), "--no-progress"]
+    argv = [
+        "--problem",
+        "quadratic_deep",
+        "--optimizer",
+        GD,
+        "--hp",
+        "learning_rate=0.01",
+        "--hp",
+        "power=0.5",
+        "--epochs",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main_run(argv) == 0
     printed = Path(capsys.readouterr().out.strip())
     assert printed.is_file() and printed.parent.name == (
-        "num_epochs__2__batch_size__128__learning_rate__1.e-02__power__5.e-01")
+        "num_epochs__2__batch_size__128__learning_rate__1.e-02__power__5.e-01"
+    )
     assert main_run(argv) == 0 and capsys.readouterr().out.strip() == f"exists: {printed}"
 
 
@@ -170,11 +230,21 @@ def test_worker_runs_two_and_survives_a_failure(tmp_path):
     ok1 = RunSpec("quadratic_deep", GD, {"learning_rate": 0.01, "power": 0.5}, num_epochs=2)
     ok2 = ok1.replace(seed=43)
     bad = RunSpec("quadratic_deep", GD, {"learning_rate": 0.01, "power": -1.0}, num_epochs=2)
-    requests = [ok1.to_json(), json.dumps({"spec": bad.to_dict()}), "",
-                json.dumps({"spec": ok2.to_dict(), "out": str(tmp_path / "other")}), "{broken"]
-    proc = subprocess.run([sys.executable, "-m", "runners.worker", "--out", str(tmp_path / "main")],
-                          input="\n".join(requests) + "\n", capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[1])
+    requests = [
+        ok1.to_json(),
+        json.dumps({"spec": bad.to_dict()}),
+        "",
+        json.dumps({"spec": ok2.to_dict(), "out": str(tmp_path / "other")}),
+        "{broken",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners.worker", "--out", str(tmp_path / "main")],
+        input="\n".join(requests) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     replies = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["status"] for r in replies] == ["ok", "failed", "ok", "failed"]

@@ -72,16 +72,22 @@ def test_divergence_pads_every_list_with_its_first_element(n):
     c = train_curves(t, num_epochs=num_epochs, train_log_interval=10)
     assert c["diverged_epoch"] == n
     assert [x for x in t.calls if x[0] == "train"][-1] == ("train", n)
-    for key in ("train_losses", "valid_losses", "test_losses", "train_accuracies", "valid_accuracies",
-                "test_accuracies"):
+    for key in (
+        "train_losses",
+        "valid_losses",
+        "test_losses",
+        "train_accuracies",
+        "valid_accuracies",
+        "test_accuracies",
+    ):
         values = c[key]
         assert len(values) == num_epochs + 1
-        assert values[n + 1:] == [values[0]] * (num_epochs - n)  # not NaN: the untrained value
+        assert values[n + 1 :] == [values[0]] * (num_epochs - n)  # not NaN: the untrained value
         assert all(math.isfinite(v) for v in values)
     mb = c["minibatch_train_losses"]
     assert len(mb) == per_epoch * (n + 1) + num_epochs - n
     assert math.isnan(mb[per_epoch * (n + 1) - 1])
-    assert mb[per_epoch * (n + 1):] == [mb[0]] * (num_epochs - n)
+    assert mb[per_epoch * (n + 1) :] == [mb[0]] * (num_epochs - n)
 
 
 def test_only_the_last_logged_loss_decides():
@@ -93,25 +99,50 @@ def test_only_the_last_logged_loss_decides():
 
 
 def _output(curves, has_accuracy, wd=None):
-    return deepobs_output(testproblem="quadratic_deep", batch_size=128, num_epochs=2, random_seed=42,
-                          weight_decay=wd, optimizer_name="PowKernelGradientDescentOptimizer",
-                          optimizer_hyperparams={"learning_rate": 0.01, "power": 0.6000000000000001},
-                          curves=curves, has_accuracy=has_accuracy)
+    return deepobs_output(
+        testproblem="quadratic_deep",
+        batch_size=128,
+        num_epochs=2,
+        random_seed=42,
+        weight_decay=wd,
+        optimizer_name="PowKernelGradientDescentOptimizer",
+        optimizer_hyperparams={"learning_rate": 0.01, "power": 0.6000000000000001},
+        curves=curves,
+        has_accuracy=has_accuracy,
+    )
 
 
 def test_output_keys_in_deepobs_order_and_accuracy_dropped():
     curves = train_curves(FakeTrainer(accuracy=False), num_epochs=2)
     out = _output(curves, has_accuracy=False)
-    assert list(out) == ["testproblem", "batch_size", "num_epochs", "random_seed", "weight_decay", "optimizer_name",
-                         "optimizer_hyperparams", "training_params", "train_losses", "valid_losses", "test_losses",
-                         "minibatch_train_losses"]
+    assert list(out) == [
+        "testproblem",
+        "batch_size",
+        "num_epochs",
+        "random_seed",
+        "weight_decay",
+        "optimizer_name",
+        "optimizer_hyperparams",
+        "training_params",
+        "train_losses",
+        "valid_losses",
+        "test_losses",
+        "minibatch_train_losses",
+    ]
     assert out["weight_decay"] is None and out["training_params"] == {}
     text = dump_deepobs_json(out)
     assert '"weight_decay": null' in text and not text.endswith("\n")
     assert text == json.dumps(json.loads(text), indent=4)  # re-serialises byte-identically (§2.7)
     with_acc = _output(train_curves(FakeTrainer(), num_epochs=2), has_accuracy=True, wd=0.0)
-    assert list(with_acc)[8:] == ["train_losses", "valid_losses", "test_losses", "train_accuracies",
-                                  "valid_accuracies", "test_accuracies", "minibatch_train_losses"]
+    assert list(with_acc)[8:] == [
+        "train_losses",
+        "valid_losses",
+        "test_losses",
+        "train_accuracies",
+        "valid_accuracies",
+        "test_accuracies",
+        "minibatch_train_losses",
+    ]
     assert with_acc["weight_decay"] == 0.0
 
 
@@ -152,7 +183,11 @@ def test_provenance_name_is_never_read_as_a_result():
 
 def test_cli_values():
     assert parse_hp(["learning_rate=1", "power=0.5", "select=rank>=2", "use_nesterov=True"]) == {
-        "learning_rate": 1.0, "power": 0.5, "select": "rank>=2", "use_nesterov": True}
+        "learning_rate": 1.0,
+        "power": 0.5,
+        "select": "rank>=2",
+        "use_nesterov": True,
+    }
     assert isinstance(parse_value("1"), float)
     for bad in (["learning_rate"], ["=3"], ["lr=1", "lr=2"], ["lr=nan"]):
         with pytest.raises(RunError):
@@ -160,11 +195,17 @@ def test_cli_values():
 
 
 def test_existing_result_skips(tmp_path, result_text):
-    spec = RunSpec("quadratic_deep", "PowKernelGradientDescentOptimizer", {"learning_rate": 0.01, "power": 0.5},
-                   num_epochs=2, seed=43)
+    spec = RunSpec(
+        "quadratic_deep",
+        "PowKernelGradientDescentOptimizer",
+        {"learning_rate": 0.01, "power": 0.5},
+        num_epochs=2,
+        seed=43,
+    )
     folder = spec.setting_dir(tmp_path)
     assert folder == tmp_path / "quadratic_deep" / "PowKernelGradientDescentOptimizer" / (
-        "num_epochs__2__batch_size__128__learning_rate__1.e-02__power__5.e-01")
+        "num_epochs__2__batch_size__128__learning_rate__1.e-02__power__5.e-01"
+    )
     assert spec.existing_result(tmp_path) is None
     folder.mkdir(parents=True)
     (folder / "random_seed__42__2026-01-01-00-00-00.json").write_text("{}")  # other seed
@@ -183,8 +224,13 @@ def test_existing_result_skips(tmp_path, result_text):
 
 
 def test_runspec_json_round_trip_and_id():
-    a = RunSpec("quadratic_deep", "PowKernelMomentumOptimizer", {"power": 0.5, "learning_rate": 0.01},
-                options={"select": "rank>=2"}, data_dir="/x")
+    a = RunSpec(
+        "quadratic_deep",
+        "PowKernelMomentumOptimizer",
+        {"power": 0.5, "learning_rate": 0.01},
+        options={"select": "rank>=2"},
+        data_dir="/x",
+    )
     b = RunSpec.from_json(a.to_json())
     assert a == b and a.run_id == b.run_id and len(a.run_id) == 16
     assert a.hyperparams == (("learning_rate", 0.01), ("power", 0.5))

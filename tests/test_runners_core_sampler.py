@@ -59,7 +59,8 @@ PAPER_TABLE = [
     ("1.9777828512e-04", "5.e-01"),
     ("2.9072088907e-04", "4.e-01"),
     ("3.1130959561e-02", "5.e-01"),
-    ("2.4079111955e-04", "9.e-01"),]
+    ("2.4079111955e-04", "9.e-01"),
+]
 
 
 def test_paper_sampler_reproduces_all_50_pairs_in_order():
@@ -104,7 +105,9 @@ def test_paper_sampler_gives_the_papers_learning_rates_bit_for_bit(paper_tree):
         released.setdefault(float2str(lr), set()).add(lr)
     samples = paper_samples()
     assert all(float2str(s["learning_rate"]) in released for s in samples)
-    assert [s["learning_rate"] for s in samples if s["learning_rate"] not in released[float2str(s["learning_rate"])]] == []
+    assert [
+        s["learning_rate"] for s in samples if s["learning_rate"] not in released[float2str(s["learning_rate"])]
+    ] == []
 
 
 def test_global_numpy_state_untouched():

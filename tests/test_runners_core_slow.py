@@ -43,8 +43,12 @@ def stored_seeds(folder: Path) -> dict[int, dict]:
 @pytest.mark.parametrize("optimizer", list(QUADRATIC))
 def test_quadratic_deep_reruns_match_the_papers_means(optimizer, paper_tree, tmp_path_factory):
     lr, power, mean, std = QUADRATIC[optimizer]
-    folder = paper_tree / "quadratic_deep" / optimizer / (
-        f"num_epochs__100__batch_size__128__learning_rate__{lr}__power__{power}")
+    folder = (
+        paper_tree
+        / "quadratic_deep"
+        / optimizer
+        / (f"num_epochs__100__batch_size__128__learning_rate__{lr}__power__{power}")
+    )
     paper = stored_seeds(folder)
     theirs = np.array([paper[s]["test_losses"][-1] for s in range(42, 52)])
     assert theirs.mean() == pytest.approx(mean, abs=1e-4) and theirs.std() == pytest.approx(std, abs=1e-5)
@@ -58,8 +62,10 @@ def test_quadratic_deep_reruns_match_the_papers_means(optimizer, paper_tree, tmp
     ours = np.array(ours)
     # two standard errors of the difference of the two 10-seed means
     se = np.sqrt(theirs.var(ddof=1) / 10 + ours.var(ddof=1) / 10)
-    print(f"{optimizer}: ours {ours.mean():.4f} ± {ours.std():.5f}, paper {theirs.mean():.4f} ± {theirs.std():.5f}, "
-          f"diff {ours.mean() - theirs.mean():+.4f}, 2 SE {2 * se:.4f}")
+    print(
+        f"{optimizer}: ours {ours.mean():.4f} ± {ours.std():.5f}, paper {theirs.mean():.4f} ± {theirs.std():.5f}, "
+        f"diff {ours.mean() - theirs.mean():+.4f}, 2 SE {2 * se:.4f}"
+    )
     assert abs(ours.mean() - theirs.mean()) <= 2 * se
 
 
@@ -72,8 +78,9 @@ def fmnist_data(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
     parser = argparse.ArgumentParser()
     prepare.add_arguments(parser)
-    args = parser.parse_args(["--data-dir", str(data_dir), "--only", "fmnist", "--source", str(FMNIST_SOURCE),
-                              "--quiet"])
+    args = parser.parse_args(
+        ["--data-dir", str(data_dir), "--only", "fmnist", "--source", str(FMNIST_SOURCE), "--quiet"]
+    )
     assert prepare.run(args) == 0
     return data_dir
 
@@ -81,16 +88,23 @@ def fmnist_data(tmp_path_factory):
 @pytest.mark.parametrize("optimizer", list(FMNIST))
 def test_fmnist_2c2d_first_epoch_accuracy_in_the_papers_range(optimizer, fmnist_data, paper_tree, tmp_path):
     lr, power = FMNIST[optimizer]
-    folder = paper_tree / "fmnist_2c2d" / optimizer / (
-        f"num_epochs__100__batch_size__128__learning_rate__{lr}__power__{power}")
+    folder = (
+        paper_tree
+        / "fmnist_2c2d"
+        / optimizer
+        / (f"num_epochs__100__batch_size__128__learning_rate__{lr}__power__{power}")
+    )
     paper = stored_seeds(folder)
     epoch1 = np.array([paper[s]["test_accuracies"][1] for s in range(42, 52)])
     low, high = epoch1.min() - 3 * epoch1.std(), epoch1.max() + 3 * epoch1.std()
-    spec = RunSpec("fmnist_2c2d", optimizer, paper[42]["optimizer_hyperparams"], seed=42, num_epochs=1,
-                   data_dir=str(fmnist_data))
+    spec = RunSpec(
+        "fmnist_2c2d", optimizer, paper[42]["optimizer_hyperparams"], seed=42, num_epochs=1, data_dir=str(fmnist_data)
+    )
     data = json.loads(execute(spec, tmp_path, progress=False).read_text())
     ours = data["test_accuracies"][1]
-    print(f"{optimizer}: epoch-1 test accuracy {ours:.4f}, paper range [{epoch1.min():.4f}, {epoch1.max():.4f}], "
-          f"widened [{low:.4f}, {high:.4f}]")
+    print(
+        f"{optimizer}: epoch-1 test accuracy {ours:.4f}, paper range [{epoch1.min():.4f}, {epoch1.max():.4f}], "
+        f"widened [{low:.4f}, {high:.4f}]"
+    )
     assert data["test_accuracies"][0] < 0.2  # untrained: about chance (0.1)
     assert low <= ours <= high

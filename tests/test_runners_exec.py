@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spec(**kw) -> RunSpec:
-    base = dict(testproblem="quadratic_deep", optimizer="PowKernelGradientDescentOptimizer",
-                hyperparams={"learning_rate": 0.0031489116479, "power": 0.8}, seed=42, num_epochs=1)
+    base = dict(
+        testproblem="quadratic_deep",
+        optimizer="PowKernelGradientDescentOptimizer",
+        hyperparams={"learning_rate": 0.0031489116479, "power": 0.8},
+        seed=42,
+        num_epochs=1,
+    )
     base.update(kw)
     return RunSpec(**base)
 
@@ -73,8 +78,9 @@ def test_live_and_foreign_locks_are_respected(tmp_path):
     path = lock_path(tmp_path, "r2")
     path.parent.mkdir(parents=True)
     parent = os.getppid()
-    path.write_text(json.dumps({"host": socket.gethostname(), "pid": parent,
-                                "started": ledger._proc_start_time(parent)}))
+    path.write_text(
+        json.dumps({"host": socket.gethostname(), "pid": parent, "started": ledger._proc_start_time(parent)})
+    )
     assert RunLock.acquire(tmp_path, "r2") is None
     path.write_text(json.dumps({"host": "another-host", "pid": _dead_pid(), "started": None}))
     assert RunLock.acquire(tmp_path, "r2") is None  # cannot check another host's pid: treated as live
@@ -142,8 +148,13 @@ def test_failed_run_is_recorded_not_written(tmp_path):
     """A run that raises (missing data) is recorded under .nlwu/failed with its error and command, leaves no
     result file and no lock; a good run in the same batch still completes on the same worker."""
     out = tmp_path / "out"
-    bad = RunSpec("fmnist_2c2d", "PowKernelGradientDescentOptimizer",
-                  {"learning_rate": 0.01, "power": 0.5}, num_epochs=1, data_dir=str(tmp_path / "no-data"))
+    bad = RunSpec(
+        "fmnist_2c2d",
+        "PowKernelGradientDescentOptimizer",
+        {"learning_rate": 0.01, "power": 0.5},
+        num_epochs=1,
+        data_dir=str(tmp_path / "no-data"),
+    )
     good = _spec()
     with LocalPool(workers=1) as pool:
         report = pool.run([bad, good], out, progress=False)

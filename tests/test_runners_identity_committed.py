@@ -14,14 +14,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_committed_tree_is_complete_under_the_identity_rule():
     result = subprocess.run(
-        [sys.executable, "-m", "runners", "status", "configs/reproduce_default.yaml", "--out",
-         "deepobs_results_medium_budget"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "runners",
+            "status",
+            "configs/reproduce_default.yaml",
+            "--out",
+            "deepobs_results_medium_budget",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "total: 354 done, 0 running, 0 failed, 0 missing" in result.stdout
 
 
 def test_same_value_tolerates_last_bits_only():
-    lr = 0.07726718477963426  # the earlier committed tree's np.power value; the paper's (and now ours) is the next float
+    lr = (
+        0.07726718477963426  # the earlier committed tree's np.power value; the paper's (and now ours) is the next float
+    )
     assert same_value(lr, math.nextafter(lr, 1.0))
     assert not same_value(lr, lr * (1 + 1e-9))
     assert same_value({"hp": [lr, "rank>=2"]}, {"hp": (math.nextafter(lr, 0.0), "rank>=2")})

@@ -48,14 +48,28 @@ def _env() -> dict[str, str]:
 
 
 def _sweep_cmd(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runners", "sweep", str(config), "--preset", "smoke", "--out", str(out),
-            "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "runners",
+        "sweep",
+        str(config),
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _tree(out: Path) -> list[str]:
     """Relative paths of the results tree (book-keeping excluded), timestamps removed."""
-    return sorted(TIMESTAMP.sub("", str(p.relative_to(out))) for p in out.rglob("*")
-                  if p.is_file() and ".nlwu" not in p.relative_to(out).parts)
+    return sorted(
+        TIMESTAMP.sub("", str(p.relative_to(out)))
+        for p in out.rglob("*")
+        if p.is_file() and ".nlwu" not in p.relative_to(out).parts
+    )
 
 
 def _results(out: Path) -> list[Path]:
@@ -95,8 +109,11 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def _children(pid: int) -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir()
-            if p.name.isdigit() and (st := _stat(int(p.name))) is not None and st[1] == str(pid)]
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and (st := _stat(int(p.name))) is not None and st[1] == str(pid)
+    ]
 
 
 def _alive(pid: int) -> bool:
@@ -105,8 +122,9 @@ def _alive(pid: int) -> bool:
 
 
 def _final_test(out: Path) -> dict[str, float]:
-    return {TIMESTAMP.sub("", str(p.relative_to(out))): json.loads(p.read_text())["test_losses"][-1]
-            for p in _results(out)}
+    return {
+        TIMESTAMP.sub("", str(p.relative_to(out))): json.loads(p.read_text())["test_losses"][-1] for p in _results(out)
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,16 +135,26 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     config = _study(tmp_path)
     local, remote = tmp_path / "local", tmp_path / "ray"
     # --population 1: the per-run path on both executors (the default trains quadratic_deep as jax populations)
-    proc = subprocess.run(_sweep_cmd(config, local, "--workers", "2", "--population", "1"), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        _sweep_cmd(config, local, "--workers", "2", "--population", "1"),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout
 
     from runners.executors.ray import RayExecutor
     from studies.sweep import run_sweep
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}},
+    )
     try:
         rc = run_sweep(load_study(config, preset="smoke"), remote, RayExecutor(num_cpus=1), progress=False)
     finally:
@@ -139,9 +167,14 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     _assert_complete(config, local)
     _assert_complete(config, remote)
 
-    status = subprocess.run([sys.executable, "-m", "runners", "status", str(config), "--preset", "smoke",
-                             "--out", str(remote)], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "runners", "status", str(config), "--preset", "smoke", "--out", str(remote)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr
     assert "total: 6 done, 0 running, 0 failed, 0 missing" in status.stdout
 
@@ -151,8 +184,13 @@ def test_sigkill_part_way_then_resume(tmp_path):
     again ends with every run present exactly once and no partial file."""
     config = _study(tmp_path, budget=3)
     out = tmp_path / "out"
-    proc = subprocess.Popen(_sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _sweep_cmd(config, out, "--workers", "1"),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while len(_results(out)) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -167,8 +205,9 @@ def test_sigkill_part_way_then_resume(tmp_path):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers), "a worker outlived its killed sweep"
-    again = subprocess.run(_sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(),
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        _sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     _assert_complete(config, out)
     assert len(_results(out)) == 2 * 3 + 2 * 1
@@ -179,8 +218,17 @@ def test_two_sweeps_at_once_share_the_tree(tmp_path):
     finish with the same summary."""
     config = _study(tmp_path, budget=3)
     out = tmp_path / "out"
-    procs = [subprocess.Popen(_sweep_cmd(config, out, "--workers", "1"), cwd=ROOT, env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            _sweep_cmd(config, out, "--workers", "1"),
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr[-3000:]
@@ -192,14 +240,20 @@ def test_two_sweeps_at_once_share_the_tree(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------
 BAD = {
-    "unknown key": ("defaults:\n  budgett: 2\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
-                    "budgett"),
-    "wrong type": ("defaults:\n  budget: ten\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
-                   "budget"),
+    "unknown key": (
+        "defaults:\n  budgett: 2\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
+        "budgett",
+    ),
+    "wrong type": (
+        "defaults:\n  budget: ten\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
+        "budget",
+    ),
     "unknown problem": ("problems:\n  quadratic_deeep:\n    optimizers: [NAGOptimizer]\n", "quadratic_deeep"),
     "unknown optimizer": ("problems:\n  quadratic_deep:\n    optimizers: [NAGOptimiser]\n", "NAGOptimiser"),
-    "empty search space": ("defaults:\n  search_space: {}\nproblems:\n  quadratic_deep:\n"
-                           "    optimizers: [NAGOptimizer]\n", "search_space"),
+    "empty search space": (
+        "defaults:\n  search_space: {}\nproblems:\n  quadratic_deep:\n    optimizers: [NAGOptimizer]\n",
+        "search_space",
+    ),
     "malformed yaml": ("problems: [quadratic_deep\n", "YAML"),
 }
 
@@ -231,13 +285,16 @@ def test_bad_config_one_error_exit_2_nothing_written(tmp_path, capsys, case, com
     assert sorted(tmp_path.rglob("*")) == before and not out.exists()
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["--workers", "0"], "--workers"),
-    (["--address", "auto"], "--address needs --backend ray"),
-    (["--backend", "slurm"], "--backend"),
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--backend", "ray", "--address", "127.0.0.1:1"], "cannot connect to the Ray cluster"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--address", "auto"], "--address needs --backend ray"),
+        (["--backend", "slurm"], "--backend"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--backend", "ray", "--address", "127.0.0.1:1"], "cannot connect to the Ray cluster"),
+    ],
+)
 def test_bad_options_exit_2(tmp_path, capsys, argv, needle):
     from runners.__main__ import main
 
@@ -271,8 +328,10 @@ def test_failed_runs_exit_1_and_show_in_status(tmp_path, capsys):
     from runners.__main__ import main
 
     config = tmp_path / "nodata.yaml"
-    config.write_text(f"defaults:\n  budget: 2\n  num_epochs: 1\n  data_dir: {tmp_path / 'no-data'}\n"
-                      "problems:\n  fmnist_2c2d:\n    optimizers: [PowKernelGradientDescentOptimizer]\n")
+    config.write_text(
+        f"defaults:\n  budget: 2\n  num_epochs: 1\n  data_dir: {tmp_path / 'no-data'}\n"
+        "problems:\n  fmnist_2c2d:\n    optimizers: [PowKernelGradientDescentOptimizer]\n"
+    )
     out = tmp_path / "out"
     assert main(["sweep", str(config), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
     captured = capsys.readouterr()

@@ -44,15 +44,20 @@ for name in names:
 FAST = ["quadratic_deep", "fmnist_2c2d", "cifar10_3c3d", "tolstoi_char_rnn"]
 HEAVY = ["mnist_vae", "cifar100_allcnnc", "svhn_wrn164"]  # long jax compiles: slow marker
 # Problems whose evaluation is deterministic given the weights (the VAE samples noise in every phase).
-DETERMINISTIC = {"quadratic_deep", "fmnist_2c2d", "cifar10_3c3d", "tolstoi_char_rnn", "cifar100_allcnnc",
-                 "svhn_wrn164"}
+DETERMINISTIC = {"quadratic_deep", "fmnist_2c2d", "cifar10_3c3d", "tolstoi_char_rnn", "cifar100_allcnnc", "svhn_wrn164"}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tp_backends")
-    for name, (n_train, n_test) in {"mnist": (40, 16), "fmnist": (40, 16), "cifar10": (40, 16),
-                                    "cifar100": (40, 16), "svhn": (40, 16), "tolstoi": (3200, 1000)}.items():
+    for name, (n_train, n_test) in {
+        "mnist": (40, 16),
+        "fmnist": (40, 16),
+        "cifar10": (40, 16),
+        "cifar100": (40, 16),
+        "svhn": (40, 16),
+        "tolstoi": (3200, 1000),
+    }.items():
         synthetic.write_prepared(name, d / "data", n_train=n_train, n_test=n_test, seed=2)
     (d / "w").mkdir()
     (d / "script.py").write_text(SCRIPT)
@@ -61,8 +66,14 @@ def workdir(tmp_path_factory):
 
 def _run(workdir, backend, names, mode):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(workdir / "script.py"), str(workdir / "data"), ",".join(names), mode,
-                           str(workdir / "w")], env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(workdir / "script.py"), str(workdir / "data"), ",".join(names), mode, str(workdir / "w")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [r["name"] for r in rows] == names

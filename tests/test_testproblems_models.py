@@ -18,9 +18,16 @@ from testproblems import models  # noqa: E402
 
 # DeepOBS 1.1.2 tests/testproblems/test_<problem>.py
 DEEPOBS_PARAMS = {
-    "quadratic_deep": 100, "mnist_vae": 10_151_489, "fmnist_vae": 10_151_489, "fmnist_2c2d": 3_274_634,
-    "cifar10_3c3d": 895_210, "cifar100_allcnnc": 1_387_108, "svhn_wrn164": 2_748_890,
-    "tolstoi_char_rnn": 284_499, "cifar10_3c3d_nodecay": 895_210, "cifar100_allcnnc_nodecay": 1_387_108,
+    "quadratic_deep": 100,
+    "mnist_vae": 10_151_489,
+    "fmnist_vae": 10_151_489,
+    "fmnist_2c2d": 3_274_634,
+    "cifar10_3c3d": 895_210,
+    "cifar100_allcnnc": 1_387_108,
+    "svhn_wrn164": 2_748_890,
+    "tolstoi_char_rnn": 284_499,
+    "cifar10_3c3d_nodecay": 895_210,
+    "cifar100_allcnnc_nodecay": 1_387_108,
     "svhn_wrn164_nodecay": 2_748_890,
 }
 
@@ -241,8 +248,19 @@ def test_vae_loss_is_squared_error_plus_kl():
 def test_vae_architecture_shapes():
     model = testproblems.get("mnist_vae").build_model()
     shapes = [tuple(v.shape) for v in model.trainable_weights if v.path.endswith("kernel")]
-    assert shapes == [(4, 4, 1, 64), (4, 4, 64, 64), (4, 4, 64, 64), (3136, 8), (3136, 8), (8, 24), (24, 49),
-                      (4, 4, 64, 1), (4, 4, 64, 64), (4, 4, 64, 64), (12544, 784)]
+    assert shapes == [
+        (4, 4, 1, 64),
+        (4, 4, 64, 64),
+        (4, 4, 64, 64),
+        (3136, 8),
+        (3136, 8),
+        (8, 24),
+        (24, 49),
+        (4, 4, 64, 1),
+        (4, 4, 64, 64),
+        (4, 4, 64, 64),
+        (12544, 784),
+    ]
     assert model.output_shape == (None, 800)
     assert [la.rate for la in model.layers if isinstance(la, keras.layers.Dropout)] == [0.2] * 5
 
@@ -253,8 +271,7 @@ def test_classification_loss_and_accuracy_one_hot_and_sparse():
     one_hot = np.eye(3, dtype=np.float32)[labels]
     want = -np.log(np.exp(logits[[0, 1], labels]) / np.exp(logits).sum(1))
     for y in (labels, one_hot):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(models.softmax_cross_entropy(y, logits)), want,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(models.softmax_cross_entropy(y, logits)), want, rtol=1e-5)
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(models.accuracy(y, logits)), [1.0, 0.0])
 
 
@@ -308,8 +325,9 @@ def _assert_behaves_like(ours, ref, shape, seed=0):
     assert isinstance(ours, type(ref))  # the optimizers' kernel mask and the layer checks see Keras' class
     assert [w.path.split("/")[-1] for w in ours.weights] == [w.path.split("/")[-1] for w in ref.weights]
     x = rng.normal(size=shape).astype(np.float32)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(ref(x)), rtol=1e-5, atol=1e-5
+    )
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 

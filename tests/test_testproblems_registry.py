@@ -8,8 +8,16 @@ import pytest
 
 import testproblems
 
-BASE = ["quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc",
-        "svhn_wrn164", "tolstoi_char_rnn"]
+BASE = [
+    "quadratic_deep",
+    "mnist_vae",
+    "fmnist_vae",
+    "fmnist_2c2d",
+    "cifar10_3c3d",
+    "cifar100_allcnnc",
+    "svhn_wrn164",
+    "tolstoi_char_rnn",
+]
 NODECAY = ["cifar10_3c3d_nodecay", "cifar100_allcnnc_nodecay", "svhn_wrn164_nodecay"]
 
 # testproblems.md §10 (DeepOBS DEFAULT_TEST_PROBLEMS_SETTINGS; the paper's files use the same values).
@@ -60,8 +68,15 @@ def test_get_options_and_validation():
     assert (d.batch_size, d.l2, d.seed, d.fidelity) == (128, 0.002, 42, "deepobs")
     assert testproblems.get("cifar10_3c3d_nodecay").l2 == 0.0
     assert testproblems.get("svhn_wrn164_nodecay", l2=5e-4).l2 == 5e-4
-    for bad in ({"fidelity": "exact"}, {"batch_size": 0}, {"batch_size": 2.5}, {"l2": -1.0}, {"l2": float("nan")},
-                {"l2": "x"}, {"seed": -1}):
+    for bad in (
+        {"fidelity": "exact"},
+        {"batch_size": 0},
+        {"batch_size": 2.5},
+        {"l2": -1.0},
+        {"l2": float("nan")},
+        {"l2": "x"},
+        {"seed": -1},
+    ):
         with pytest.raises(ValueError):
             testproblems.get("cifar10_3c3d", **bad)
 
@@ -76,11 +91,13 @@ def test_l2_on_a_problem_without_regulariser_is_ignored_with_a_warning():
 
 
 def test_metadata_imports_without_tensorflow_or_keras():
-    code = ("import sys, testproblems\n"
-            "p = testproblems.get('svhn_wrn164', seed=3)\n"
-            "assert testproblems.spec('tolstoi_char_rnn').has_accuracy\n"
-            "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    code = (
+        "import sys, testproblems\n"
+        "p = testproblems.get('svhn_wrn164', seed=3)\n"
+        "assert testproblems.spec('tolstoi_char_rnn').has_accuracy\n"
+        "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -100,6 +117,7 @@ def test_cli_dispatches_prepare_data_to_the_data_package(monkeypatch, tmp_path):
 
 
 def test_cli_rejects_unknown_commands_with_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "testproblems", "frobnicate"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "testproblems", "frobnicate"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr

@@ -20,8 +20,14 @@ from testproblems.data.datasets import prefetch  # noqa: E402
 
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 # Small synthetic sizes: (n_train, n_test); the validation split takes n_test training records.
-SIZES = {"mnist": (80, 16), "fmnist": (80, 16), "cifar10": (80, 16), "cifar100": (80, 16), "svhn": (64, 16),
-         "tolstoi": (3200, 800)}
+SIZES = {
+    "mnist": (80, 16),
+    "fmnist": (80, 16),
+    "cifar10": (80, 16),
+    "cifar100": (80, 16),
+    "svhn": (64, 16),
+    "tolstoi": (3200, 800),
+}
 BATCH = {"tolstoi_char_rnn": 4}
 
 
@@ -85,8 +91,9 @@ def test_merged_evaluation_equals_batch_by_batch(monkeypatch):
         assert merged[ph] == pytest.approx(batchwise[ph], rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc", "svhn_wrn164",
-                                  "tolstoi_char_rnn"])
+@pytest.mark.parametrize(
+    "name", ["mnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc", "svhn_wrn164", "tolstoi_char_rnn"]
+)
 def test_a_few_training_steps_on_synthetic_files(name, data_dir):
     out, model, tr = _run(name, data_dir, lr=0.05)
     n_steps = tr.steps_per_epoch
@@ -129,8 +136,15 @@ def test_reported_losses_include_the_l2_term_once(data_dir):
         tr = p.trainer(model, _sgd())
         res[name] = (tr.evaluate("test")["loss"], tr.evaluate("valid")["accuracy"], model)
     m = res["cifar10_3c3d"][2]
-    l2 = 0.002 * sum(float(np.sum(np.square(v.numpy(), dtype=np.float64)))
-                     for v in m.trainable_weights if v.path.endswith("kernel")) / 2
+    l2 = (
+        0.002
+        * sum(
+            float(np.sum(np.square(v.numpy(), dtype=np.float64)))
+            for v in m.trainable_weights
+            if v.path.endswith("kernel")
+        )
+        / 2
+    )
     assert res["cifar10_3c3d"][0] - res["cifar10_3c3d_nodecay"][0] == pytest.approx(l2, rel=1e-4)
     assert res["cifar10_3c3d"][1] == res["cifar10_3c3d_nodecay"][1]
 
@@ -175,7 +189,11 @@ def test_info_json_lists_every_problem(capsys):
         s = testproblems.spec(r["name"])
         assert set(r) == {"name", "trainable_params", "batch_size", "num_epochs", "l2"}
         assert (r["trainable_params"], r["batch_size"], r["num_epochs"], r["l2"]) == (
-            s.trainable_params, s.batch_size, s.num_epochs, s.l2)
+            s.trainable_params,
+            s.batch_size,
+            s.num_epochs,
+            s.l2,
+        )
     assert main(["info"]) == 0
     assert "10,151,489" in capsys.readouterr().out
 

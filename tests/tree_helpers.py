@@ -11,15 +11,40 @@ import numpy as np
 from deepobs_tree import setting_folder_name
 
 
-def write_run(root: Path, problem: str, optimizer: str, hp: dict, seed: int, valid: list, test: list,
-              stamp: str = "2022-01-01-00-00-00") -> Path:
-    data = {"testproblem": problem, "batch_size": 128, "num_epochs": len(valid) - 1, "random_seed": seed,
-            "weight_decay": None, "optimizer_name": optimizer, "optimizer_hyperparams": hp,
-            "training_params": {}, "train_losses": list(valid), "valid_losses": list(valid),
-            "test_losses": list(test), "minibatch_train_losses": [1.0, 1.0],
-            "train_accuracies": list(valid), "valid_accuracies": list(valid), "test_accuracies": list(test)}
-    path = (root / problem / optimizer / setting_folder_name(len(valid) - 1, 128, hp, None)
-            / f"random_seed__{seed}__{stamp}.json")
+def write_run(
+    root: Path,
+    problem: str,
+    optimizer: str,
+    hp: dict,
+    seed: int,
+    valid: list,
+    test: list,
+    stamp: str = "2022-01-01-00-00-00",
+) -> Path:
+    data = {
+        "testproblem": problem,
+        "batch_size": 128,
+        "num_epochs": len(valid) - 1,
+        "random_seed": seed,
+        "weight_decay": None,
+        "optimizer_name": optimizer,
+        "optimizer_hyperparams": hp,
+        "training_params": {},
+        "train_losses": list(valid),
+        "valid_losses": list(valid),
+        "test_losses": list(test),
+        "minibatch_train_losses": [1.0, 1.0],
+        "train_accuracies": list(valid),
+        "valid_accuracies": list(valid),
+        "test_accuracies": list(test),
+    }
+    path = (
+        root
+        / problem
+        / optimizer
+        / setting_folder_name(len(valid) - 1, 128, hp, None)
+        / f"random_seed__{seed}__{stamp}.json"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=4))
     return path
@@ -34,6 +59,7 @@ def small_tree(root: Path) -> Path:
             write_run(root, "quadratic_deep", optimizer, hp, 42, [100.0, base + i], [100.0, base + 1 + i])
         best = {"learning_rate": 0.01, "power": 0.5} if optimizer.startswith("Pow") else {"learning_rate": 0.01}
         for seed in range(43, 46):
-            write_run(root, "quadratic_deep", optimizer, best, seed, [100.0, base],
-                      [100.0, base + 1 + rng.normal(0, 0.1)])
+            write_run(
+                root, "quadratic_deep", optimizer, best, seed, [100.0, base], [100.0, base + 1 + rng.normal(0, 0.1)]
+            )
     return root

@@ -23,17 +23,32 @@ def keras_lion(model, learning_rate, beta_1=0.9, beta_2=0.99):
 
 def pow_kernel_lion(model, learning_rate, power, beta_1=0.9, beta_2=0.99, select=None):
     """Lion fed ĝ = sign(g)·|g|^p on the selected tensors (default: rank >= 2)."""
-    return optimizers.nonlinear(keras_lion(model, learning_rate, beta_1, beta_2), power=power,
-                                select=select or "rank>=2")
+    return optimizers.nonlinear(
+        keras_lion(model, learning_rate, beta_1, beta_2), power=power, select=select or "rank>=2"
+    )
 
 
 optimizers.register(
-    "KerasLion", keras_lion, hyperparams=("learning_rate", "beta_1", "beta_2"), defaults=DEFAULTS,
-    search={"learning_rate": SEARCH["learning_rate"]}, ranges={k: v for k, v in RANGES.items() if k != "power"},
-    label="Lion", baseline=True, description="keras.optimizers.Lion",
+    "KerasLion",
+    keras_lion,
+    hyperparams=("learning_rate", "beta_1", "beta_2"),
+    defaults=DEFAULTS,
+    search={"learning_rate": SEARCH["learning_rate"]},
+    ranges={k: v for k, v in RANGES.items() if k != "power"},
+    label="Lion",
+    baseline=True,
+    description="keras.optimizers.Lion",
 )
 optimizers.register(
-    "PowKernelLion", pow_kernel_lion, hyperparams=("learning_rate", "power", "beta_1", "beta_2"),
-    defaults=DEFAULTS, options=("select",), search=SEARCH, ranges=RANGES, label="Lion+φ", baseline=False,
-    twin="KerasLion", description="ĝ = sign(g)·|g|^p on selected tensors, then keras.optimizers.Lion",
+    "PowKernelLion",
+    pow_kernel_lion,
+    hyperparams=("learning_rate", "power", "beta_1", "beta_2"),
+    defaults=DEFAULTS,
+    options=("select",),
+    search=SEARCH,
+    ranges=RANGES,
+    label="Lion+φ",
+    baseline=False,
+    twin="KerasLion",
+    description="ĝ = sign(g)·|g|^p on selected tensors, then keras.optimizers.Lion",
 )

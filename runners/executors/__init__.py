@@ -20,9 +20,17 @@ BACKENDS: dict[str, tuple[str, str, int]] = {
 }
 
 
-def make_executor(backend: str, *, workers: int | None = None, threads_per_worker: int | None = None,
-                  address: str | None = None, num_cpus: float = 1, num_gpus: float = 0,
-                  max_retries: int | None = None, memory_gb: float = 0) -> Executor:
+def make_executor(
+    backend: str,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    address: str | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    max_retries: int | None = None,
+    memory_gb: float = 0,
+) -> Executor:
     """The executor of ``--backend``: ``local`` (retries default 1) or ``ray`` (retries default 3)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; use {' or '.join(repr(b) for b in BACKENDS)}")
@@ -31,5 +39,6 @@ def make_executor(backend: str, *, workers: int | None = None, threads_per_worke
     retries = default_retries if max_retries is None else max_retries
     if backend == "local":
         return cls(workers=workers, threads_per_worker=threads_per_worker, max_retries=retries)
-    return cls(address=address, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries,
-               memory_gb=memory_gb)
+    return cls(
+        address=address, workers=workers, num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, memory_gb=memory_gb
+    )

@@ -45,8 +45,9 @@ POLL_S = 0.5
 WAIT_REPORT_S = 30.0
 #: errors of the results folder itself (full disk, quota, read-only, no permission, bad names): every
 #: further run would fail the same way, so the sweep stops at the first one instead of recording failures
-FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                          errno.ENAMETOOLONG, errno.ENOTDIR})
+FATAL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOTDIR}
+)
 _ERRNO_RE = re.compile(r"\[Errno (\d+)\]")
 
 
@@ -149,8 +150,13 @@ class Executor:
         if todo:
             self._ensure_started(out)  # a backend that cannot start fails here, before any output
         bar = tqdm(
-            total=len(unique), initial=len(report.done), desc=desc, unit="run", disable=not progress,
-            dynamic_ncols=True, file=sys.stderr,
+            total=len(unique),
+            initial=len(report.done),
+            desc=desc,
+            unit="run",
+            disable=not progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
         )
         locks: dict[str, RunLock] = {}
         try:
@@ -191,7 +197,8 @@ class Executor:
                         raise SweepStopped(
                             f"{spec.label()}: cannot write into {out}: {first_line(error)[:300]} "
                             f"({errno.errorcode.get(code, code)}); the sweep stopped, every finished result is "
-                            "kept: fix it and rerun the same command to resume")
+                            "kept: fix it and rerun the same command to resume"
+                        )
                     if path is not None:
                         clear_failure(out, spec.run_id)
                         report.done[spec.run_id] = path
@@ -241,14 +248,17 @@ def waiting_message(held: list[tuple[RunSpec, tuple[str, dict, float]]], policy:
     stale = [(spec, st) for spec, st in held if st[0] == "stale"]
     lines = [f"waiting for {len(held)} run(s) locked by other processes ({len(stale)} stale)"]
     for spec, (state, info, age) in held[:3]:
-        what = (f"stale (host {lock_host(info)}, age {format_age(age)})" if state == "stale"
-                else describe_lock(info, age))
+        what = (
+            f"stale (host {lock_host(info)}, age {format_age(age)})" if state == "stale" else describe_lock(info, age)
+        )
         lines.append(f"  {spec.label()} [{spec.run_id}]: {what}")
     if len(held) > 3:
         lines.append(f"  ... and {len(held) - 3} more (python -m runners status -v)")
     if stale:
-        lines.append(f"  a stale lock's host has not touched it for {format_age(policy.stale_age)}: if that "
-                     "sweep is gone, rerun with --break-stale-locks to take its runs over")
+        lines.append(
+            f"  a stale lock's host has not touched it for {format_age(policy.stale_age)}: if that "
+            "sweep is gone, rerun with --break-stale-locks to take its runs over"
+        )
     return "\n".join(lines)
 
 

@@ -123,8 +123,9 @@ class LocalPool(Executor):
 
     backend = "local"
 
-    def __init__(self, workers: int | None = None, threads_per_worker: int | None = None, max_retries: int = 1,
-                 depth: int = 2):
+    def __init__(
+        self, workers: int | None = None, threads_per_worker: int | None = None, max_retries: int = 1, depth: int = 2
+    ):
         self.gpus = visible_gpus()
         self.n = workers or (len(self.gpus) or available_cores())
         if self.n < 1:
@@ -141,8 +142,13 @@ class LocalPool(Executor):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        for var in (
+            "OMP_NUM_THREADS",
+            "TF_NUM_INTRAOP_THREADS",
+            "TF_NUM_INTEROP_THREADS",
+            "MKL_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+        ):
             env[var] = str(self.threads)
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus[index % len(self.gpus)]
@@ -186,8 +192,7 @@ class LocalPool(Executor):
                     if tries <= self.max_retries:
                         queued.insert(0, (spec, out))  # same lock, same run: retry
                     else:
-                        error = (f"worker process died (exit code {code}) during the run; log tail:\n"
-                                 f"{worker.log_tail()}")
+                        error = f"worker process died (exit code {code}) during the run; log tail:\n{worker.log_tail()}"
                         finished.append((spec, None, error))
                     for item in queued:
                         replacement.send(*item)

@@ -42,9 +42,20 @@ from runners.spec import RunSpec
 #: problem gains: vmapped convolutions become grouped convolutions, slower per model than TF's per-run path.
 FASTER_AS_POPULATION = {
     "cpu": frozenset({"quadratic_deep"}),
-    "gpu": frozenset({"quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "cifar10_3c3d",
-                      "cifar10_3c3d_nodecay", "cifar100_allcnnc", "cifar100_allcnnc_nodecay", "svhn_wrn164",
-                      "svhn_wrn164_nodecay"}),
+    "gpu": frozenset(
+        {
+            "quadratic_deep",
+            "mnist_vae",
+            "fmnist_vae",
+            "fmnist_2c2d",
+            "cifar10_3c3d",
+            "cifar10_3c3d_nodecay",
+            "cifar100_allcnnc",
+            "cifar100_allcnnc_nodecay",
+            "svhn_wrn164",
+            "svhn_wrn164_nodecay",
+        }
+    ),
 }
 #: largest population the memory rule picks (compile time grows with it; 64 members keep a CPU busy)
 MAX_SIZE = 64
@@ -62,8 +73,17 @@ class PopulationOutOfMemory(RunError):
 
 def population_key(spec: RunSpec) -> tuple:
     """What the members of one population share; specs with different keys are never trained together."""
-    return (spec.testproblem, spec.optimizer, spec.options, spec.effective_num_epochs(),
-            spec.effective_batch_size(), spec.weight_decay, spec.data_dir, spec.fidelity, spec.train_log_interval)
+    return (
+        spec.testproblem,
+        spec.optimizer,
+        spec.options,
+        spec.effective_num_epochs(),
+        spec.effective_batch_size(),
+        spec.weight_decay,
+        spec.data_dir,
+        spec.fidelity,
+        spec.train_log_interval,
+    )
 
 
 def split(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
@@ -74,7 +94,7 @@ def split(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
         groups.setdefault(population_key(spec), []).append(spec)
-    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
 def device_kind() -> str:
@@ -103,8 +123,10 @@ def unsupported_reason(spec: RunSpec) -> str | None:
     if problem.stateful:
         return f"{spec.testproblem} carries recurrent state across batches (stateful layers)"
     if registry.origin(spec.optimizer) != "built-in":
-        return (f"optimizer {spec.optimizer} is a plugin: its hyperparameters are Python constants in its "
-                "update, not optimizer variables")
+        return (
+            f"optimizer {spec.optimizer} is a plugin: its hyperparameters are Python constants in its "
+            "update, not optimizer variables"
+        )
     return None
 
 
@@ -113,8 +135,9 @@ def choose(testproblem: str, kind: str | None = None) -> tuple[bool, str]:
     kind = kind or device_kind()
     if testproblem in FASTER_AS_POPULATION.get(kind, frozenset()):
         return True, f"{testproblem} on {kind}: population path (faster there, docs/population.md)"
-    return False, (f"{testproblem} on {kind}: per-run path (the population path is not faster there, "
-                   "docs/population.md)")
+    return False, (
+        f"{testproblem} on {kind}: per-run path (the population path is not faster there, docs/population.md)"
+    )
 
 
 def bytes_per_member(testproblem: str, batch_size: int) -> int:
@@ -123,8 +146,9 @@ def bytes_per_member(testproblem: str, batch_size: int) -> int:
     import testproblems
 
     spec = testproblems.spec(testproblem)
-    example = {"quadratic": 100, "mnist": 784, "fmnist": 784, "cifar10": 3072, "cifar100": 3072,
-               "svhn": 3072}.get(spec.dataset, 1000)
+    example = {"quadratic": 100, "mnist": 784, "fmnist": 784, "cifar10": 3072, "cifar100": 3072, "svhn": 3072}.get(
+        spec.dataset, 1000
+    )
     return 4 * (4 * spec.trainable_params + 64 * batch_size * example)
 
 
@@ -138,8 +162,12 @@ def available_bytes(kind: str = "cpu") -> int:
         smi = shutil.which("nvidia-smi")
         if smi:
             try:
-                text = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-                                      capture_output=True, text=True, timeout=20).stdout.split()
+                text = subprocess.run(
+                    [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                ).stdout.split()
                 return int(float(text[0])) << 20
             except (OSError, subprocess.SubprocessError, ValueError, IndexError):
                 pass
@@ -172,8 +200,12 @@ class _Replay:
 
 def _is_oom(exc: BaseException) -> bool:
     text = str(exc)
-    return isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text \
+    return (
+        isinstance(exc, MemoryError)
+        or "RESOURCE_EXHAUSTED" in text
+        or "Out of memory" in text
         or "out of memory" in text
+    )
 
 
 class Population:
@@ -197,11 +229,14 @@ class Population:
             raise ValueError("a population needs at least one run")
         keys = {population_key(s) for s in specs}
         if len(keys) != 1:
-            raise ValueError(f"a population shares problem, optimizer, epochs, batch size, L2 and data; got "
-                             f"{len(keys)} different ones (use population.split)")
+            raise ValueError(
+                f"a population shares problem, optimizer, epochs, batch size, L2 and data; got "
+                f"{len(keys)} different ones (use population.split)"
+            )
         if keras.backend.backend() != "jax":
-            raise PopulationUnsupported(f"population training needs KERAS_BACKEND=jax (this process runs "
-                                        f"{keras.backend.backend()})")
+            raise PopulationUnsupported(
+                f"population training needs KERAS_BACKEND=jax (this process runs {keras.backend.backend()})"
+            )
         for spec in specs:
             reason = unsupported_reason(spec)
             if reason:
@@ -216,28 +251,33 @@ class Population:
         self.problems, models = {}, {}
         for seed in seeds:  # one problem (data) and one model (initial weights) per distinct seed
             keras.backend.clear_session(free_memory=False)
-            problem = testproblems.get(first.testproblem, data_dir=first.data_dir, batch_size=first.batch_size,
-                                       l2=first.weight_decay, seed=seed, fidelity=first.fidelity)
+            problem = testproblems.get(
+                first.testproblem,
+                data_dir=first.data_dir,
+                batch_size=first.batch_size,
+                l2=first.weight_decay,
+                seed=seed,
+                fidelity=first.fidelity,
+            )
             self.problems[seed], models[seed] = problem, problem.build_model()
         self.member_problems = [self.problems[s.seed] for s in specs]
         self.optimizers = []
         for spec in specs:
             try:
-                opt = optimizers.make(spec.optimizer, models[spec.seed], **spec.hyperparams_dict,
-                                      **spec.options_dict)
+                opt = optimizers.make(spec.optimizer, models[spec.seed], **spec.hyperparams_dict, **spec.options_dict)
             except ValueError as exc:
                 raise RunError(str(exc).splitlines()[0]) from None
             if not isinstance(opt, KernelMapOptimizer) or not isinstance(opt.learning_rate, keras.Variable):
-                raise PopulationUnsupported(f"optimizer {spec.optimizer} does not keep its hyperparameters as "
-                                            "optimizer variables")
+                raise PopulationUnsupported(
+                    f"optimizer {spec.optimizer} does not keep its hyperparameters as optimizer variables"
+                )
             opt.build(models[spec.seed].trainable_variables)
             self.optimizers.append(opt)
         if len({o.structure() for o in self.optimizers}) != 1:
             # e.g. momentum 0 for some members and > 0 for others: rebuild all with a momentum buffer
             self.optimizers = [self._with_buffer(spec, models[spec.seed]) for spec in specs]
         template_problem, self.model = self.problems[seeds[0]], models[seeds[0]]
-        template_opt = optimizers.make(first.optimizer, self.model, **first.hyperparams_dict,
-                                       **first.options_dict)
+        template_opt = optimizers.make(first.optimizer, self.model, **first.hyperparams_dict, **first.options_dict)
         if template_opt.structure() != self.optimizers[0].structure():
             template_opt = self._with_buffer(first, self.model)
         self.template = template_problem.trainer(self.model, template_opt)
@@ -266,11 +306,20 @@ class Population:
         from optimizers.kernel_map import KernelMapOptimizer
 
         rebuilt = KernelMapOptimizer(
-            learning_rate=float(opt.learning_rate.numpy()), elementwise_map=opt.elementwise_map,
-            power=opt.power, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay_opt=opt.weight_decay_opt,
-            decay_scaling=opt.decay_scaling, select=opt.select, decay_on=opt.decay_on, momentum_buffer=True)
-        rebuilt.nlwu_provenance = dict(optimizers.make(spec.optimizer, model, **spec.hyperparams_dict,
-                                                       **spec.options_dict).nlwu_provenance)
+            learning_rate=float(opt.learning_rate.numpy()),
+            elementwise_map=opt.elementwise_map,
+            power=opt.power,
+            momentum=opt.momentum,
+            nesterov=opt.nesterov,
+            weight_decay_opt=opt.weight_decay_opt,
+            decay_scaling=opt.decay_scaling,
+            select=opt.select,
+            decay_on=opt.decay_on,
+            momentum_buffer=True,
+        )
+        rebuilt.nlwu_provenance = dict(
+            optimizers.make(spec.optimizer, model, **spec.hyperparams_dict, **spec.options_dict).nlwu_provenance
+        )
         rebuilt.build(model.trainable_variables)
         return rebuilt
 
@@ -284,7 +333,8 @@ class Population:
         def train_step(state, x, y):
             trainable, non_trainable, opt_vars = state
             logs, (trainable, non_trainable, opt_vars, _) = model.train_step(
-                (trainable, non_trainable, opt_vars, metrics0), (x, y))
+                (trainable, non_trainable, opt_vars, metrics0), (x, y)
+            )
             return (trainable, non_trainable, opt_vars), logs["loss"]
 
         def member_chunk(state, xs, ys):  # xs: (steps, batch, ...)
@@ -295,8 +345,7 @@ class Population:
             return non_trainable, logs
 
         step = member_chunk if self.scan else train_step
-        self._train = jax.jit(lambda state, xs, ys, idx: jax.vmap(step)(state, xs[idx], ys[idx]),
-                              donate_argnums=0)
+        self._train = jax.jit(lambda state, xs, ys, idx: jax.vmap(step)(state, xs[idx], ys[idx]), donate_argnums=0)
         self._eval = jax.jit(lambda tv, ntv, x, y, idx: jax.vmap(eval_step)(tv, ntv, x[idx], y[idx]))
 
     # -- one epoch / one evaluation of every member -----------------------------------------------------
@@ -352,7 +401,7 @@ class Population:
                 losses.append(np.asarray(loss)[:, None])
             self.trainable, self.non_trainable, self.optimizer_state = state
         steps = np.concatenate(losses, axis=1)
-        return [[float(v) for v in steps[i, ::self.log_interval]] for i in range(self.size)]
+        return [[float(v) for v in steps[i, :: self.log_interval]] for i in range(self.size)]
 
     def run(self, on_epoch=None) -> list[dict[str, Any]]:
         """Train all epochs (DeepOBS' loop, as ``train_curves``) and return each member's curves. Members that
@@ -377,12 +426,14 @@ class Population:
                     done[i] = not math.isfinite(epoch_losses[i][-1])
             if all(done):
                 break
-        return [train_curves(_Replay(evals[i], logged[i]), self.num_epochs, self.log_interval)
-                for i in range(self.size)]
+        return [
+            train_curves(_Replay(evals[i], logged[i]), self.num_epochs, self.log_interval) for i in range(self.size)
+        ]
 
 
-def execute_population(specs: Sequence[RunSpec], out: str | Path, progress: bool = True,
-                       scan: bool | None = None) -> list[Path]:
+def execute_population(
+    specs: Sequence[RunSpec], out: str | Path, progress: bool = True, scan: bool | None = None
+) -> list[Path]:
     """Train ``specs`` (one population_key) as one population and write each member's DeepOBS JSON; return
     the result paths in ``specs`` order. Members whose result exists are not trained again (resume)."""
     out = Path(out)
@@ -415,8 +466,14 @@ def execute_population(specs: Sequence[RunSpec], out: str | Path, progress: bool
         from tqdm.auto import tqdm
 
         first = members[0]
-        bar = tqdm(total=population.num_epochs, desc=f"{first.testproblem}/{first.optimizer} x{len(members)}",
-                   unit="epoch", disable=not progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=population.num_epochs,
+            desc=f"{first.testproblem}/{first.optimizer} x{len(members)}",
+            unit="epoch",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         try:
             curves = population.run(on_epoch=lambda n, _: bar.update(1) if n else None)
         finally:
@@ -427,13 +484,30 @@ def execute_population(specs: Sequence[RunSpec], out: str | Path, progress: bool
         if _is_oom(exc):
             raise PopulationOutOfMemory(
                 f"a population of {len(members)} {members[0].testproblem} runs ran out of memory; use "
-                f"--population {max(1, len(members) // 2)} (finished results are kept)") from None
+                f"--population {max(1, len(members) // 2)} (finished results are kept)"
+            ) from None
         raise
     wall = time.perf_counter() - t0
     steps = population.template.steps_per_epoch
     for j, i in enumerate(pending):
-        extra = {"population": {"size": len(members), "member": j, "backend": "jax",
-                                "scan": population.scan, "wall_seconds_shared": round(wall, 3)}}
-        paths[i] = write_result(specs[i], out, population.member_problems[j], population.optimizers[j], curves[j],
-                                start=start, wall=wall / len(members), steps_per_epoch=steps, extra=extra)
+        extra = {
+            "population": {
+                "size": len(members),
+                "member": j,
+                "backend": "jax",
+                "scan": population.scan,
+                "wall_seconds_shared": round(wall, 3),
+            }
+        }
+        paths[i] = write_result(
+            specs[i],
+            out,
+            population.member_problems[j],
+            population.optimizers[j],
+            curves[j],
+            start=start,
+            wall=wall / len(members),
+            steps_per_epoch=steps,
+            extra=extra,
+        )
     return paths

@@ -112,8 +112,10 @@ class PopulationExecutor(Executor):
         threads = max(1, available_cores() // n)
         env["KERAS_BACKEND"] = "jax"
         if not base.gpus:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-                                f" intra_op_parallelism_threads={threads}").strip()
+            env["XLA_FLAGS"] = (
+                env.get("XLA_FLAGS", "") + f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
+                f" intra_op_parallelism_threads={threads}"
+            ).strip()
         worker = _Worker(index, env, results, state_dir(out) / "logs")
         self._workers.append(worker)
         return worker
@@ -125,15 +127,28 @@ class PopulationExecutor(Executor):
             return self.inner.n
         return len(visible_gpus()) or available_cores()
 
-    def _run_populations(self, populations: list[list[RunSpec]], out: Path, report: Report, leftover: list[RunSpec],
-                         desc: str, progress: bool) -> None:
+    def _run_populations(
+        self,
+        populations: list[list[RunSpec]],
+        out: Path,
+        report: Report,
+        leftover: list[RunSpec],
+        desc: str,
+        progress: bool,
+    ) -> None:
         import json
 
         from tqdm.auto import tqdm
 
         total = sum(len(p) for p in populations)
-        bar = tqdm(total=total, desc=f"{desc} (populations)", unit="run", disable=not progress, dynamic_ncols=True,
-                   file=sys.stderr)
+        bar = tqdm(
+            total=total,
+            desc=f"{desc} (populations)",
+            unit="run",
+            disable=not progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         results, idle = self._results, self._idle
         pending = list(populations)
         busy: dict[int, tuple[list[RunSpec], dict[str, RunLock]]] = {}
@@ -159,8 +174,9 @@ class PopulationExecutor(Executor):
                     if not members:
                         continue
                     worker = idle.pop(0) if idle else self._spawn(len(self._workers), results, out)
-                    worker.proc.stdin.write(json.dumps({"population": [s.to_dict() for s in members],
-                                                        "out": str(out.resolve())}) + "\n")
+                    worker.proc.stdin.write(
+                        json.dumps({"population": [s.to_dict() for s in members], "out": str(out.resolve())}) + "\n"
+                    )
                     worker.proc.stdin.flush()
                     busy[id(worker)] = (members, locks)
                 try:
@@ -173,8 +189,10 @@ class PopulationExecutor(Executor):
                 if msg is None:  # the worker died (killed for memory, say): its members failed
                     self._workers.remove(worker)
                     code = worker.proc.wait()
-                    error = (f"population worker died (exit code {code}) training {len(members)} runs; use "
-                             f"--population {max(1, len(members) // 2)}; log tail:\n{worker.log_tail()}")
+                    error = (
+                        f"population worker died (exit code {code}) training {len(members)} runs; use "
+                        f"--population {max(1, len(members) // 2)}; log tail:\n{worker.log_tail()}"
+                    )
                     worker.close()
                 else:
                     idle.append(worker)
@@ -191,8 +209,10 @@ class PopulationExecutor(Executor):
                         report.failed[spec.run_id] = error
                     locks.pop(spec.run_id).release()
                 if error is not None:
-                    bar.write(f"population failed ({len(members)} runs of {members[0].label()}): {first_line(error)}",
-                              file=sys.stderr)
+                    bar.write(
+                        f"population failed ({len(members)} runs of {members[0].label()}): {first_line(error)}",
+                        file=sys.stderr,
+                    )
                 bar.update(len(members))
         finally:
             for _, locks in busy.values():

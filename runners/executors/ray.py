@@ -42,7 +42,6 @@ def ensure_plugins(payload: list[dict[str, Any]]) -> None:
     so the provenance names the same path; otherwise the shipped source is written to
     ``$TMPDIR/nlwu-plugins/<sha256>/<module>.py`` and imported from there."""
 
-
     for item in payload:
         path = Path(item["path"])
         try:
@@ -83,15 +82,23 @@ class RayExecutor(Executor):
     shipped as the job's working_dir (the cluster's Python needs the same pinned packages, and data for the
     problems that read files, under each run's ``data_dir``). ``num_cpus``/``num_gpus`` are the resources per
     run, ``max_retries`` the retries when a Ray worker dies. Plugins loaded in the driver travel with the tasks
-    (``plugin_payload``) and are imported in each Ray worker process before its first run (``ensure_plugins``). The results come back to the driver, which
+    (``plugin_payload``) and are imported in each Ray worker process before its first run (``ensure_plugins``). The
+    results come back to the driver, which
     writes them into ``out`` (atomically), so the cluster needs no shared filesystem for results.
     """
 
     backend = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, num_cpus: float = 1,
-                 num_gpus: float = 0, max_retries: int = 3, max_in_flight: int | None = None,
-                 memory_gb: float = 0):
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        max_retries: int = 3,
+        max_in_flight: int | None = None,
+        memory_gb: float = 0,
+    ):
         self.memory = int(memory_gb * 2**30)
         self.address = address
         self.workers = workers
@@ -110,8 +117,12 @@ class RayExecutor(Executor):
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             threads = str(max(1, int(self.num_cpus)))  # a task's TF/OpenMP threads = the CPUs it reserved
-            common = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_NUM_INTRAOP_THREADS": threads,
-                      "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads}
+            common = {
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "TF_NUM_INTRAOP_THREADS": threads,
+                "TF_NUM_INTEROP_THREADS": threads,
+                "OMP_NUM_THREADS": threads,
+            }
             env_vars = {"PYTHONPATH": str(REPO_ROOT), **common}
             if self.address:
                 kwargs["address"] = self.address
@@ -119,8 +130,7 @@ class RayExecutor(Executor):
                 excludes = ["/.venv/", "/.git/", "/.cache/", "/data/", "/reports/", "/deepobs_results_medium_budget/"]
                 with contextlib.suppress(ValueError):
                     excludes.append("/" + str(self._out.resolve().relative_to(REPO_ROOT)) + "/")
-                kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT), "excludes": excludes,
-                                         "env_vars": common}
+                kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT), "excludes": excludes, "env_vars": common}
             else:
                 kwargs["num_cpus"] = self.workers or available_cores()
                 kwargs["runtime_env"] = {"env_vars": env_vars}
@@ -129,8 +139,10 @@ class RayExecutor(Executor):
             try:
                 ray.init(**kwargs)
             except ConnectionError as exc:
-                raise BackendError(f"cannot connect to the Ray cluster at {self.address!r}: "
-                                   f"{first_line(str(exc))} (start one with `ray start --head`)") from None
+                raise BackendError(
+                    f"cannot connect to the Ray cluster at {self.address!r}: "
+                    f"{first_line(str(exc))} (start one with `ray start --head`)"
+                ) from None
             self._owns_ray = True
         try:  # before any run is submitted: a request no node can meet would wait forever
             check_resources(ray.nodes(), self.num_cpus, self.num_gpus, self.memory)
@@ -146,8 +158,9 @@ class RayExecutor(Executor):
             cap = int(total.get("CPU", 1) // max(self.num_cpus, 1e-9))
         self._cap = max(1, self.max_in_flight or (2 * cap))
         self._plugins = ray.put(plugin_payload())  # once per sweep; every task gets the same object
-        self._task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory or None,
-                                max_retries=self.max_retries)(ray_run_one)
+        self._task = ray.remote(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, memory=self.memory or None, max_retries=self.max_retries
+        )(ray_run_one)
 
     def capacity(self) -> int:
         return self._cap
@@ -210,12 +223,15 @@ def check_resources(nodes: list[dict[str, Any]], num_cpus: float, num_gpus: floa
                 raise BackendError(
                     f"each run asks for {show(key, asked)} ({flag}), but no node of the Ray cluster has that: the "
                     f"largest has {show(key, largest)} ({len(alive)} node(s), {show(key, total)} in all); "
-                    f"lower {flag} or add a node that has them")
+                    f"lower {flag} or add a node that has them"
+                )
     if not any(all(res.get(k, 0.0) >= v for k, v in asks.items() if v > 0) for res in alive):
         asked = ", ".join(show(k, v) for k, v in asks.items() if v > 0)
         have = "; ".join(", ".join(show(k, res.get(k, 0.0)) for k, v in asks.items() if v > 0) for res in alive[:4])
-        raise BackendError(f"each run asks for {asked} on one node, but no node of the Ray cluster has all of them "
-                           f"(nodes: {have}); lower the request")
+        raise BackendError(
+            f"each run asks for {asked} on one node, but no node of the Ray cluster has all of them "
+            f"(nodes: {have}); lower the request"
+        )
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -228,8 +244,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise BackendError(f"cannot connect to the Ray cluster at {address!r}: {exc} "
-                           "(start one with `ray start --head`, or pass --address auto)") from None
+        raise BackendError(
+            f"cannot connect to the Ray cluster at {address!r}: {exc} "
+            "(start one with `ray start --head`, or pass --address auto)"
+        ) from None
 
 
 def _install_files(files: dict[str, bytes], out: Path, spec: RunSpec) -> Path:
@@ -271,19 +289,35 @@ def ray_run_population(specs_json: list[str], plugin_files: list[dict[str, Any]]
     return {"status": "ok", "members": members, "host": socket.gethostname()}
 
 
-def run_populations(executor: RayExecutor, populations: list[list[RunSpec]], out: Path, report, leftover: list,
-                    desc: str, progress: bool) -> None:
+def run_populations(
+    executor: RayExecutor,
+    populations: list[list[RunSpec]],
+    out: Path,
+    report,
+    leftover: list,
+    desc: str,
+    progress: bool,
+) -> None:
     """Train ``populations`` as Ray tasks (each with the executor's CPUs/GPUs per run, on the jax backend),
     taking every member's lock first (members another sweep holds go to ``leftover``), and write the results
     into ``out``; failures are recorded per member in ``report`` and the ledger."""
     import ray  # on first use: Ray is optional
 
     executor._ensure_started(out)
-    task = ray.remote(num_cpus=executor.num_cpus, num_gpus=executor.num_gpus, max_retries=0,
-                      runtime_env={"env_vars": {"KERAS_BACKEND": "jax"}})(ray_run_population)
+    task = ray.remote(
+        num_cpus=executor.num_cpus,
+        num_gpus=executor.num_gpus,
+        max_retries=0,
+        runtime_env={"env_vars": {"KERAS_BACKEND": "jax"}},
+    )(ray_run_population)
     refs: dict[Any, tuple[list[RunSpec], dict]] = {}
-    bar = tqdm(total=sum(len(p) for p in populations), desc=f"{desc} (populations)", unit="run",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(p) for p in populations),
+        desc=f"{desc} (populations)",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for population in populations:
             members, locks = [], {}
@@ -303,8 +337,11 @@ def run_populations(executor: RayExecutor, populations: list[list[RunSpec]], out
                 try:
                     answer = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - the task died (memory, node lost)
-                    answer = {"status": "failed", "error": f"Ray task failed: {type(exc).__name__}: {exc}; use "
-                                                           f"--population {max(1, len(members) // 2)}"}
+                    answer = {
+                        "status": "failed",
+                        "error": f"Ray task failed: {type(exc).__name__}: {exc}; use "
+                        f"--population {max(1, len(members) // 2)}",
+                    }
                 for i, spec in enumerate(members):
                     try:
                         if answer.get("status") != "ok":

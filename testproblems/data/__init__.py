@@ -8,5 +8,15 @@ from ._common import DATASETS, FIDELITIES, FOLDERS, PHASES, DataError, default_d
 from .datasets import Dataset, load_dataset
 from .readers import clear_cache
 
-__all__ = ["DATASETS", "FIDELITIES", "FOLDERS", "PHASES", "DataError", "Dataset", "clear_cache",
-           "default_data_dir", "fix_command", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "FIDELITIES",
+    "FOLDERS",
+    "PHASES",
+    "DataError",
+    "Dataset",
+    "clear_cache",
+    "default_data_dir",
+    "fix_command",
+    "load_dataset",
+]

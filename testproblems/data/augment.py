@@ -19,10 +19,10 @@ def crop(x: np.ndarray, oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
     """Zero-pad to 36x36, then cut the 32x32 window at offsets (oy[i], ox[i]) of image i."""
     b, h, w, c = x.shape
     padded = np.zeros((b, h + 2 * PAD, w + 2 * PAD, c), dtype=x.dtype)
-    padded[:, PAD:PAD + h, PAD:PAD + w] = x
+    padded[:, PAD : PAD + h, PAD : PAD + w] = x
     out = np.empty_like(x)
     for i in range(b):  # one slice copy per image: much faster than fancy indexing
-        out[i] = padded[i, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
+        out[i] = padded[i, oy[i] : oy[i] + h, ox[i] : ox[i] + w]
     return out
 
 

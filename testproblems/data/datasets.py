@@ -134,9 +134,15 @@ class Dataset:
 
     def provenance(self) -> dict:
         """What was read and how (recorded next to results)."""
-        return {"dataset": self.name, "data_dir": str(self.data_dir), "fidelity": self.fidelity,
-                "batch_size": self.batch_size, "seed": self.seed, "sizes": self.sizes,
-                "num_batches": {p: self.num_batches(p) for p in PHASES}}
+        return {
+            "dataset": self.name,
+            "data_dir": str(self.data_dir),
+            "fidelity": self.fidelity,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "sizes": self.sizes,
+            "num_batches": {p: self.num_batches(p) for p in PHASES},
+        }
 
     # -- helpers
     def _check_phase(self, phase: str) -> None:
@@ -174,8 +180,10 @@ class Dataset:
         return pos, params
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.name!r}, data_dir={str(self.data_dir)!r}, "
-                f"batch_size={self.batch_size}, seed={self.seed}, fidelity={self.fidelity!r})")
+        return (
+            f"{type(self).__name__}({self.name!r}, data_dir={str(self.data_dir)!r}, "
+            f"batch_size={self.batch_size}, seed={self.seed}, fidelity={self.fidelity!r})"
+        )
 
 
 class _ArrayDataset(Dataset):
@@ -298,8 +306,12 @@ class MnistDataset(_ArrayDataset):
         self._test = read_idx_split(name, self.data_dir, "t10k")
         self._v = len(self._test[0])
         if self._v >= len(self._train[0]):
-            raise data_error(name, self.data_dir, self.data_dir / FOLDERS[name], "too small (no training images "
-                             f"left after the {self._v}-image validation split)")
+            raise data_error(
+                name,
+                self.data_dir,
+                self.data_dir / FOLDERS[name],
+                f"too small (no training images left after the {self._v}-image validation split)",
+            )
 
     @property
     def sizes(self):
@@ -341,8 +353,12 @@ class ImageDataset(_ArrayDataset):
         self._v = len(self._files.test_y)
         self._redraw = name in ("cifar10", "svhn") and fidelity == "deepobs"
         if self._v >= len(self._files.y):
-            raise data_error(name, self.data_dir, self.data_dir / FOLDERS[name], "too small (no training images "
-                             f"left after the {self._v}-image validation split)")
+            raise data_error(
+                name,
+                self.data_dir,
+                self.data_dir / FOLDERS[name],
+                f"too small (no training images left after the {self._v}-image validation split)",
+            )
 
     @property
     def sizes(self):
@@ -357,7 +373,7 @@ class ImageDataset(_ArrayDataset):
             stream = np.concatenate([np.arange(off[i], off[i + 1]) for i in perm])
         else:
             stream = np.arange(n)
-        return stream[self._v:], stream[: self._v]
+        return stream[self._v :], stream[: self._v]
 
     def _examples(self, phase):
         f = self._files
@@ -391,7 +407,7 @@ class TolstoiDataset(Dataset):
         super().__init__("tolstoi", data_dir, batch_size, seed, fidelity)
         train, self._test = read_tolstoi(self.data_dir)
         self._v = len(self._test)
-        self._valid, self._train = train[: self._v], train[self._v:]
+        self._valid, self._train = train[: self._v], train[self._v :]
 
     @property
     def sizes(self):
@@ -417,9 +433,9 @@ class TolstoiDataset(Dataset):
         nb_all, nb = self._nb(a), self.num_batches(phase)
         b, t = self.batch_size, TOLSTOI_SEQ_LEN
         x = a[: nb_all * b * t].reshape(b, -1)
-        y = a[1: nb_all * b * t + 1].reshape(b, -1)
+        y = a[1 : nb_all * b * t + 1].reshape(b, -1)
         for k in range(nb):
-            yield x[:, k * t:(k + 1) * t], y[:, k * t:(k + 1) * t]
+            yield x[:, k * t : (k + 1) * t], y[:, k * t : (k + 1) * t]
 
 
 def load_dataset(name: str, data_dir=None, *, batch_size: int, seed: int, fidelity: str = "deepobs") -> Dataset:

@@ -85,8 +85,9 @@ def verify(path: Path, remote: Remote) -> str:
     raise PrepareError(f"checksum mismatch for {path}: " + "; ".join(checks))
 
 
-def download(url: str, dest: Path, *, size: int | None = None, retries: int = 2, timeout: float = 60.0,
-             progress: bool = True) -> None:
+def download(
+    url: str, dest: Path, *, size: int | None = None, retries: int = 2, timeout: float = 60.0, progress: bool = True
+) -> None:
     """Download `url` to `dest`, via `dest.part`, resuming a partial file with an HTTP Range request."""
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +100,11 @@ def download(url: str, dest: Path, *, size: int | None = None, retries: int = 2,
         except _Interrupted as e:
             attempt += 1
             if attempt > retries:
-                raise PrepareError(f"download of {url} interrupted at {e.have} of {e.total or '?'} bytes "
-                                   f"({e.reason}); partial file kept, rerun the same command to resume") from None
-            time.sleep(min(2.0 ** attempt * 0.1, 5.0))
+                raise PrepareError(
+                    f"download of {url} interrupted at {e.have} of {e.total or '?'} bytes "
+                    f"({e.reason}); partial file kept, rerun the same command to resume"
+                ) from None
+            time.sleep(min(2.0**attempt * 0.1, 5.0))
 
 
 class _Interrupted(Exception):
@@ -133,8 +136,16 @@ def _download_once(url: str, part: Path, *, size, timeout, progress) -> None:
         total = have + int(length) if length is not None else size
         bar = None
         if progress:
-            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=part.name[:-5], leave=False, file=sys.stderr)
+            bar = tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[:-5],
+                leave=False,
+                file=sys.stderr,
+            )
         try:
             with open(part, mode) as f:
                 while True:
@@ -188,8 +199,14 @@ def fetch(spec, data_dir: Path, *, source, base_url, retries, timeout, progress)
         errors = []
         for base in urls:
             try:
-                download(base + remote.name, dl / remote.name, size=remote.size, retries=retries, timeout=timeout,
-                         progress=progress)
+                download(
+                    base + remote.name,
+                    dl / remote.name,
+                    size=remote.size,
+                    retries=retries,
+                    timeout=timeout,
+                    progress=progress,
+                )
                 break
             except PrepareError as e:
                 errors.append(str(e))

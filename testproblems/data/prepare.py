@@ -48,50 +48,103 @@ class Spec:
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 SPECS: dict[str, Spec] = {
-    "mnist": Spec("mnist", (
-        Remote("train-images-idx3-ubyte.gz", md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
-               payload_md5="6bbc9ace898e44ae57da46a324031adb"),
-        Remote("train-labels-idx1-ubyte.gz", md5="d53e105ee54ea40749a09fcbcd1e9432",
-               payload_md5="a25bea736e30d166cdddb491f175f624"),
-        Remote("t10k-images-idx3-ubyte.gz", md5="9fb629c4189551a2d022fa330f9573f3",
-               payload_md5="2646ac647ad5339dbf082846283269ea"),
-        Remote("t10k-labels-idx1-ubyte.gz", md5="ec29112dd5afa0611ce80d1b7f02629c",
-               payload_md5="27ae3e4e09519cfbb04c329615203637"),
-    ), ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
-        tuple(f"{n}.gz" for n in _IDX)),
-    "fmnist": Spec("fmnist", (
-        Remote("train-images-idx3-ubyte.gz", md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-               payload_md5="f4a8712d7a061bf5bd6d2ca38dc4d50a"),
-        Remote("train-labels-idx1-ubyte.gz", md5="25c81989df183df01b3e8a0aad5dffbe",
-               payload_md5="9018921c3c673c538a1fc5bad174d6f9"),
-        Remote("t10k-images-idx3-ubyte.gz", md5="bef4ecab320f06d8554ea6380940ec79",
-               payload_md5="8181f5470baa50b63fa0f6fddb340f0a"),
-        Remote("t10k-labels-idx1-ubyte.gz", md5="bb300cfdad3c16e7a12a480ee83cd310",
-               payload_md5="15d484375f8d13e6eb1aabb0c3f46965"),
-    ), ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
-        tuple(f"{n}.gz" for n in _IDX)),
-    "cifar10": Spec("cifar10", (
-        Remote("cifar-10-binary.tar.gz", md5="c32a1d4ab5d03f1284b67883e8d87530", size=170052171),
-    ), ("https://www.cs.toronto.edu/~kriz/",),
-        tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)),
-    "cifar100": Spec("cifar100", (
-        Remote("cifar-100-binary.tar.gz", md5="03b5dce01913d631647c71ecec9e9cb8", size=168513733),
-    ), ("https://www.cs.toronto.edu/~kriz/",), ("train.bin", "test.bin")),
-    "svhn": Spec("svhn", (
-        Remote("train_32x32.mat", md5="e26dedcc434d2e4c54c9b2d4a06d8373", size=182040794),
-        Remote("test_32x32.mat", md5="eb5a983be6a315427106f1b164d9cef3", size=64275384),
-    ), ("http://ufldl.stanford.edu/housenumbers/",)),
-    "tolstoi": Spec("tolstoi", (
-        Remote("war-and-peace.txt", md5="80737bfbfc7e820768045ac8cf654c0c",
-               sha256="3ed0f41cfdf660846878943bad5b9d575bcae1e4a92ee9a7f43d3c9dba2af344", size=3291641),
-    ), ("https://github.com/AllenDowney/fluent-python-notebooks/raw/master/attic/sequences/",),
-        ("train.npy", "test.npy", "vocab.pkl", "input.txt")),
+    "mnist": Spec(
+        "mnist",
+        (
+            Remote(
+                "train-images-idx3-ubyte.gz",
+                md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                payload_md5="6bbc9ace898e44ae57da46a324031adb",
+            ),
+            Remote(
+                "train-labels-idx1-ubyte.gz",
+                md5="d53e105ee54ea40749a09fcbcd1e9432",
+                payload_md5="a25bea736e30d166cdddb491f175f624",
+            ),
+            Remote(
+                "t10k-images-idx3-ubyte.gz",
+                md5="9fb629c4189551a2d022fa330f9573f3",
+                payload_md5="2646ac647ad5339dbf082846283269ea",
+            ),
+            Remote(
+                "t10k-labels-idx1-ubyte.gz",
+                md5="ec29112dd5afa0611ce80d1b7f02629c",
+                payload_md5="27ae3e4e09519cfbb04c329615203637",
+            ),
+        ),
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+        tuple(f"{n}.gz" for n in _IDX),
+    ),
+    "fmnist": Spec(
+        "fmnist",
+        (
+            Remote(
+                "train-images-idx3-ubyte.gz",
+                md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                payload_md5="f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            ),
+            Remote(
+                "train-labels-idx1-ubyte.gz",
+                md5="25c81989df183df01b3e8a0aad5dffbe",
+                payload_md5="9018921c3c673c538a1fc5bad174d6f9",
+            ),
+            Remote(
+                "t10k-images-idx3-ubyte.gz",
+                md5="bef4ecab320f06d8554ea6380940ec79",
+                payload_md5="8181f5470baa50b63fa0f6fddb340f0a",
+            ),
+            Remote(
+                "t10k-labels-idx1-ubyte.gz",
+                md5="bb300cfdad3c16e7a12a480ee83cd310",
+                payload_md5="15d484375f8d13e6eb1aabb0c3f46965",
+            ),
+        ),
+        (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        tuple(f"{n}.gz" for n in _IDX),
+    ),
+    "cifar10": Spec(
+        "cifar10",
+        (Remote("cifar-10-binary.tar.gz", md5="c32a1d4ab5d03f1284b67883e8d87530", size=170052171),),
+        ("https://www.cs.toronto.edu/~kriz/",),
+        tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",),
+    ),
+    "cifar100": Spec(
+        "cifar100",
+        (Remote("cifar-100-binary.tar.gz", md5="03b5dce01913d631647c71ecec9e9cb8", size=168513733),),
+        ("https://www.cs.toronto.edu/~kriz/",),
+        ("train.bin", "test.bin"),
+    ),
+    "svhn": Spec(
+        "svhn",
+        (
+            Remote("train_32x32.mat", md5="e26dedcc434d2e4c54c9b2d4a06d8373", size=182040794),
+            Remote("test_32x32.mat", md5="eb5a983be6a315427106f1b164d9cef3", size=64275384),
+        ),
+        ("http://ufldl.stanford.edu/housenumbers/",),
+    ),
+    "tolstoi": Spec(
+        "tolstoi",
+        (
+            Remote(
+                "war-and-peace.txt",
+                md5="80737bfbfc7e820768045ac8cf654c0c",
+                sha256="3ed0f41cfdf660846878943bad5b9d575bcae1e4a92ee9a7f43d3c9dba2af344",
+                size=3291641,
+            ),
+        ),
+        ("https://github.com/AllenDowney/fluent-python-notebooks/raw/master/attic/sequences/",),
+        ("train.npy", "test.npy", "vocab.pkl", "input.txt"),
+    ),
 }
 
 # SHA-256 of the raw little-endian int64 id arrays prepared from the official text (data.md §5).
-TOLSTOI_ID_SHA256 = {"train": "02898bcaf34fa62145a5f7e55ad339588fbaf6670e0f8bba0ff7dc56c9470d5e",
-                     "test": "fe534d84e1402459edd771e594f9b2891484335a0c363ce42454e3f30c4ce1cc"}
+TOLSTOI_ID_SHA256 = {
+    "train": "02898bcaf34fa62145a5f7e55ad339588fbaf6670e0f8bba0ff7dc56c9470d5e",
+    "test": "fe534d84e1402459edd771e594f9b2891484335a0c363ce42454e3f30c4ce1cc",
+}
 SVHN_PER_FILE = 12800
 # prep's sed deletions, applied one after another (1-based inclusive line ranges).
 TOLSTOI_SED = ((1, 29), (5, 775), (63850, 64207))
@@ -100,22 +153,40 @@ TOLSTOI_SED = ((1, 29), (5, 775), (63850, 64207))
 # --------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `python -m testproblems prepare-data`."""
-    parser.add_argument("--data-dir", default=None,
-                        help="target folder (default: $NLWU_DATA_DIR or ./data)")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help=f"prepare only this data set (repeatable or comma-separated; one of "
-                             f"{', '.join(DATASETS)}); default: all")
-    parser.add_argument("--source", default=None, metavar="DIR",
-                        help="folder holding official files (e.g. /usr/share/datasets/fashion-mnist from "
-                             "Debian's dataset-fashion-mnist); files found there are used instead of downloading")
-    parser.add_argument("--base-url", action="extend", nargs="+", default=[], metavar="NAME=URL",
-                        help="download data set NAME from this base URL (file names are appended; "
-                             "repeatable)")
+    parser.add_argument("--data-dir", default=None, help="target folder (default: $NLWU_DATA_DIR or ./data)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"prepare only this data set (repeatable or comma-separated; one of {', '.join(DATASETS)}); default: all",
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        metavar="DIR",
+        help="folder holding official files (e.g. /usr/share/datasets/fashion-mnist from "
+        "Debian's dataset-fashion-mnist); files found there are used instead of downloading",
+    )
+    parser.add_argument(
+        "--base-url",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME=URL",
+        help="download data set NAME from this base URL (file names are appended; repeatable)",
+    )
     parser.add_argument("--force", action="store_true", help="prepare again even if already prepared")
-    parser.add_argument("--keep-downloads", action="store_true",
-                        help="keep the downloaded archives (in DATA_DIR/.downloads) after preparation")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="resume an interrupted download this many times before giving up (default 2)")
+    parser.add_argument(
+        "--keep-downloads",
+        action="store_true",
+        help="keep the downloaded archives (in DATA_DIR/.downloads) after preparation",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="resume an interrupted download this many times before giving up (default 2)",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -155,7 +226,9 @@ def run(args: argparse.Namespace) -> int:
         if args.source is not None and not Path(args.source).is_dir():
             raise PrepareError(f"--source {args.source}: no such folder")
         if args.retries < 0 or not 0 < args.timeout < float("inf"):
-            raise PrepareError(f"--retries must be >= 0 and --timeout a finite number > 0, got {args.retries}, {args.timeout}")
+            raise PrepareError(
+                f"--retries must be >= 0 and --timeout a finite number > 0, got {args.retries}, {args.timeout}"
+            )
     except PrepareError as e:
         return fail(e)
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -165,9 +238,17 @@ def run(args: argparse.Namespace) -> int:
             print("quadratic: generated in memory (data.md §6), nothing to prepare")
             continue
         try:
-            msg = prepare(name, data_dir, source=args.source, base_url=base_urls.get(name), force=args.force,
-                          keep_downloads=args.keep_downloads, retries=args.retries, timeout=args.timeout,
-                          progress=not args.quiet)
+            msg = prepare(
+                name,
+                data_dir,
+                source=args.source,
+                base_url=base_urls.get(name),
+                force=args.force,
+                keep_downloads=args.keep_downloads,
+                retries=args.retries,
+                timeout=args.timeout,
+                progress=not args.quiet,
+            )
             print(f"{name}: {msg}")
         except (PrepareError, OSError) as e:
             fail(f"{name}: {e}")
@@ -193,24 +274,43 @@ def _is_prepared(folder: Path) -> bool:
         return False
 
 
-def prepare(name: str, data_dir: Path, *, source=None, base_url=None, force=False, keep_downloads=False,
-            retries=2, timeout=60.0, progress=True) -> str:
+def prepare(
+    name: str,
+    data_dir: Path,
+    *,
+    source=None,
+    base_url=None,
+    force=False,
+    keep_downloads=False,
+    retries=2,
+    timeout=60.0,
+    progress=True,
+) -> str:
     """Fetch, verify and convert data set `name` into `data_dir`; returns a one-line summary."""
     spec = SPECS[name]
     folder = data_dir / FOLDERS[name]
     if not force and _is_prepared(folder):
         return f"already prepared in {folder} (use --force to redo)"
-    paths = fetch(spec, data_dir, source=source, base_url=base_url, retries=retries, timeout=timeout,
-                   progress=progress)
+    paths = fetch(spec, data_dir, source=source, base_url=base_url, retries=retries, timeout=timeout, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MARKER).unlink(missing_ok=True)  # a conversion that fails half way leaves no marker behind
     if progress:
         print(f"{name}: converting into {folder} ...", file=sys.stderr)
-    outputs = {"mnist": _prep_idx, "fmnist": _prep_idx, "cifar10": _prep_cifar, "cifar100": _prep_cifar,
-               "svhn": _prep_svhn, "tolstoi": _prep_tolstoi}[name](name, paths, folder)
-    marker = {"dataset": name, "files": {n: (folder / n).stat().st_size for n in outputs},
-              "sha256": {n: digest(folder / n, "sha256") for n in outputs},
-              "sources": {n: str(p) for n, p in paths.items()}, "prepared_by": "nlwu-bench prepare-data"}
+    outputs = {
+        "mnist": _prep_idx,
+        "fmnist": _prep_idx,
+        "cifar10": _prep_cifar,
+        "cifar100": _prep_cifar,
+        "svhn": _prep_svhn,
+        "tolstoi": _prep_tolstoi,
+    }[name](name, paths, folder)
+    marker = {
+        "dataset": name,
+        "files": {n: (folder / n).stat().st_size for n in outputs},
+        "sha256": {n: digest(folder / n, "sha256") for n in outputs},
+        "sources": {n: str(p) for n, p in paths.items()},
+        "prepared_by": "nlwu-bench prepare-data",
+    }
     atomic_write_bytes(folder / MARKER, (json.dumps(marker, indent=1, sort_keys=True) + "\n").encode())
     if not keep_downloads:
         shutil.rmtree(data_dir / DOWNLOADS / name, ignore_errors=True)
@@ -239,8 +339,10 @@ def _prep_cifar(name, paths, folder) -> list[str]:
     """Extract the binary batches from the tar.gz, dropping its top folder (`tar --strip 1`)."""
     (archive,) = paths.values()
     required = set(SPECS[name].outputs)
-    optional = {"cifar10": {"batches.meta.txt", "readme.html"},
-                "cifar100": {"coarse_label_names.txt", "fine_label_names.txt"}}[name]
+    optional = {
+        "cifar10": {"batches.meta.txt", "readme.html"},
+        "cifar100": {"coarse_label_names.txt", "fine_label_names.txt"},
+    }[name]
     written = extract_stripped(archive, folder, required | optional)
     missing = required - set(written)
     if missing:
@@ -275,7 +377,7 @@ def _prep_svhn(name, paths, folder) -> list[str]:
         rec = svhn_records(mat, paths[fname])
         del mat
         if kind == "train":
-            chunks = [rec[i:i + SVHN_PER_FILE] for i in range(0, len(rec), SVHN_PER_FILE)]
+            chunks = [rec[i : i + SVHN_PER_FILE] for i in range(0, len(rec), SVHN_PER_FILE)]
             names = [f"data_batch_{k}.bin" for k in range(len(chunks))]
             for old in folder.glob("data_batch_*.bin"):  # stale files would join the training stream
                 if old.name not in names:
@@ -295,7 +397,7 @@ def sed_delete(data: bytes, ranges=TOLSTOI_SED) -> bytes:
     tail = lines.pop()  # text after the last \n ('' if the file ends with a newline)
     lines = [line + b"\n" for line in lines] + ([tail] if tail else [])
     for a, b in ranges:
-        del lines[a - 1:b]
+        del lines[a - 1 : b]
     return b"".join(lines)
 
 

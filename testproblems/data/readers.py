@@ -138,8 +138,18 @@ class _ImageFiles:
     files: tuple = field(default=())
 
 
-def _cifar_like(name: str, data_dir: Path, train_paths, test_path, *, label_byte: int, image_start: int,
-                record_bytes: int, chw: bool, num_classes: int) -> _ImageFiles:
+def _cifar_like(
+    name: str,
+    data_dir: Path,
+    train_paths,
+    test_path,
+    *,
+    label_byte: int,
+    image_start: int,
+    record_bytes: int,
+    chw: bool,
+    num_classes: int,
+) -> _ImageFiles:
     _require(name, data_dir, [*train_paths, test_path])
 
     def check(path, rec):
@@ -149,7 +159,7 @@ def _cifar_like(name: str, data_dir: Path, train_paths, test_path, *, label_byte
 
     def fill(rec, x_out, y_out):
         y_out[:] = rec[:, label_byte]
-        pix = rec[:, image_start:image_start + 3072]
+        pix = rec[:, image_start : image_start + 3072]
         x_out[:] = pix.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) if chw else pix.reshape(-1, 32, 32, 3)
 
     def build():
@@ -161,7 +171,7 @@ def _cifar_like(name: str, data_dir: Path, train_paths, test_path, *, label_byte
         x = np.empty((offsets[-1], 32, 32, 3), np.uint8)
         y = np.empty(offsets[-1], np.uint8)
         for i, r in enumerate(recs):
-            fill(r, x[offsets[i]:offsets[i + 1]], y[offsets[i]:offsets[i + 1]])
+            fill(r, x[offsets[i] : offsets[i + 1]], y[offsets[i] : offsets[i + 1]])
         del recs
         trec = _read_records(name, data_dir, test_path, record_bytes)
         check(test_path, trec)
@@ -180,19 +190,46 @@ def read_image_dataset(name: str, data_dir: Path, fidelity: str) -> _ImageFiles:
     folder = data_dir / FOLDERS[name]
     if name == "cifar10":
         train = [folder / f"data_batch_{i}.bin" for i in range(1, 6)]
-        return _cifar_like(name, data_dir, train, folder / "test_batch.bin", label_byte=0, image_start=1,
-                           record_bytes=3073, chw=True, num_classes=10)
+        return _cifar_like(
+            name,
+            data_dir,
+            train,
+            folder / "test_batch.bin",
+            label_byte=0,
+            image_start=1,
+            record_bytes=3073,
+            chw=True,
+            num_classes=10,
+        )
     if name == "cifar100":
         # DeepOBS slices the image from byte 1 (one byte early, data.md §3); 'corrected' uses byte 2.
         start = 1 if fidelity == "deepobs" else 2
-        return _cifar_like(name, data_dir, [folder / "train.bin"], folder / "test.bin", label_byte=1,
-                           image_start=start, record_bytes=3074, chw=True, num_classes=100)
+        return _cifar_like(
+            name,
+            data_dir,
+            [folder / "train.bin"],
+            folder / "test.bin",
+            label_byte=1,
+            image_start=start,
+            record_bytes=3074,
+            chw=True,
+            num_classes=100,
+        )
     if name == "svhn":
         train = _svhn_train_files(folder)
         if not train:
             raise data_error(name, data_dir, folder / "data_batch_0.bin", "file missing")
-        return _cifar_like(name, data_dir, train, folder / "test_batch.bin", label_byte=0, image_start=1,
-                           record_bytes=3073, chw=False, num_classes=10)
+        return _cifar_like(
+            name,
+            data_dir,
+            train,
+            folder / "test_batch.bin",
+            label_byte=0,
+            image_start=1,
+            record_bytes=3073,
+            chw=False,
+            num_classes=10,
+        )
     raise AssertionError(name)
 
 
@@ -220,11 +257,13 @@ def read_tolstoi(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def quadratic_arrays() -> dict[str, np.ndarray]:
     """The DeepOBS quadratic data (data.md §6): a fresh RandomState per split, normal(0, 0.6), float32."""
+
     def build():
         out = {}
         for split, s in QUADRATIC["seeds"].items():
-            x = np.float32(np.random.RandomState(s).normal(0.0, QUADRATIC["noise"],
-                                                           (QUADRATIC["size"], QUADRATIC["dim"])))
+            x = np.float32(
+                np.random.RandomState(s).normal(0.0, QUADRATIC["noise"], (QUADRATIC["size"], QUADRATIC["dim"]))
+            )
             x.flags.writeable = False
             out[split] = x
         return out

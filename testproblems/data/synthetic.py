@@ -45,17 +45,21 @@ def _images(rng, n, shape):
     return rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
 
 
-
 def _write_batches(folder: Path, rng, records, sizes: dict[int, int], n_test: int) -> None:
     """10-class 32x32x3 files ``data_batch_<i>.bin`` (``sizes``: i -> records) and ``test_batch.bin``; the
     draws happen in file order, so the bytes stay what they were when each file was written inline."""
     for i, n in sizes.items():
-        atomic_write_bytes(folder / f"data_batch_{i}.bin", records(rng.integers(0, 10, n), _images(rng, n, (32, 32, 3))))
-    atomic_write_bytes(folder / "test_batch.bin",
-                       records(rng.integers(0, 10, n_test), _images(rng, n_test, (32, 32, 3))))
+        atomic_write_bytes(
+            folder / f"data_batch_{i}.bin", records(rng.integers(0, 10, n), _images(rng, n, (32, 32, 3)))
+        )
+    atomic_write_bytes(
+        folder / "test_batch.bin", records(rng.integers(0, 10, n_test), _images(rng, n_test, (32, 32, 3)))
+    )
 
-def write_prepared(name: str, data_dir, *, n_train: int | None = None, n_test: int | None = None,
-                   seed: int = 0) -> Path:
+
+def write_prepared(
+    name: str, data_dir, *, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+) -> Path:
     """Write dataset `name` in the prepared on-disk layout below `data_dir`; returns its folder.
 
     Defaults: MNIST/Fashion-MNIST 600 train + 100 test images; CIFAR-10 5 files x 60 + 60 test;
@@ -67,10 +71,13 @@ def write_prepared(name: str, data_dir, *, n_train: int | None = None, n_test: i
     if name in ("mnist", "fmnist"):
         n_train, n_test = n_train or 600, n_test or 100
         for prefix, n in (("train", n_train), ("t10k", n_test)):
-            atomic_write_bytes(folder / f"{prefix}-images-idx3-ubyte.gz",
-                               gzip.compress(idx_bytes(_images(rng, n, (28, 28)))))
-            atomic_write_bytes(folder / f"{prefix}-labels-idx1-ubyte.gz",
-                               gzip.compress(idx_bytes(rng.integers(0, 10, n, dtype=np.uint8))))
+            atomic_write_bytes(
+                folder / f"{prefix}-images-idx3-ubyte.gz", gzip.compress(idx_bytes(_images(rng, n, (28, 28))))
+            )
+            atomic_write_bytes(
+                folder / f"{prefix}-labels-idx1-ubyte.gz",
+                gzip.compress(idx_bytes(rng.integers(0, 10, n, dtype=np.uint8))),
+            )
     elif name == "cifar10":
         n_train, n_test = n_train or 300, n_test or 60
         per = n_train // 5
@@ -78,8 +85,10 @@ def write_prepared(name: str, data_dir, *, n_train: int | None = None, n_test: i
     elif name == "cifar100":
         n_train, n_test = n_train or 300, n_test or 60
         for fname, n in (("train.bin", n_train), ("test.bin", n_test)):
-            atomic_write_bytes(folder / fname, cifar_records(rng.integers(0, 100, n), _images(rng, n, (32, 32, 3)),
-                                                             coarse=rng.integers(0, 20, n)))
+            atomic_write_bytes(
+                folder / fname,
+                cifar_records(rng.integers(0, 100, n), _images(rng, n, (32, 32, 3)), coarse=rng.integers(0, 20, n)),
+            )
     elif name == "svhn":
         n_train, n_test = n_train or 168, n_test or 60
         sizes = [64, 64, n_train - 128] if n_train > 128 else [n_train]
@@ -133,8 +142,9 @@ def write_archives(name: str, folder, *, seed: int = 0) -> dict[str, Path]:
                 if name == "cifar10":
                     data = cifar_records(rng.integers(0, 10, n), _images(rng, n, (32, 32, 3)))
                 else:
-                    data = cifar_records(rng.integers(0, 100, n), _images(rng, n, (32, 32, 3)),
-                                         coarse=rng.integers(0, 20, n))
+                    data = cifar_records(
+                        rng.integers(0, 100, n), _images(rng, n, (32, 32, 3)), coarse=rng.integers(0, 20, n)
+                    )
                 for member, payload in ((fname, data),):
                     info = tarfile.TarInfo(f"{top}/{member}")
                     info.size = len(payload)

@@ -97,13 +97,22 @@ def _l2_regularizer(scale):
         return lambda _: None
 
     def l2(weights):
-        return tf.multiply(tf.convert_to_tensor(scale, dtype=weights.dtype.base_dtype), tf.nn.l2_loss(weights),
-                           name="l2_regularizer")
+        return tf.multiply(
+            tf.convert_to_tensor(scale, dtype=weights.dtype.base_dtype), tf.nn.l2_loss(weights), name="l2_regularizer"
+        )
+
     return l2
 
 
-def _sequence_loss(logits, targets, weights, average_across_timesteps=True, average_across_batch=True,
-                   softmax_loss_function=None, name=None):
+def _sequence_loss(
+    logits,
+    targets,
+    weights,
+    average_across_timesteps=True,
+    average_across_batch=True,
+    softmax_loss_function=None,
+    name=None,
+):
     """TF1's tf.contrib.seq2seq.sequence_loss (the code path DeepOBS uses: per-sequence mean)."""
     num_classes = tf.shape(logits)[2]
     logits_flat = tf.reshape(logits, [-1, num_classes])
@@ -138,8 +147,12 @@ shim = _Shim("tf_deepobs_shim")
 shim.layers = _Layers(dropout=_dropout, batch_normalization=_batch_normalization, dense=_dense)
 shim.contrib = types.SimpleNamespace(
     layers=types.SimpleNamespace(l2_regularizer=_l2_regularizer, flatten=v1.layers.flatten),
-    rnn=types.SimpleNamespace(LSTMCell=v1.nn.rnn_cell.LSTMCell, MultiRNNCell=v1.nn.rnn_cell.MultiRNNCell,
-                              DropoutWrapper=MaskedDropoutWrapper, LSTMStateTuple=v1.nn.rnn_cell.LSTMStateTuple),
+    rnn=types.SimpleNamespace(
+        LSTMCell=v1.nn.rnn_cell.LSTMCell,
+        MultiRNNCell=v1.nn.rnn_cell.MultiRNNCell,
+        DropoutWrapper=MaskedDropoutWrapper,
+        LSTMStateTuple=v1.nn.rnn_cell.LSTMStateTuple,
+    ),
     seq2seq=types.SimpleNamespace(sequence_loss=_sequence_loss),
 )
 shim.random_normal = _random_normal
@@ -217,13 +230,18 @@ def _tf1_optimizer(meta: dict, grads: list, dense_grads: list, trainable: list):
     if not spec:
         return v1.train.GradientDescentOptimizer(meta["lr"]), grads, []
     p = spec["power"]
-    mapped = [tf.sign(g) * tf.pow(tf.abs(g), tf.cast(p, g.dtype)) if p is not None and len(v.shape) >= 2 else g
-              for g, v in zip(dense_grads, trainable)]
+    mapped = [
+        tf.sign(g) * tf.pow(tf.abs(g), tf.cast(p, g.dtype)) if p is not None and len(v.shape) >= 2 else g
+        for g, v in zip(dense_grads, trainable)
+    ]
     before = []
     if spec.get("decay"):
         with tf.control_dependencies(mapped):  # w is read for the gradients before it decays
-            before = [v1.assign_sub(v, tf.cast(spec["decay"], v.dtype.base_dtype) * v) for v in trainable
-                      if spec["decay_all"] or len(v.shape) >= 2]
+            before = [
+                v1.assign_sub(v, tf.cast(spec["decay"], v.dtype.base_dtype) * v)
+                for v in trainable
+                if spec["decay_all"] or len(v.shape) >= 2
+            ]
     if spec["momentum"]:
         opt = v1.train.MomentumOptimizer(meta["lr"], spec["momentum"], use_nesterov=spec["nesterov"])
     else:
@@ -243,8 +261,9 @@ def run_problem(inp: dict) -> dict:
     fake = _placeholder_dataset(problem)
     for mod in mods:
         if mod.__name__ not in _DATASET_NAMES:  # before any replacement (a second job sees the fakes)
-            _DATASET_NAMES[mod.__name__] = [key for key, value in vars(mod).items()
-                                            if isinstance(value, type) and issubclass(value, DataSet)]
+            _DATASET_NAMES[mod.__name__] = [
+                key for key, value in vars(mod).items() if isinstance(value, type) and issubclass(value, DataSet)
+            ]
         for key in _DATASET_NAMES[mod.__name__]:
             setattr(mod, key, fake)
     cls = getattr(importlib.import_module(f"deepobs.tensorflow.testproblems.{problem}"), problem)
@@ -262,9 +281,14 @@ def run_problem(inp: dict) -> dict:
         step = opt.apply_gradients(list(zip(step_grads, trainable)))
     slots = [opt.get_slot(v, "momentum") for v in trainable] if meta.get("optimizer", {}).get("momentum") else []
     states = [s for pair in getattr(tp, "state_variables", ()) for s in pair]  # (c, h) per layer
-    out = {"names": np.array([v.name for v in variables]), "trainable": np.array([v.trainable for v in variables]),
-           "n_regularizers": len(v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)),
-           "n_masks": len(MASKS), "n_noise": len(NOISE), "n_bn": len(BN_OUTPUTS)}
+    out = {
+        "names": np.array([v.name for v in variables]),
+        "trainable": np.array([v.trainable for v in variables]),
+        "n_regularizers": len(v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)),
+        "n_masks": len(MASKS),
+        "n_noise": len(NOISE),
+        "n_bn": len(BN_OUTPUTS),
+    }
     sess = _session()
     sess.run(v1.global_variables_initializer())
     for i, value in enumerate(sess.run(variables)):
@@ -290,8 +314,18 @@ def run_problem(inp: dict) -> dict:
 
     sess.run(tp.train_init_op)
     for k in range(int(meta["train_steps"])):
-        res = sess.run({"loss": loss, "losses": tp.losses, "reg": tp.regularizer, "acc": acc, "grads": dense_grads,
-                        "bn": BN_OUTPUTS, "step": step}, feed_dict=feed("train_", k))
+        res = sess.run(
+            {
+                "loss": loss,
+                "losses": tp.losses,
+                "reg": tp.regularizer,
+                "acc": acc,
+                "grads": dense_grads,
+                "bn": BN_OUTPUTS,
+                "step": step,
+            },
+            feed_dict=feed("train_", k),
+        )
         out[f"train_loss_{k}"], out[f"train_losses_{k}"] = res["loss"], res["losses"]
         out[f"train_reg_{k}"], out[f"train_acc_{k}"] = res["reg"], res["acc"]
         for i, g in enumerate(res["grads"]):
@@ -306,8 +340,10 @@ def run_problem(inp: dict) -> dict:
             out[f"slot_{k}_{i}"] = value
     sess.run(tp.test_init_op)
     for k in range(int(meta["eval_steps"])):
-        res = sess.run({"loss": loss, "losses": tp.losses, "reg": tp.regularizer, "acc": acc, "logits": logits},
-                       feed_dict=feed("eval_", k))
+        res = sess.run(
+            {"loss": loss, "losses": tp.losses, "reg": tp.regularizer, "acc": acc, "logits": logits},
+            feed_dict=feed("eval_", k),
+        )
         for key, value in res.items():
             out[f"eval_{key}_{k}"] = value
         for i, value in enumerate(sess.run(states)):

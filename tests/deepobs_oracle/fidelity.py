@@ -67,8 +67,23 @@ def prepare_data(data_dir: Path) -> None:
         return
     if not (DEBIAN / "train-images-idx3-ubyte.gz").is_file():
         raise SystemExit(f"real Fashion-MNIST absent ({DEBIAN}): apt-get install dataset-fashion-mnist")
-    subprocess.run([sys.executable, "-m", "testproblems", "prepare-data", "--data-dir", str(data_dir),
-                    "--only", "fmnist", "--source", str(DEBIAN), "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testproblems",
+            "prepare-data",
+            "--data-dir",
+            str(data_dir),
+            "--only",
+            "fmnist",
+            "--source",
+            str(DEBIAN),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
 
 
 def _same_spec(result: Path, problem, optimizer, hyperparams, seed, epochs) -> bool:
@@ -84,11 +99,14 @@ def _same_spec(result: Path, problem, optimizer, hyperparams, seed, epochs) -> b
     if not sidecar.is_file():
         return False
     try:  # regular files only, YAML within limits: a FIFO or an alias bomb here is "not reused", never a hang
-        recorded = RunSpec.from_dict((load_yaml(read_regular(sidecar, MAX_YAML_BYTES).decode()) or {})["spec"]).identity()
+        recorded = RunSpec.from_dict(
+            (load_yaml(read_regular(sidecar, MAX_YAML_BYTES).decode()) or {})["spec"]
+        ).identity()
     except Exception:  # noqa: BLE001 - an unreadable record cannot be verified: not reused
         return False
-    spec = RunSpec(problem, optimizer, tuple((k, v) for k, v in hyperparams.items() if v is not None),
-                   seed=seed, num_epochs=epochs)
+    spec = RunSpec(
+        problem, optimizer, tuple((k, v) for k, v in hyperparams.items() if v is not None), seed=seed, num_epochs=epochs
+    )
     wanted = spec.identity()
     if not all(same_value(recorded.get(k), wanted.get(k)) for k in set(recorded) | set(wanted)):
         return False
@@ -103,14 +121,37 @@ def run_case(problem, optimizer, hyperparams, seed, epochs, out: Path, data_dir:
     (``train=False``: None when it is not there)."""
     results = out / "results"
     folder = results / problem / optimizer
-    existing = [p for p in sorted(folder.rglob(f"random_seed__{seed}__*.json"))
-                if _same_spec(p, problem, optimizer, hyperparams, seed, epochs)] if folder.exists() else []
+    existing = (
+        [
+            p
+            for p in sorted(folder.rglob(f"random_seed__{seed}__*.json"))
+            if _same_spec(p, problem, optimizer, hyperparams, seed, epochs)
+        ]
+        if folder.exists()
+        else []
+    )
     if not existing and not train:
         return None
     if not existing:
-        cmd = [sys.executable, "-m", "runners", "run", "--problem", problem, "--optimizer", optimizer,
-               "--seed", str(seed), "--epochs", str(epochs), "--out", str(results), "--data-dir", str(data_dir),
-               "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "runners",
+            "run",
+            "--problem",
+            problem,
+            "--optimizer",
+            optimizer,
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(epochs),
+            "--out",
+            str(results),
+            "--data-dir",
+            str(data_dir),
+            "--no-progress",
+        ]
         for key, value in hyperparams.items():
             if value is not None:
                 cmd += ["--hp", f"{key}={value!r}"]
@@ -134,12 +175,20 @@ def compare(ours: list[dict], paper: dict[int, dict], epochs: int) -> list[dict]
             se = p_sd / math.sqrt(ref.shape[0])
             o_mean = got[:, epoch].mean()
             o_se = got[:, epoch].std(ddof=1) / math.sqrt(len(got)) if len(got) > 1 else math.nan
-            rows.append({"metric": metric, "epoch": epoch, "ours": o_mean,
-                         "ours_sd": got[:, epoch].std(ddof=1) if len(got) > 1 else math.nan,
-                         "paper": p_mean, "paper_se": se, "z": (o_mean - p_mean) / se if se else math.inf,
-                         # both means' sampling noise (ours has 3 seeds): not the issue's criterion, shown beside it
-                         "z_both": (o_mean - p_mean) / math.sqrt(se ** 2 + o_se ** 2) if len(got) > 1 else math.nan,
-                         "inside": bool(abs(o_mean - p_mean) <= BAND * se)})
+            rows.append(
+                {
+                    "metric": metric,
+                    "epoch": epoch,
+                    "ours": o_mean,
+                    "ours_sd": got[:, epoch].std(ddof=1) if len(got) > 1 else math.nan,
+                    "paper": p_mean,
+                    "paper_se": se,
+                    "z": (o_mean - p_mean) / se if se else math.inf,
+                    # both means' sampling noise (ours has 3 seeds): not the issue's criterion, shown beside it
+                    "z_both": (o_mean - p_mean) / math.sqrt(se**2 + o_se**2) if len(got) > 1 else math.nan,
+                    "inside": bool(abs(o_mean - p_mean) <= BAND * se),
+                }
+            )
     return rows
 
 
@@ -165,14 +214,20 @@ def evidence(out: Path, epochs: int = 5, seeds=(42, 43, 44), cases=CASES, log=pr
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| problem | optimizer | metric | epoch | ours (mean ± sd, 3 seeds) | paper (mean ± se, 10 seeds) "
-             "| z | inside ±3 se | z (both se) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| problem | optimizer | metric | epoch | ours (mean ± sd, 3 seeds) | paper (mean ± se, 10 seeds) "
+        "| z | inside ±3 se | z (both se) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     # (the header says 3 seeds; with --existing-only a case may have fewer: see the log line per case)
     short = {GD: "GD", M: "M", MN: "MN"}
     for r in rows:
-        lines.append(f"| {r['problem']} | {short.get(r['optimizer'], r['optimizer'])} | "
-                     f"{r['metric'].replace('test_', 'test ')} | {r['epoch']} | {r['ours']:.4f} ± {r['ours_sd']:.4f} "
-                     f"| {r['paper']:.4f} ± {r['paper_se']:.4f} | {r['z']:+.2f} | {'yes' if r['inside'] else 'NO'} | {r['z_both']:+.2f} |")
+        lines.append(
+            f"| {r['problem']} | {short.get(r['optimizer'], r['optimizer'])} | "
+            f"{r['metric'].replace('test_', 'test ')} | {r['epoch']} | {r['ours']:.4f} ± {r['ours_sd']:.4f} "
+            f"| {r['paper']:.4f} ± {r['paper_se']:.4f} | {r['z']:+.2f} | "
+            f"{'yes' if r['inside'] else 'NO'} | {r['z_both']:+.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -187,8 +242,10 @@ def main(argv=None) -> int:
     rows = evidence(Path(args.out), args.epochs, tuple(args.seeds), train=not args.existing_only)
     print(format_table(rows))
     bad = [r for r in rows if not r["inside"]]
-    print(f"{len(rows) - len(bad)}/{len(rows)} epoch values inside the paper's mean ± {BAND:g} se; "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(
+        f"{len(rows) - len(bad)}/{len(rows)} epoch values inside the paper's mean ± {BAND:g} se; "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     return 1 if bad else 0
 
 

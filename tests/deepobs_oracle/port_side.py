@@ -6,7 +6,8 @@ Keras i,f,c,o -> TF1 i,j,f,o and the forget bias of 1 moved to TF1's run-time ``
 inputs, dropout masks and VAE noise, and runs 2 SGD training steps (or ``train_steps`` of one of our
 optimizers, against TF1's own optimizer of the same rule, ``tf1_optimizer``) then the eval steps eagerly with the
 same masks and noise patched into its Dropout / Reparameterize layers. ``run_deepobs`` feeds the same to
-``deepobs_side.py`` in a ``TF_USE_LEGACY_KERAS=1`` subprocess (one worker for the session, ``worker()``); ``compare`` lists every relative difference.
+``deepobs_side.py`` in a ``TF_USE_LEGACY_KERAS=1`` subprocess (one worker for the session, ``worker()``); ``compare``
+lists every relative difference.
 """
 
 from __future__ import annotations
@@ -30,8 +31,16 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-PROBLEMS = ("quadratic_deep", "mnist_vae", "fmnist_vae", "fmnist_2c2d", "cifar10_3c3d", "cifar100_allcnnc",
-            "svhn_wrn164", "tolstoi_char_rnn")
+PROBLEMS = (
+    "quadratic_deep",
+    "mnist_vae",
+    "fmnist_vae",
+    "fmnist_2c2d",
+    "cifar10_3c3d",
+    "cifar100_allcnnc",
+    "svhn_wrn164",
+    "tolstoi_char_rnn",
+)
 BATCH = 8
 LR = 0.1
 
@@ -87,7 +96,7 @@ def _lstm_to_tf(kernel, recurrent, bias=None, shift_forget=True):
     h = recurrent.shape[0]
 
     def reorder(a):
-        i, f, c, o = (a[..., k * h:(k + 1) * h] for k in range(4))
+        i, f, c, o = (a[..., k * h : (k + 1) * h] for k in range(4))
         return np.concatenate([i, c, f, o], axis=-1)
 
     k = reorder(np.concatenate([kernel, recurrent], axis=0))
@@ -96,7 +105,7 @@ def _lstm_to_tf(kernel, recurrent, bias=None, shift_forget=True):
     b = reorder(bias)
     if shift_forget:  # TF1 adds forget_bias=1.0 at run time; shifted in float64 (no second rounding)
         b = b.astype(np.float64)
-        b[2 * h:3 * h] -= 1.0
+        b[2 * h : 3 * h] -= 1.0
     return k, b
 
 
@@ -115,8 +124,7 @@ def deepobs_layout(problem, arrays_by_layer, grads=False):
 class Port:
     """The port of ``problem`` at batch 8 with its randomness fed from arrays."""
 
-    def __init__(self, problem, *, seed=42, dtype="float32", l2=None, build=None, lr=LR, optimizer=None,
-                 train_steps=2):
+    def __init__(self, problem, *, seed=42, dtype="float32", l2=None, build=None, lr=LR, optimizer=None, train_steps=2):
         """``optimizer``: None (Keras SGD, the testproblem oracle) or (registry name, hyperparameters) of one
         of our optimizers, run against TF1's own optimizer of the protocol's rule (``tf1_optimizer``)."""
         import testproblems
@@ -151,7 +159,9 @@ class Port:
 
         def call(layer, inputs, training=False):
             from keras import ops
+
             return inputs * ops.convert_to_tensor(feed["mask"][j], inputs.dtype) if training else inputs
+
         return call
 
     def _noise_call(self, j):
@@ -159,7 +169,9 @@ class Port:
 
         def call(layer, mean, log_std):
             from keras import ops
+
             return mean + ops.convert_to_tensor(feed["noise"][j], mean.dtype) * ops.exp(log_std)
+
         return call
 
     def _bn_call(self, j, original):
@@ -169,6 +181,7 @@ class Port:
             out = original(inputs, training=training, mask=mask)
             store[j] = out
             return out
+
         return call
 
     # -- layout -----------------------------------------------------------------------------------------
@@ -193,8 +206,11 @@ class Port:
         else:
             shape = tuple(self.model.inputs[0].shape[1:])
             classes = 100 if name == "cifar100_allcnnc" else 10
-            x = rng.uniform(size=(BATCH, *shape)) if "vae" in name or "fmnist" in name else \
-                rng.normal(size=(BATCH, *shape))
+            x = (
+                rng.uniform(size=(BATCH, *shape))
+                if "vae" in name or "fmnist" in name
+                else rng.normal(size=(BATCH, *shape))
+            )
             d["x"] = x.astype(dt)
             d["y"] = np.eye(classes, dtype=dt)[rng.integers(0, classes, BATCH)]
         masks = []
@@ -263,8 +279,14 @@ class Port:
             grads = tape.gradient(loss, tv)
             by_var = {id(v): np.asarray(tf.convert_to_tensor(g)) for v, g in zip(tv, grads)}  # embedding: IndexedSlices
             glay = [(la, [by_var[id(w)] for w in la.trainable_weights]) for la in self.layers if la.trainable_weights]
-            res.update({f"train_loss_{k}": np.asarray(loss), f"train_losses_{k}": np.asarray(per),
-                        f"train_reg_{k}": np.asarray(reg), f"train_acc_{k}": np.asarray(acc)})
+            res.update(
+                {
+                    f"train_loss_{k}": np.asarray(loss),
+                    f"train_losses_{k}": np.asarray(per),
+                    f"train_reg_{k}": np.asarray(reg),
+                    f"train_acc_{k}": np.asarray(acc),
+                }
+            )
             for i, g in enumerate(deepobs_layout(self.problem_name, glay, grads=True)):
                 res[f"grad_{k}_{i}"] = g
             for i in range(len(self.bns)):
@@ -286,15 +308,29 @@ class Port:
             d = self.draw(rng, "eval_", k)
             self._put(inp, "eval_", k, d)
             out, per, reg, loss, acc = self._forward(d, False)
-            res.update({f"eval_loss_{k}": np.asarray(loss), f"eval_losses_{k}": np.asarray(per),
-                        f"eval_reg_{k}": np.asarray(reg), f"eval_acc_{k}": np.asarray(acc)})
+            res.update(
+                {
+                    f"eval_loss_{k}": np.asarray(loss),
+                    f"eval_losses_{k}": np.asarray(per),
+                    f"eval_reg_{k}": np.asarray(reg),
+                    f"eval_acc_{k}": np.asarray(acc),
+                }
+            )
             if self.problem_name in ("fmnist_2c2d", "cifar10_3c3d", "svhn_wrn164"):  # logits = tf.layers.dense
                 logits = np.asarray(out)
                 res[f"eval_logits_{k}"] = logits
             for i, s in enumerate(self.states()):
                 res[f"eval_state_{k}_{i}"] = s
-        meta = {"problem": self.problem_name, "batch_size": BATCH, "dtype": self.dtype, "lr": self.lr, "seed": 42,
-                "train_steps": train_steps, "eval_steps": eval_steps, "n_weights": len(self.weights())}
+        meta = {
+            "problem": self.problem_name,
+            "batch_size": BATCH,
+            "dtype": self.dtype,
+            "lr": self.lr,
+            "seed": 42,
+            "train_steps": train_steps,
+            "eval_steps": eval_steps,
+            "n_weights": len(self.weights()),
+        }
         if self.nodecay:
             meta["weight_decay"] = 0.0
         if self.optimizer is not None:
@@ -331,14 +367,23 @@ def tf1_optimizer(name: str, hp: dict, lr: float) -> dict:
     if scaling:
         lam = float(hp["weight_decay_opt"])
         decay = lam * lr if scaling == "scaled" else lam * lr / (1.0 - mu)
-    return {"power": float(hp["power"]) if pow_kernel else None, "momentum": mu,
-            "nesterov": kind == "NAG" or n_suffix == "N", "decay": decay,
-            "decay_all": hp.get("decay_on", "selected") == "all"}
+    return {
+        "power": float(hp["power"]) if pow_kernel else None,
+        "momentum": mu,
+        "nesterov": kind == "NAG" or n_suffix == "N",
+        "decay": decay,
+        "decay_all": hp.get("decay_on", "selected") == "all",
+    }
 
 
 def _tf1_env() -> dict:
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONWARNINGS": "ignore",
+    }
     env.pop("KERAS_BACKEND", None)
     return env
 
@@ -363,9 +408,15 @@ class DeepOBSWorker:
     def _start(self):
         self.log = tempfile.TemporaryFile(mode="w+")
         self.cwd = tempfile.mkdtemp(prefix="deepobs_side_")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "deepobs_side.py"), "serve"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=_tf1_env(),
-                                     cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "deepobs_side.py"), "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=_tf1_env(),
+            cwd=self.cwd,
+        )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines), daemon=True).start()
 
@@ -373,7 +424,7 @@ class DeepOBSWorker:
     def _read(stream, lines):
         for line in stream:
             if line.startswith(REPLY):
-                lines.put(line[len(REPLY):].rstrip("\n"))
+                lines.put(line[len(REPLY) :].rstrip("\n"))
         lines.put(None)  # end of file: the worker exited
 
     def _stderr(self) -> str:
@@ -457,7 +508,7 @@ def _port_bias(b):
     the port holds them."""
     b = np.asarray(b, np.float64).copy()
     h = b.shape[0] // 4
-    b[2 * h:3 * h] += 1.0
+    b[2 * h : 3 * h] += 1.0
     return b
 
 

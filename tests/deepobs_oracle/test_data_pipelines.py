@@ -1,7 +1,8 @@
 """Our NumPy data pipelines against DeepOBS 1.1.2's own TF1 dataset classes (issue 17 §4).
 
 DeepOBS' ``deepobs/tensorflow/datasets/*.py`` run unchanged (under the shim of ``deepobs_side.py``, in a
-``TF_USE_LEGACY_KERAS=1`` subprocess, the session's one worker) on the synthetic files in DeepOBS' formats that the suite writes
+``TF_USE_LEGACY_KERAS=1`` subprocess, the session's one worker) on the synthetic files in DeepOBS' formats that the
+suite writes
 (``testproblems.data.synthetic.write_prepared``). Compared: decoded and per-image standardised test images
 and labels (CIFAR-100's one-byte-early read included: 1.1.2 has the same ``label_offset=1`` quirk), batch
 counts, split sizes and the distributions of the random training augmentations.
@@ -33,17 +34,30 @@ if "deepobs_oracle_port_side" not in sys.modules:  # one module (and one DeepOBS
     sys.modules[_spec.name] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules[_spec.name])
 ps = sys.modules["deepobs_oracle_port_side"]
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
-                                reason="tf-keras (requirements.lock) not installed: the DeepOBS oracle needs it")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tf_keras") is None,
+    reason="tf-keras (requirements.lock) not installed: the DeepOBS oracle needs it",
+)
 BATCH = 20
-SIZES = {"fmnist": (600, 100), "cifar10": (1000, 100), "cifar100": (600, 100), "svhn": (1000, 100),
-         "tolstoi": (20000, 4000)}
+SIZES = {
+    "fmnist": (600, 100),
+    "cifar10": (1000, 100),
+    "cifar100": (600, 100),
+    "svhn": (1000, 100),
+    "tolstoi": (20000, 4000),
+}
 _CACHE: dict = {}
 
 
 def deepobs_batches(dataset, data_dir, phases, tmp_path, **kwargs) -> dict:
-    meta = {"dataset": dataset, "data_dir": str(data_dir), "batch_size": BATCH, "seed": 42, "phases": phases,
-            "kwargs": kwargs}
+    meta = {
+        "dataset": dataset,
+        "data_dir": str(data_dir),
+        "batch_size": BATCH,
+        "seed": 42,
+        "phases": phases,
+        "kwargs": kwargs,
+    }
     src, dst = tmp_path / f"{dataset}.json", tmp_path / f"{dataset}.npz"
     src.write_text(json.dumps(meta))
     ps.worker().run("data", src, dst)  # the session's TF_USE_LEGACY_KERAS=1 worker (port_side.DeepOBSWorker)
@@ -110,8 +124,12 @@ def _features(x):
     chan_spread = (flat.max(axis=2) - flat.min(axis=2)).mean(axis=1)
     cols = pad.mean(axis=1)  # (N, W)
     left_right = cols[:, :16].sum(axis=1) - cols[:, 16:].sum(axis=1)
-    return {"padding share (crop offsets)": pad_share, "channel spread (saturation)": chan_spread,
-            "left-right padding (crop x offset)": left_right, "pixel values": x.ravel()[::37]}
+    return {
+        "padding share (crop offsets)": pad_share,
+        "channel spread (saturation)": chan_spread,
+        "left-right padding (crop x offset)": left_right,
+        "pixel values": x.ravel()[::37],
+    }
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn"])
@@ -127,5 +145,6 @@ def test_augmentation_distributions_match_deepobs(name, tmp_path_factory):
     ours_f, theirs_f = _features(x), _features(tx)
     for key in ours_f:
         p = stats.ks_2samp(ours_f[key], theirs_f[key]).pvalue
-        assert p > 1e-3, f"{name} {key}: KS p = {p:.2e} (ours mean {ours_f[key].mean():.4f}, " \
-                         f"DeepOBS {theirs_f[key].mean():.4f})"
+        assert p > 1e-3, (
+            f"{name} {key}: KS p = {p:.2e} (ours mean {ours_f[key].mean():.4f}, DeepOBS {theirs_f[key].mean():.4f})"
+        )

@@ -18,10 +18,14 @@ _spec.loader.exec_module(fidelity)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(4 * 3600),
-    pytest.mark.skipif(not (fidelity.DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
-                       reason=f"real Fashion-MNIST absent ({fidelity.DEBIAN}); apt-get install dataset-fashion-mnist"),
-    pytest.mark.skipif(not (fidelity.REFERENCE / "paper_results_medium_budget.tar.xz").is_file(),
-                       reason="the paper's released results (../shared/reference) are absent"),
+    pytest.mark.skipif(
+        not (fidelity.DEBIAN / "train-images-idx3-ubyte.gz").is_file(),
+        reason=f"real Fashion-MNIST absent ({fidelity.DEBIAN}); apt-get install dataset-fashion-mnist",
+    ),
+    pytest.mark.skipif(
+        not (fidelity.REFERENCE / "paper_results_medium_budget.tar.xz").is_file(),
+        reason="the paper's released results (../shared/reference) are absent",
+    ),
 ]
 
 

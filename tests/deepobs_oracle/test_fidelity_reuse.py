@@ -27,9 +27,18 @@ def _result(result_text, out: Path, setting: str, spec_overrides: dict, sidecar=
     path = folder / "random_seed__42__2026-12-04-18-40-04.json"
     run = RunSpec("fmnist_2c2d", fidelity.M, HP, seed=42, num_epochs=5)
     path.write_text(result_text(run))  # a result the runner trusts (schema and values), as a real run writes
-    spec = {"testproblem": "fmnist_2c2d", "optimizer": fidelity.M, "hyperparams": dict(HP), "seed": 42,
-            "num_epochs": 5, "batch_size": None, "weight_decay": None, "fidelity": "deepobs", "options": {},
-            **spec_overrides}
+    spec = {
+        "testproblem": "fmnist_2c2d",
+        "optimizer": fidelity.M,
+        "hyperparams": dict(HP),
+        "seed": 42,
+        "num_epochs": 5,
+        "batch_size": None,
+        "weight_decay": None,
+        "fidelity": "deepobs",
+        "options": {},
+        **spec_overrides,
+    }
     if sidecar:
         path.with_name(path.name[:-5] + ".provenance.yaml").write_text(yaml.safe_dump({"spec": spec}))
     return path
@@ -45,9 +54,14 @@ def test_the_requested_run_is_reused(tmp_path, result_text):
 
 
 def test_another_variant_or_an_unrecorded_run_is_not_reused(tmp_path, result_text):
-    cases = [({"options": {"select": "all"}}, True), ({"hyperparams": {**HP, "momentum": 0.95}}, True),
-             ({"num_epochs": 3}, True), ({"batch_size": 64}, True), ({"fidelity": "corrected"}, True),
-             ({}, False)]
+    cases = [
+        ({"options": {"select": "all"}}, True),
+        ({"hyperparams": {**HP, "momentum": 0.95}}, True),
+        ({"num_epochs": 3}, True),
+        ({"batch_size": 64}, True),
+        ({"fidelity": "corrected"}, True),
+        ({}, False),
+    ]
     for i, (overrides, sidecar) in enumerate(cases):
         out = tmp_path / str(i)
         _result(result_text, out, "variant", overrides, sidecar=sidecar)

@@ -13,7 +13,8 @@ Our optimizers (``OPTIMIZER_CASES``): the same graph trained 4 steps by TF1's ow
 read off the optimizer's name, no code of ``optimizers`` shared), against ``optimizers.make(name)`` on the port:
 weights after every step and TF1's momentum slots against our buffers, for GD/M/MN, their decoupled-decay W
 variants (w <- w - d·w before the step, gradients at the pre-decay w) and a baseline; mutations of the rule
-(μ, Nesterov, dampening, which tensors are mapped, p, λ, which tensors decay, d's scaling) must fail. These run in float64 on both sides: φ_p magnifies the
+(μ, Nesterov, dampening, which tensors are mapped, p, λ, which tensors decay, d's scaling) must fail. These run in
+float64 on both sides: φ_p magnifies the
 round-off of small gradient entries (dφ/dg = p|g|^(p-1)), so in float32 TF1's and our momentum buffers differ by
 up to 7e-6 relative after one step (cifar10_3c3d, 0.7 of the tolerance, too little margin across CPUs); in
 float64 the largest is 7.5e-7 (a gradient at step 3 of MN), against ~2e-8 for plain SGD on the same float64
@@ -57,8 +58,10 @@ if "deepobs_oracle_port_side" not in sys.modules:  # one module (and one DeepOBS
     _spec.loader.exec_module(sys.modules[_spec.name])
 ps = sys.modules["deepobs_oracle_port_side"]
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None,
-                                reason="tf-keras (requirements.lock) not installed: the DeepOBS oracle needs it")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tf_keras") is None,
+    reason="tf-keras (requirements.lock) not installed: the DeepOBS oracle needs it",
+)
 TOL = 1e-5
 
 
@@ -74,8 +77,8 @@ def patched(obj, name, value):
 
 def _bn_biased():
     from testproblems import models
-    return patched(models, "BatchNormalization", functools.partial(models.BatchNormalization,
-                                                                   bessel_correction=False))
+
+    return patched(models, "BatchNormalization", functools.partial(models.BatchNormalization, bessel_correction=False))
 
 
 # key -> (problem, Port kwargs, eval steps, context that builds the port, compared keys filter)
@@ -105,8 +108,13 @@ OPTIMIZER_CASES = {
     "cifar10_3c3d_M": ("cifar10_3c3d", "PowKernelMomentumOptimizer", P),
 }
 for _key, (_problem, _name, _hp) in OPTIMIZER_CASES.items():
-    CASES[_key] = (_problem, {"optimizer": (_name, _hp), "lr": 0.05, "train_steps": 4, "dtype": "float64"}, 1,
-                   contextlib.nullcontext, None)
+    CASES[_key] = (
+        _problem,
+        {"optimizer": (_name, _hp), "lr": 0.05, "train_steps": 4, "dtype": "float64"},
+        1,
+        contextlib.nullcontext,
+        None,
+    )
 # tolstoi: DeepOBS' static_rnn graph (50 steps x 2 layers + gradients) takes ~1.5 min on some machines;
 # svhn_wrn164_nodecay: svhn_wrn164's batch-norm path again (its moving statistics 6.7e-6 from DeepOBS' on an
 # AMD EPYC, so close to the tolerance that a second copy in the default run would only add flakiness)
@@ -176,17 +184,31 @@ def test_port_equals_deepobs(key, tmp_path_factory):
     names = [str(n) for n in theirs["names"]]
     assert int(theirs["n_regularizers"]) == N_REG.get(problem, 0)
     import testproblems
+
     n_params = sum(int(np.prod(inp[f"w_{i}"].shape)) for i, t in enumerate(theirs["trainable"]) if t)
     assert n_params == testproblems.spec(problem).trainable_params
-    assert int(theirs["n_masks"]) == {"mnist_vae": 5, "fmnist_vae": 5, "cifar100_allcnnc": 3,
-                                      "tolstoi_char_rnn": 4}.get(base, 0)
+    assert int(theirs["n_masks"]) == {
+        "mnist_vae": 5,
+        "fmnist_vae": 5,
+        "cifar100_allcnnc": 3,
+        "tolstoi_char_rnn": 4,
+    }.get(base, 0)
     assert int(theirs["n_bn"]) == (13 if base == "svhn_wrn164" else 0)
     if problem != base:  # no L2 term on either side
         assert all(float(theirs[k]) == 0.0 == float(ours[k]) for k in theirs if k.startswith(("train_reg", "eval_reg")))
     diffs = _diffs(key, ours, theirs)
     kinds = {k.split("_")[0] + ("_" + k.split("_")[1] if k.startswith(("train", "eval")) else "") for k in diffs}
-    expected = {"train_loss", "train_losses", "train_reg", "train_acc", "after", "eval_loss", "eval_losses",
-                "eval_reg", "eval_acc"}
+    expected = {
+        "train_loss",
+        "train_losses",
+        "train_reg",
+        "train_acc",
+        "after",
+        "eval_loss",
+        "eval_losses",
+        "eval_reg",
+        "eval_acc",
+    }
     expected |= set() if CASES[key][4] == "forward" else {"grad"}
     expected |= {"bn"} if base == "svhn_wrn164" else set()
     expected |= {"train_state", "eval_state"} if problem == "tolstoi_char_rnn" else set()
@@ -223,6 +245,7 @@ def _mutated_runs():
 
     def dampened():  # PyTorch-style dampening a <- μa + (1-μ)ĝ instead of TF1's a <- μa + ĝ
         from optimizers import transforms
+
         return patched(transforms, "accumulate", lambda a, g, mu: a * mu + (1 - mu) * g)
 
     def pk(name, **hp):
@@ -230,6 +253,7 @@ def _mutated_runs():
 
     def scaled_for_momscaled():  # d = λ·η where M-W has d = λ·η/(1 - μ)
         from optimizers import transforms
+
         factor = transforms.decay_factor
         return patched(transforms, "decay_factor", lambda lr, lam, mu, scaling: factor(lr, lam, mu, "scaled"))
 
@@ -248,11 +272,19 @@ def _mutated_runs():
         ("fmnist_2c2d_M", "φ on the biases too (select='all')", nul, pk(m, select="all")),
         ("fmnist_2c2d_GD", "power 0.75 instead of 0.7", nul, pk("PowKernelGradientDescentOptimizer", power=0.75)),
         ("fmnist_2c2d_MW", "decay λ 0.02 instead of 0.01", nul, pk(mw, weight_decay_opt=0.02)),
-        ("fmnist_2c2d_MW", "decay on the biases too (decay_on='all')", nul, pk(mw, weight_decay_opt=0.01,
-                                                                            decay_on="all")),
+        (
+            "fmnist_2c2d_MW",
+            "decay on the biases too (decay_on='all')",
+            nul,
+            pk(mw, weight_decay_opt=0.01, decay_on="all"),
+        ),
         ("fmnist_2c2d_MW", "d = λ·η instead of λ·η/(1 - μ)", scaled_for_momscaled, {}),
-        ("fmnist_2c2d_NAG", "heavy ball instead of Nesterov (baseline)", nul,
-         {"optimizer": ("MomentumOptimizer", {"momentum": 0.5})}),
+        (
+            "fmnist_2c2d_NAG",
+            "heavy ball instead of Nesterov (baseline)",
+            nul,
+            {"optimizer": ("MomentumOptimizer", {"momentum": 0.5})},
+        ),
     ]
 
 
