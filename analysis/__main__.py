@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import optimizers
-from deepobs_tree import RERUN_SEEDS, TUNING_SEED, NlwuError, UsageError, fail
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, NlwuError, UsageError, fail, help_hint
 from deepobs_tree.safe_io import name_problem, os_error_text, short
 from optimizers import plugins
 
@@ -21,7 +21,7 @@ from .select import DEFAULT_SEARCHED, MODES
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line (reported by main through fail), no usage dump
         message = message if len(message) <= 600 else message[:600] + "... (cut)"  # a user value is unbounded
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message} {help_hint(self.prog)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

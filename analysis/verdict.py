@@ -47,7 +47,7 @@ from typing import NoReturn
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import NlwuError, UsageError, fail, format_value, write_atomic
+from deepobs_tree import NlwuError, UsageError, fail, format_value, help_hint, write_atomic
 from optimizers import decoupled_variant, linear_twin
 from testproblems import registry
 
@@ -683,7 +683,7 @@ def evaluate(
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line (reported by main through fail), no usage dump
-        raise UsageError(f"{message} (see {self.prog} --help)")
+        raise UsageError(f"{message} {help_hint(self.prog)}")
 
 
 def main(argv: list[str] | None = None) -> int:
