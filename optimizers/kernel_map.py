@@ -100,7 +100,7 @@ class KernelMapOptimizer(keras.optimizers.Optimizer):
         self.decay_on = selection.validate_decay_on(decay_on)
         self.momentum_buffer = momentum > 0.0 if momentum_buffer is None else bool(momentum_buffer)
         self.decays = weight_decay_opt > 0.0
-        coefficient = weight_decay_opt / (1.0 - momentum) if decay_scaling == "momscaled" else weight_decay_opt
+        coefficient = transforms.decay_coefficient(weight_decay_opt, momentum, decay_scaling)
         # the hyperparameters as optimizer variables (after iteration and learning_rate, in this order)
         self.hyper_variables = {}
         for key, value in (

@@ -26,18 +26,19 @@ def nesterov_direction(a_new, g_hat, momentum: float):
     return ops.add(g_hat, ops.multiply(a_new, momentum))
 
 
-def decay_factor(learning_rate, weight_decay_opt: float, momentum: float, scaling: str):
-    """d = λ·η (``'scaled'``, GD-W) or d = λ·η/(1 − μ) (``'momscaled'``, M-W and MN-W)."""
+def decay_coefficient(weight_decay_opt: float, momentum: float, scaling: str) -> float:
+    """c in d = η·c: c = λ (``'scaled'``, GD-W) or c = λ/(1 − μ) (``'momscaled'``, M-W and MN-W), in float64 (the
+    optimizer then holds it as data, so one compiled program serves any λ and μ)."""
     if scaling == "scaled":
-        return ops.multiply(learning_rate, weight_decay_opt)
+        return float(weight_decay_opt)
     if scaling == "momscaled":
-        return ops.multiply(learning_rate, weight_decay_opt / (1.0 - momentum))
+        return float(weight_decay_opt) / (1.0 - float(momentum))
     raise ValueError(f"decay scaling must be one of {DECAY_SCALINGS}, got {scaling!r}")
 
 
 def decoupled_decay(learning_rate, coefficient):
-    """d = η·c with c = λ ('scaled') or λ/(1 − μ) ('momscaled') given as data (``decay_factor``'s value,
-    with the coefficient computed once in float64)."""
+    """d = η·c with c = λ ('scaled') or λ/(1 − μ) ('momscaled') given as data (``decay_coefficient``'s value,
+    computed once in float64)."""
     return ops.multiply(learning_rate, coefficient)
 
 

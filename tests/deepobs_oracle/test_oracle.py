@@ -254,8 +254,8 @@ def _mutated_runs():
     def scaled_for_momscaled():  # d = λ·η where M-W has d = λ·η/(1 - μ)
         from optimizers import transforms
 
-        factor = transforms.decay_factor
-        return patched(transforms, "decay_factor", lambda lr, lam, mu, scaling: factor(lr, lam, mu, "scaled"))
+        coefficient = transforms.decay_coefficient
+        return patched(transforms, "decay_coefficient", lambda lam, mu, scaling: coefficient(lam, mu, "scaled"))
 
     m, mn, mw = "PowKernelMomentumOptimizer", "PowKernelMomentumOptimizerN", "PowKernelMomentumOptimizerW_momscaled"
     nul = contextlib.nullcontext
