@@ -59,11 +59,12 @@ data: $(STAMP)
 	$(PY) -m testproblems prepare-data --data-dir "$$NLWU_ARG_DATA_DIR" "$${args[@]}"
 
 # PLUGINS="a.py b.py": plugin files (or modules) registering optimizers, passed as --plugin to figures and reproduce
+# NLWU_PROG: the target typed, which error lines name (`error: make figures: ...`, as `error: make run: ...`)
 figures: $(STAMP)
 	@read -ra results <<< "$$NLWU_ARG_RESULTS"; read -ra baselines <<< "$$NLWU_ARG_BASELINES"; args=(); \
 	if [ $${#baselines[@]} -gt 0 ]; then args=(--baselines "$${baselines[@]}"); fi; \
 	read -ra plugins <<< "$$NLWU_ARG_PLUGINS"; for p in "$${plugins[@]}"; do args+=(--plugin "$$p"); done; \
-	$(PY) -m analysis "$${results[@]}" --out "$$NLWU_ARG_OUT" "$${args[@]}"
+	NLWU_PROG="make figures" $(PY) -m analysis "$${results[@]}" --out "$$NLWU_ARG_OUT" "$${args[@]}"
 
 # The study of $(CONFIG) (default: quadratic_deep at the paper's medium budget, 6 optimizers, 354 runs) into
 # a fresh folder (below), resumable, then `make figures` on it and the verdict. PRESET=smoke, WORKERS=N, BACKEND=ray, ADDRESS=... optional.
@@ -87,6 +88,7 @@ reproduce: $(STAMP)
 		if [ -n "$${!value}" ]; then args+=("--$${v,,}" "$${!value}"); fi; done; \
 	read -ra plugins <<< "$$NLWU_ARG_PLUGINS"; plugin_args=(); \
 		for p in "$${plugins[@]}"; do plugin_args+=(--plugin "$$p"); done; \
+	export NLWU_PROG="make reproduce"; \
 	$(PY) -m runners sweep "$$NLWU_ARG_CONFIG" --out "$$results" --backend "$$NLWU_ARG_BACKEND" "$${args[@]}" \
 		"$${plugin_args[@]}" && \
 	$(PY) -m analysis "$$results" --out "$$NLWU_ARG_OUT" "$${plugin_args[@]}" && \

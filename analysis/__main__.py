@@ -6,18 +6,22 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from deepobs_tree import RERUN_SEEDS, TUNING_SEED
+import optimizers
+from deepobs_tree import RERUN_SEEDS, TUNING_SEED, NlwuError, UsageError, fail, help_hint
+from deepobs_tree.safe_io import name_problem, os_error_text, short
+from optimizers import plugins
 
 from .loader import AnalysisError
+from .report import analyse, parse_seeds, write_report
 from .select import DEFAULT_SEARCHED, MODES
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line (reported by main through fail), no usage dump
         message = message if len(message) <= 600 else message[:600] + "... (cut)"  # a user value is unbounded
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
+        raise UsageError(f"{message} {help_hint(self.prog)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,17 +104,10 @@ def out_problem(out: str) -> str | None:
 
 def _searched(text: str | None, plugin_refs: list[str]) -> tuple[str, ...]:
     """--searched, or the default plus every hyperparameter the loaded plugins' optimizers search by default;
-    bad plugins end the command with one error line (exit code 2)."""
+    a bad plugin raises its ``PluginError`` (one error line, exit code 2, from main)."""
     names = list(DEFAULT_SEARCHED)
     if plugin_refs:
-        import optimizers
-        from optimizers import plugins
-
-        try:
-            loaded = plugins.load_all(plugin_refs, validate=False)
-        except plugins.PluginError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+        loaded = plugins.load_all(plugin_refs, validate=False)
         names += [n for p in loaded for o in p.optimizers for n in optimizers.spec(o).search if n not in names]
     if text is not None:
         return tuple(s.strip() for s in text.split(",") if s.strip())
@@ -118,6 +115,14 @@ def _searched(text: str | None, plugin_refs: list[str]) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0 with the report written; 2 with one ``error:`` line (``deepobs_tree.fail``) on bad input."""
+    try:
+        return _main(argv)
+    except NlwuError as err:  # UsageError, AnalysisError, PluginError, ...
+        return fail(err)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.mode not in MODES:
@@ -128,31 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not value:
             parser.error(f"bad --filter '{item}': write NAME=VALUE, e.g. --filter power=0.5")
         where[name.strip()] = value.strip()
-    from .report import analyse, parse_seeds, write_report
-
     try:
         rerun_seeds = parse_seeds(args.rerun_seeds)
     except ValueError:
         parser.error(
             f"bad --rerun-seeds '{args.rerun_seeds}': write an increasing range or a list, e.g. 43-51 or 43,44,45"
         )
-    from deepobs_tree.safe_io import name_problem, os_error_text, short
-
     for path, what in ((args.out, "--out"), *((r, "results path") for r in [*args.results, *args.baselines])):
         if (problem := name_problem(path)) is not None:  # before any stat could fail with ENAMETOOLONG
-            print(f"error: {what} {short(str(path), 120)}: {problem}", file=sys.stderr)
-            return 2
+            return fail(f"{what} {short(str(path), 120)}: {problem}")
     problem = out_problem(args.out)
     if problem:
         parser.error(problem)
     for root in [*args.results, *args.baselines]:  # all of them before any parsing (and cache writing)
         if not Path(root).is_dir():
             what = "is not a folder" if Path(root).exists() else "does not exist"
-            print(
-                f"error: results path '{str(root)[:300]}' {what}: pass the root of a DeepOBS results tree",
-                file=sys.stderr,
-            )
-            return 2
+            return fail(f"results path '{str(root)[:300]}' {what}: pass the root of a DeepOBS results tree")
     searched = _searched(args.searched, args.plugin)
     try:
         analysis = analyse(
@@ -175,13 +171,9 @@ def main(argv: list[str] | None = None) -> int:
             tuning_seed=args.tuning_seed,
             protocol=Path(args.paper) if args.paper else "default",
         )
-    except AnalysisError as err:
-        print(f"error: {str(err)[:1000]}", file=sys.stderr)
-        return 2
     except OSError as err:  # a full disk, a read-only folder, no permission: the report is left as it was
         where = f" ({err.filename})" if err.filename else ""
-        print(f"error: cannot write the report under '{args.out}'{where}: {os_error_text(err)}", file=sys.stderr)
-        return 2
+        return fail(f"cannot write the report under '{args.out}'{where}: {os_error_text(err)}")
     n_rows = len(analysis.summary)
     n_figs = sum(1 for p in written if p.suffix == ".png")
     names = {p.name for p in written}

@@ -33,6 +33,7 @@ import pandas as pd
 
 from deepobs_tree import TUNING_SEED
 
+from . import figures as figs
 from .select import (
     DEFAULT_SEARCHED,
     _apply_filter,
@@ -180,8 +181,6 @@ def budget_curves(
 
 def budget_figures(curves: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Per problem: expected best tuning score and expected final test metric vs k (main searches only)."""
-    from . import figures as figs
-
     if curves.empty:
         return []
     plt = figs._plt()

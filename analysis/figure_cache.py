@@ -21,6 +21,8 @@ from pathlib import Path
 
 from deepobs_tree import cache, write_atomic
 
+from . import figures
+
 SCHEMA = 1
 
 
@@ -45,8 +47,6 @@ def _rc_params() -> list[list[str]]:
     """matplotlib's rcParams as the figures will be drawn with them (after ``figures._plt()`` has applied its
     own settings over the user's), as text; ``backend`` left out (reading it would pick one, and the files are
     written by the Agg and PDF canvases whatever it is)."""
-    from . import figures
-
     rc = figures._plt().rcParams
     return [[k, repr(dict.__getitem__(rc, k))] for k in sorted(dict.keys(rc)) if k != "backend"]
 

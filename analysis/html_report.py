@@ -91,7 +91,7 @@ def budget_excerpt(curves: pd.DataFrame, ks: Sequence[int] = (1, 2, 5, 10, 20, 5
     return curves[keep]
 
 
-def render_html(
+def page(
     analysis,
     *,
     tables: Sequence[tuple[str, str, pd.DataFrame, list[str], list[str]]],
@@ -101,8 +101,9 @@ def render_html(
     verdict: tuple[str, pd.DataFrame] | None = None,
     notes: Sequence[str] = (),
 ) -> str:
-    """The page. ``tables``: (anchor id, heading, frame, columns, headers) in order of appearance;
-    ``verdict``: (headline, judged claims) for the verdict section, first after the title."""
+    """The page's HTML from its parts, chosen by ``report.render_html`` (which tables, notes and figures the
+    report holds): this function only lays them out. ``tables``: (anchor id, heading, frame, columns,
+    headers) in order of appearance; ``verdict``: (headline, judged claims), the section after the title."""
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
+import testproblems
 from deepobs_tree import (
     CURVES,
     AtomicFile,
@@ -70,8 +72,6 @@ class LoadReport:
 def _registry_spec(testproblem: str):
     """The test-problem registry's metadata for a name, or None when the suite does not know the problem."""
     try:
-        import testproblems
-
         return testproblems.spec(testproblem)
     except (ImportError, AttributeError, ValueError, KeyError):
         return None
@@ -384,8 +384,6 @@ def _cache_load(path: Path, signature: str) -> tuple[list[dict], list[tuple[str,
 
 
 def _parse_all(files: list[tuple[Path, Path]], progress: bool) -> tuple[list[dict], list[tuple[str, str]]]:
-    from tqdm import tqdm
-
     rows, skipped = [], []
     bar = tqdm(files, desc="loading runs", unit="file", disable=not progress, file=sys.stderr, leave=False)
     for path, root in bar:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import figures as figs
 from .tables import main_rows, short_name
 
 TAUS = (1.0, 1.01, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0)
@@ -101,8 +102,6 @@ def performance_profile(summary: pd.DataFrame, taus: Sequence[float] = TAUS, fam
 
 def profile_figure(summary: pd.DataFrame, out_dir: Path, families: bool = True) -> list[Path]:
     """ρ_o(τ) for τ in [1, 4] (step functions, log τ axis)."""
-    from . import figures as figs
-
     frame = costs(summary, families)
     frame = frame[frame["ratio"].notna()] if not frame.empty else frame
     if frame.empty:

@@ -414,7 +414,8 @@ def _profile_heading(profile: pd.DataFrame) -> str:
 
 
 def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple | None = None) -> str:
-    """The self-contained report.html (``analysis.html_report``); ``judged``: (headline, claims table)."""
+    """report.html: which tables, notes and figures the page holds (as ``render_report`` decides for report.md),
+    laid out by ``html_report.page``; ``judged``: (headline, claims table)."""
     tables = []
     matrix = results_matrix(analysis.summary)
     if not matrix.empty:
@@ -463,7 +464,7 @@ def render_html(analysis: Analysis, figure_paths: Sequence[Path], judged: tuple 
     settings = dict(analysis.settings)
     settings["performance-profile τ grid"] = ", ".join(f"{t:g}" for t in TAUS)
     notes = [n for n in (profile_omitted(analysis.profile), diverged_note(analysis.budget)) if n]
-    return html_report.render_html(
+    return html_report.page(
         analysis, tables=tables, figure_paths=figure_paths, settings=settings, verdict=judged, notes=notes
     )
 

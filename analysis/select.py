@@ -23,6 +23,7 @@ from deepobs_tree import RERUN_SEEDS, TUNING_SEED, format_value
 from deepobs_tree.seeds import SEARCHED
 
 from .loader import registry_has_accuracy
+from .tables import CSV_COLUMNS
 
 MODES = ("final", "best", "most")
 DEFAULT_SEARCHED = SEARCHED  # the protocol's searched hyperparameters (deepobs_tree.seeds)
@@ -186,8 +187,6 @@ def summarize(
             )
     table = pd.DataFrame(rows)
     if table.empty:
-        from .tables import CSV_COLUMNS
-
         return pd.DataFrame(columns=CSV_COLUMNS)
     return table.reset_index(drop=True)
 

@@ -43,7 +43,7 @@ def _mean(x, axis=-1):
 
 
 def _bootstrap(data: tuple, statistic, vectorized=True):
-    from scipy import stats
+    from scipy import stats  # heavy (~0.5 s): loaded on the first interval, not by every analysis import
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DegenerateDataWarning: handled by the callers
@@ -110,7 +110,7 @@ def difference_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]
     low, high = float(ci.low), float(ci.high)
     if not (math.isfinite(low) and math.isfinite(high)):
         # BCa undefined (one side constant makes its jackknife degenerate): percentile interval instead
-        from scipy import stats
+        from scipy import stats  # heavy: see _bootstrap
 
         res = stats.bootstrap(
             (x, y),

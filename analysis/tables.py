@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+import optimizers
+
 # The standard DeepOBS / Crowded Valley optimizers (and the suite's decoupled-decay twins of them): rows of
 # these optimizers count as baselines wherever they come from.
 BASELINE_OPTIMIZERS = frozenset(
@@ -75,8 +77,6 @@ def canonical_rank(optimizer: str) -> int:
 
 def _registered(optimizer: str):
     """The optimizer registry's entry (built-in or plugin), None for unregistered folder names."""
-    import optimizers
-
     try:
         return optimizers.spec(optimizer)
     except ValueError:
@@ -133,7 +133,7 @@ def compare_to_baselines(summary: pd.DataFrame) -> pd.DataFrame:
     the standard problems). ``difference`` = optimizer mean - baseline mean; ``p_value`` from
     ``scipy.stats.ttest_ind(equal_var=False)`` (NaN with fewer than two seeds on either side).
     """
-    from scipy import stats
+    from scipy import stats  # heavy (~0.5 s): loaded only when baselines are compared
 
     rows = []
     main = main_rows(summary)

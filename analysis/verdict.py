@@ -42,15 +42,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
-from deepobs_tree import format_value, write_atomic
+from deepobs_tree import NlwuError, UsageError, fail, format_value, help_hint, write_atomic
 from optimizers import decoupled_variant, linear_twin
 from testproblems import registry
 
-from .loader import AnalysisError, load_runs
+from .loader import load_runs
 from .select import summarize
 from .stats import difference_ci, holm
 from .tables import SHORT_NAMES, label, main_rows, markdown_table
@@ -680,8 +681,21 @@ def evaluate(
     return claims, searches, paper
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line (reported by main through fail), no usage dump
+        raise UsageError(f"{message} {help_hint(self.prog)}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    """0 with the verdict written; 2 with one ``error:`` line (``deepobs_tree.fail``) on bad input."""
+    try:
+        return _main(argv)
+    except NlwuError as err:  # UsageError, AnalysisError, ...
+        return fail(err)
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = _Parser(
         prog=os.environ.get("NLWU_PROG", "python -m analysis.verdict"), description=__doc__.splitlines()[0]
     )
     parser.add_argument("results", help="the reproduction's DeepOBS tree")
@@ -702,14 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     for root in [args.results] + ([args.reference] if args.reference else []):
         if not Path(root).is_dir():
             what = "is not a folder" if Path(root).exists() else "does not exist"
-            print(f"error: results path '{root}' {what}: pass the root of a DeepOBS results tree", file=sys.stderr)
-            return 2
-    try:
-        ours = summarize(load_runs([args.results], progress=False))
-        ref = summarize(load_runs([args.reference], progress=False)) if args.reference else None
-    except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+            return fail(f"results path '{root}' {what}: pass the root of a DeepOBS results tree")
+    ours = summarize(load_runs([args.results], progress=False))
+    ref = summarize(load_runs([args.reference], progress=False)) if args.reference else None
     protocol = Path(args.paper) if args.paper else default_protocol()
     claims, searches, paper = evaluate(ours, protocol, ref, args.reference or "")
     if paper is None:
@@ -730,8 +739,7 @@ def main(argv: list[str] | None = None) -> int:
             str(protocol) if paper is not None else None,
         )
     except OSError as err:
-        print(f"error: cannot write the verdict under '{args.out}': {err.strerror or err}", file=sys.stderr)
-        return 2
+        return fail(f"cannot write the verdict under '{args.out}': {err.strerror or err}")
     judged = claims[claims["status"] != "not run"]
     if not judged.empty:
         with pd.option_context("display.width", 220, "display.max_columns", 10, "display.max_colwidth", 90):

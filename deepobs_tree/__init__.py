@@ -7,7 +7,7 @@ Named ``deepobs_tree`` because ``deepobs`` is the installed wheel and ``results`
 """
 
 from .atomic import AtomicFile, write_atomic
-from .errors import NlwuError, UsageError, fail
+from .errors import NlwuError, UsageError, fail, help_hint, make_target
 from .naming import (
     FOLDER_FIELDS,
     PROVENANCE_SUFFIX,
@@ -42,6 +42,8 @@ __all__ = [
     "dump_deepobs_json",
     "extra_tokens",
     "fail",
+    "help_hint",
+    "make_target",
     "float2str",
     "format_value",
     "parse_result_file_name",

@@ -33,7 +33,7 @@ def dense(gradient):
     """Dense form of a gradient: TensorFlow ``IndexedSlices`` (embedding lookups) are densified, since φ
     acts on the full gradient of the tensor (protocol §1.2) and the momentum step is dense anyway."""
     if type(gradient).__name__ == "IndexedSlices":
-        import tensorflow as tf
+        import tensorflow as tf  # IndexedSlices exist only on the TensorFlow backend: never loaded on jax/torch
 
         return tf.convert_to_tensor(gradient)
     return gradient

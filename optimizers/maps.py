@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from keras import ops
+
 _HALF = ("float16", "bfloat16")
 
 
@@ -46,8 +48,6 @@ class SignedPower:
         cases p = 1 (g itself) and p = 0.5 (``sqrt``) are chosen with ``ops.where``, never a Python ``if``,
         so one compiled program serves any power (population training vmaps over it) and each power gets
         exactly the value of its special case."""
-        from keras import ops
-
         dtype = g.dtype
         x = ops.cast(g, _compute_dtype(dtype))
         p = ops.cast(power, x.dtype)
@@ -69,8 +69,6 @@ class PowSignedPower(SignedPower):
     name = "signed_power_pow"
 
     def apply(self, g, power):
-        from keras import ops
-
         dtype = g.dtype
         x = ops.cast(g, _compute_dtype(dtype))
         return ops.cast(ops.multiply(ops.sign(x), ops.power(ops.abs(x), ops.cast(power, x.dtype))), dtype)
@@ -97,8 +95,6 @@ class Sign:
     name = "sign"
 
     def __call__(self, g):
-        from keras import ops
-
         return ops.sign(g)
 
     def config(self) -> dict:

@@ -6,13 +6,13 @@ Notation per trainable tensor w: g gradient, ĝ = φ(g) on selected tensors (els
 
 from __future__ import annotations
 
+from keras import ops
+
 DECAY_SCALINGS = ("scaled", "momscaled")
 
 
 def accumulate(a, g_hat, momentum: float):
     """a ← μ·a + ĝ (TF1 ``MomentumOptimizer`` buffer: accumulates transformed gradients, no learning rate)."""
-    from keras import ops
-
     return ops.add(ops.multiply(a, momentum), g_hat)
 
 
@@ -23,15 +23,11 @@ def heavy_ball_direction(a_new, g_hat, momentum: float):
 
 def nesterov_direction(a_new, g_hat, momentum: float):
     """Direction of TF1 Nesterov momentum: ĝ + μ·a (with the updated buffer a)."""
-    from keras import ops
-
     return ops.add(g_hat, ops.multiply(a_new, momentum))
 
 
 def decay_factor(learning_rate, weight_decay_opt: float, momentum: float, scaling: str):
     """d = λ·η (``'scaled'``, GD-W) or d = λ·η/(1 − μ) (``'momscaled'``, M-W and MN-W)."""
-    from keras import ops
-
     if scaling == "scaled":
         return ops.multiply(learning_rate, weight_decay_opt)
     if scaling == "momscaled":
@@ -42,15 +38,11 @@ def decay_factor(learning_rate, weight_decay_opt: float, momentum: float, scalin
 def decoupled_decay(learning_rate, coefficient):
     """d = η·c with c = λ ('scaled') or λ/(1 − μ) ('momscaled') given as data (``decay_factor``'s value,
     with the coefficient computed once in float64)."""
-    from keras import ops
-
     return ops.multiply(learning_rate, coefficient)
 
 
 def scale_by_learning_rate(direction, learning_rate):
     """Step η·direction (subtracted from w: w ← w − η·direction)."""
-    from keras import ops
-
     return ops.multiply(learning_rate, direction)
 
 
@@ -58,6 +50,4 @@ def decay_then_descend(w, direction, learning_rate, d):
     """w ← (w − d·w) − η·direction: decoupled decay first, then the base step whose gradient was taken at
     the pre-decay w (TensorFlow Addons ``DecoupledWeightDecayExtension``). The decay never enters the
     momentum buffer and never passes through φ."""
-    from keras import ops
-
     return ops.subtract(ops.subtract(w, ops.multiply(d, w)), scale_by_learning_rate(direction, learning_rate))

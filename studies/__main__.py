@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepobs_tree import NlwuError, UsageError, fail, provenance_file_name, result_file_name
+from deepobs_tree import NlwuError, UsageError, fail, make_target, provenance_file_name, result_file_name
 from deepobs_tree.safe_io import name_problem, os_error_text, short
 from optimizers import PluginError, plugins
 from runners.commandline import main_run, run_command
@@ -31,13 +31,13 @@ PROG = "python -m runners"
 
 
 def prog() -> str:
-    """The command as typed: ``$NLWU_PROG`` (set by ``nlwu`` and ``make run``), else ``python -m runners``."""
+    """The command as typed: ``$NLWU_PROG`` (set by ``nlwu`` and the Makefile), else ``python -m runners``."""
     return os.environ.get("NLWU_PROG", PROG)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(f"{self.prog}: {message}")
+    def error(self, message):  # one line, no usage dump; under make, the target typed (not "make reproduce sweep")
+        raise UsageError(f"{make_target() or self.prog}: {message}")
 
 
 def _positive_int(text: str) -> int:

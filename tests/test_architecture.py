@@ -110,21 +110,8 @@ HEAVY = {
     "studies.sweep",
     "studies.status",
 }
-#: files of the parallel issues (27, 29, 30) not yet converted: their function-local imports are still free
-PENDING = (
-    "analysis/__main__.py",
-    "analysis/budget.py",
-    "analysis/figure_cache.py",
-    "analysis/loader.py",
-    "analysis/profiles.py",
-    "analysis/select.py",
-    "analysis/stats.py",
-    "analysis/tables.py",
-    "optimizers/maps.py",
-    "optimizers/transforms.py",
-    "optimizers/kernel_map.py",
-    "runners/executors/population",
-)
+#: files of the parallel work on population speed not yet converted: their function-local imports are still free
+PENDING = ("runners/executors/population",)
 
 
 def test_function_local_imports_are_heavy_dependencies_with_a_reason():

@@ -113,3 +113,61 @@ def test_make_run_error_names_make_run():
     first = result.stderr.splitlines()[0]
     assert first.startswith("error: make run: unknown test problem 'bogus'; known: quadratic_deep"), first
     assert "Traceback" not in result.stderr
+
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS", "NLWU_PROG"))}
+    return subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_make_figures_and_reproduce_errors_name_the_target(tmp_path):
+    """Bad input through `make figures` / `make reproduce` is one error line naming the target typed, whichever
+    module of its recipe fails; a hint to read the options points at the README's make targets, not at
+    `make figures --help` (make's own help) or the module behind it."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    results = str(tmp_path / "results")
+    cases = [
+        (("figures", f"RESULTS={tmp_path / 'nope'}"), "error: make figures: results path '"),
+        (
+            ("figures", f"OUT={a_file}"),
+            f"error: make figures: --out '{a_file}' is a file, not a folder: pass a folder for the report "
+            '(see "Make targets" in README.md)',
+        ),
+        (("reproduce", f"RESULTS={results}", "CONFIG=nope.yaml"), "error: make reproduce: nope.yaml: no such file"),
+        (
+            ("reproduce", f"RESULTS={results}", "WORKERS=0"),
+            "error: make reproduce: argument --workers: expected a positive integer, got '0'",
+        ),
+    ]
+    for args, expected in cases:
+        result = _make(*args)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(errors) == 1, (args, result.stderr[-2000:])
+        assert errors[0].startswith(expected), (args, errors[0])
+        assert "python -m" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert a_file.read_text() == "not a folder\n"
+
+
+def test_verdict_step_of_make_reproduce_names_the_target(tmp_path, monkeypatch, capsys):
+    """The last step of `make reproduce` (the verdict) names the target too; outside make, no prefix."""
+    from analysis import verdict
+
+    missing = str(tmp_path / "missing")
+    monkeypatch.setenv("NLWU_PROG", "make reproduce")
+    assert verdict.main([missing, "--out", str(tmp_path / "o")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: make reproduce: results path '{missing}' does not exist: pass the root of a DeepOBS results tree\n"
+    )
+    assert verdict.main([missing, "--bogus"]) == 2
+    assert capsys.readouterr().err == (
+        'error: make reproduce: unrecognized arguments: --bogus (see "Make targets" in README.md)\n'
+    )
+    monkeypatch.delenv("NLWU_PROG")
+    assert verdict.main([missing, "--bogus"]) == 2
+    assert capsys.readouterr().err == (
+        "error: unrecognized arguments: --bogus (see python -m analysis.verdict --help)\n"
+    )
