@@ -73,6 +73,9 @@ class Rejected:
 #: largest result file a run reads back (the biggest DeepOBS file, tolstoi's, is under 1 MB)
 MAX_RESULT_BYTES = 64 << 20
 _VERDICTS: dict[tuple, str | None] = {}
+#: recorded spec identities of provenance files, memoised on the file's identity (device, inode, size, mtime):
+#: a sweep asks for the same results many times, and parsing their YAML dominated a resumed sweep's time
+_IDENTITIES: dict[tuple, dict[str, Any]] = {}
 
 
 def _stat_key(path: Path) -> tuple | None:
@@ -115,6 +118,32 @@ def _pairs(value: Any, what: str) -> tuple[tuple[str, Any], ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"RunSpec.{what} has a repeated name: {names}")
     return tuple(sorted(pairs))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unreadable(ValueError):
+    """A provenance file that could not be read as text (too large, not UTF-8)."""
+
+
+def _recorded_identity(prov: Path) -> dict[str, Any]:
+    """The identity of the spec that provenance file ``prov`` records, memoised on the file's identity (a
+    rewritten file is read again). OSError (FileNotFoundError: no provenance) and _Unreadable when it cannot be
+    read; any other exception when its text does not record a spec."""
+    key = (str(prov), _stat_key(prov))
+    if key[1] is None or key not in _IDENTITIES:
+        try:
+            text = read_regular(prov, max_bytes=MAX_YAML_BYTES).decode("utf-8")
+        except OSError:
+            raise
+        except ValueError as exc:
+            raise _Unreadable(str(exc)) from None
+        identity = RunSpec.from_dict(load_yaml(text)["spec"]).identity()
+        if key[1] is None:
+            return identity
+        if len(_IDENTITIES) > 100_000:
+            _IDENTITIES.clear()
+        _IDENTITIES[key] = identity
+    return dict(_IDENTITIES[key])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,14 +433,12 @@ class RunSpec:
                 return f"records {key} {short(data.get(key), 50)}, the run has {short(value, 50)}"
         prov = path.with_name(provenance_file_name(path.name))
         try:
-            text = read_regular(prov, max_bytes=MAX_YAML_BYTES).decode("utf-8")
+            _recorded_identity(prov)
         except FileNotFoundError:
             return None  # DeepOBS' own results, the paper's: the folder name says every value they were made with
-        except (OSError, ValueError) as exc:
+        except (OSError, _Unreadable) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)[:80]
             return f"its provenance {prov.name} is unreadable ({why})"
-        try:
-            RunSpec.from_dict(load_yaml(text)["spec"]).identity()
         except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
             return (
                 f"its provenance {prov.name} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); cannot "
@@ -425,13 +452,11 @@ class RunSpec:
         folder name already says every value they were made with."""
         prov = result.with_name(provenance_file_name(result.name))
         try:
-            text = read_regular(prov, max_bytes=MAX_YAML_BYTES).decode("utf-8")
+            recorded = _recorded_identity(prov)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
+        except (OSError, _Unreadable) as exc:
             raise SpecMismatch(f"cannot read {prov} to check the existing result: {exc}") from None
-        try:
-            recorded = RunSpec.from_dict(load_yaml(text)["spec"]).identity()
         except Exception as exc:  # noqa: BLE001 - any unreadable record means: cannot verify
             raise SpecMismatch(
                 f"{prov}: unreadable provenance ({type(exc).__name__}); cannot check that "

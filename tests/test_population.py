@@ -138,15 +138,25 @@ OPTIMIZERS = {  # the default study's 6 and their W variants, with stable settin
 
 @pytest.fixture(scope="module")
 def quadratic_rows(tmp_path_factory):
-    """Populations of 2 for each of the 12 optimizers (members differ in seed, or in one hyperparameter),
-    1 (power = 1, the special case), 7 (MomentumOptimizer, incl. a diverging member) and 50
-    (PowKernelMomentumOptimizer: learning rates, powers and seeds)."""
+    """Populations of 3 for each of the 12 optimizers (members differ in seed, or in one hyperparameter),
+    1 (power = 1, the special case), 4 (one seed) and 3 (one seed each), 7 (MomentumOptimizer, incl. a
+    diverging member) and 50 (PowKernelMomentumOptimizer: learning rates, powers and seeds)."""
     cases = []
     for name, hp in OPTIMIZERS.items():
         cases.append([_spec("quadratic_deep", name, seed=42, **hp), _spec("quadratic_deep", name, seed=43, **hp)])
         varied = dict(hp, learning_rate=hp["learning_rate"] / 2)
         cases[-1].append(_spec("quadratic_deep", name, seed=42, **varied))
     cases.append([_spec("quadratic_deep", "PowKernelMomentumOptimizer", seed=44, learning_rate=0.01, power=1.0)])
+    # one seed for all (a search's tuning runs: the batch is broadcast) and one seed each (a setting's reruns)
+    cases.append(
+        [
+            _spec("quadratic_deep", "PowKernelGradientDescentOptimizer", seed=42, learning_rate=lr, power=0.7)
+            for lr in (0.01, 0.02, 0.04, 0.08)
+        ]
+    )
+    cases.append(
+        [_spec("quadratic_deep", "GradientDescentOptimizer", seed=s, learning_rate=0.03) for s in (43, 44, 45)]
+    )
     cases.append(
         [
             _spec("quadratic_deep", "MomentumOptimizer", seed=42 + i % 3, learning_rate=lr, momentum=mu)

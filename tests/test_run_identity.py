@@ -111,6 +111,24 @@ def test_reuse_only_when_the_recorded_spec_equals_the_requested(tmp_path):
     assert rejected.path == result and "provenance" in rejected.reason and "unreadable" in rejected.reason
 
 
+def test_a_rewritten_provenance_is_read_again(tmp_path):
+    # the recorded spec is memoised per provenance file (a sweep asks for the same results many times); the
+    # memo is keyed on the file's identity, so a provenance replaced after the first check is checked anew
+    spec = _spec()
+    done = _plant(spec, tmp_path, recorded_spec=spec)
+    assert spec.existing_result(tmp_path) == done
+    assert spec.existing_result(tmp_path) == done  # memoised: same answer
+    prov = done.with_name(provenance_file_name(done.name))
+    rec = {**spec.to_dict(), "hyperparams": {**HP, "momentum": 0.5}, "options": {}}
+    fresh = prov.with_name("new.yaml")
+    fresh.write_text(yaml.safe_dump({"spec": rec}))
+    os.replace(fresh, prov)  # as write_atomic replaces a file
+    with pytest.raises(SpecMismatch, match=r"hyperparams.momentum: recorded 0.5, requested 0.9"):
+        spec.existing_result(tmp_path)
+    prov.write_text("spec: [unclosed")  # rewritten in place
+    assert spec.existing_result(tmp_path) is None
+
+
 def test_results_without_provenance_are_reused(tmp_path):
     spec = _spec()
     done = _plant(spec, tmp_path)

@@ -248,6 +248,9 @@ class Population:
         self.scan = first.testproblem in SCAN_PROBLEMS if scan is None else bool(scan)
         seeds = sorted({s.seed for s in specs})
         self.seed_index = jnp.asarray([seeds.index(s.seed) for s in specs], dtype=jnp.int32)
+        self.shared_data = len(seeds) == 1  # a search's tuning runs: one seed, one data order for all
+        # a setting's reruns: member i has the i-th distinct seed (seed_index is 0, 1, 2, ...)
+        self.one_seed_each = [seeds.index(s.seed) for s in specs] == list(range(len(specs)))
         self.problems, models = {}, {}
         for seed in seeds:  # one problem (data) and one model (initial weights) per distinct seed
             keras.backend.clear_session(free_memory=False)
@@ -345,6 +348,21 @@ class Population:
             return non_trainable, logs
 
         step = member_chunk if self.scan else train_step
+        if self.shared_data:
+            # one seed: every member reads the same batch, broadcast to them (in_axes None), not gathered into
+            # one copy per member (the copies cost as much memory traffic as a quadratic_deep step's arithmetic)
+            self._train = jax.jit(
+                lambda state, xs, ys, idx: jax.vmap(step, in_axes=(0, None, None))(state, xs[0], ys[0]),
+                donate_argnums=0,
+            )
+            self._eval = jax.jit(
+                lambda tv, ntv, x, y, idx: jax.vmap(eval_step, in_axes=(0, 0, None, None))(tv, ntv, x[0], y[0])
+            )
+            return
+        if self.one_seed_each:  # member i reads seed i's batch: no gather (a copy) needed
+            self._train = jax.jit(lambda state, xs, ys, idx: jax.vmap(step)(state, xs, ys), donate_argnums=0)
+            self._eval = jax.jit(lambda tv, ntv, x, y, idx: jax.vmap(eval_step)(tv, ntv, x, y))
+            return
         self._train = jax.jit(lambda state, xs, ys, idx: jax.vmap(step)(state, xs[idx], ys[idx]), donate_argnums=0)
         self._eval = jax.jit(lambda tv, ntv, x, y, idx: jax.vmap(eval_step)(tv, ntv, x[idx], y[idx]))
 
