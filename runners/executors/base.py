@@ -68,6 +68,27 @@ def fatal_errno(error: str | None) -> int | None:
     return None
 
 
+def stop_if_unwritable(spec: RunSpec, out: Path, error: str | None) -> None:
+    """Raise SweepStopped when a run's error says the results folder cannot be written (FATAL_ERRNOS)."""
+    code = fatal_errno(error)
+    if code is not None:
+        raise SweepStopped(
+            f"{spec.label()}: cannot write into {out}: {first_line(error)[:300]} "
+            f"({errno.errorcode.get(code, code)}); the sweep stopped, every finished result is "
+            "kept: fix it and rerun the same command to resume"
+        )
+
+
+def trusted_result(spec: RunSpec, out: Path) -> Path | None:
+    """The run's trusted result file, else None; every file named like one of its results that cannot be trusted
+    (``RunSpec.result_files``) is first moved aside (never deleted: the run is trained again), one warning each."""
+    path, rejected = spec.result_files(out)
+    for bad in rejected:
+        moved = quarantine(out, bad.path)
+        print(f"warning: {bad.path}: {bad.reason}; moved to {moved}", file=sys.stderr)
+    return path
+
+
 @dataclasses.dataclass
 class Report:
     """What one ``Executor.run`` call did, per run id."""
@@ -139,10 +160,7 @@ class Executor:
             unique.setdefault(spec.run_id, spec)
         todo: list[RunSpec] = []
         for run_id, spec in unique.items():
-            path, rejected = spec.result_files(out)
-            for bad in rejected:  # never reused: moved aside (not deleted), the run is trained again
-                moved = quarantine(out, bad.path)
-                print(f"warning: {bad.path}: {bad.reason}; moved to {moved}", file=sys.stderr)
+            path = trusted_result(spec, out)
             if path is not None:
                 report.done[run_id] = path
             else:
@@ -192,13 +210,8 @@ class Executor:
                     time.sleep(POLL_S)
                 for spec, path, error in finished:
                     in_flight -= 1
-                    code = fatal_errno(error) if path is None else None
-                    if code is not None:
-                        raise SweepStopped(
-                            f"{spec.label()}: cannot write into {out}: {first_line(error)[:300]} "
-                            f"({errno.errorcode.get(code, code)}); the sweep stopped, every finished result is "
-                            "kept: fix it and rerun the same command to resume"
-                        )
+                    if path is None:
+                        stop_if_unwritable(spec, out, error)
                     if path is not None:
                         clear_failure(out, spec.run_id)
                         report.done[spec.run_id] = path

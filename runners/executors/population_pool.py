@@ -21,7 +21,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runners.executors.base import POLL_S, Executor, Report, available_cores, first_line
+from runners.executors.base import (
+    POLL_S,
+    Executor,
+    Report,
+    available_cores,
+    fatal_errno,
+    first_line,
+    stop_if_unwritable,
+    trusted_result,
+)
 from runners.executors.population import (
     choose,
     device_kind,
@@ -68,7 +77,7 @@ class PopulationExecutor(Executor):
         populations, per_run = [], []
         todo = {}
         for spec in specs:
-            if spec.existing_result(out) is None:
+            if trusted_result(spec, Path(out)) is None:  # untrusted files are moved aside first
                 todo.setdefault(spec.run_id, spec)
             elif lock_path(out, spec.run_id).exists():
                 # a done run whose lock outlived its sweep (killed after the population wrote its members):
@@ -199,6 +208,10 @@ class PopulationExecutor(Executor):
                     error = None if msg.get("status") == "ok" else (msg.get("error") or json.dumps(msg))
                     if error and msg.get("traceback"):
                         error = f"{error}\n{msg['traceback']}"
+                if fatal_errno(error) is not None:  # the results folder cannot be written: stop, keep nothing half
+                    for lock in locks.values():
+                        lock.release()
+                    stop_if_unwritable(members[0], out, error)
                 for i, spec in enumerate(members):
                     if error is None:
                         clear_failure(out, spec.run_id)

@@ -15,12 +15,15 @@ from tqdm.auto import tqdm
 from deepobs_tree import parse_result_file_name, provenance_file_name, write_atomic
 from optimizers import plugins
 from runners.executors.base import (
+    FATAL_ERRNOS,
     REPO_ROOT,
     BackendError,
     Executor,
     available_cores,
+    fatal_errno,
     first_line,
     parse_answer,
+    stop_if_unwritable,
 )
 from runners.executors.population import execute_population
 from runners.ledger import RunLock, clean_partials, clear_failure, record_failure
@@ -350,6 +353,11 @@ def run_populations(
                         report.ran.append(spec.run_id)
                         clear_failure(out, spec.run_id)
                     except (OSError, RuntimeError) as exc:
+                        if fatal_errno(str(exc)) is not None or getattr(exc, "errno", None) in FATAL_ERRNOS:
+                            for lock in locks.values():  # the results folder cannot be written: stop cleanly
+                                lock.release()
+                            locks.clear()
+                            stop_if_unwritable(spec, out, f"{exc} [Errno {getattr(exc, 'errno', None)}]")
                         record_failure(out, spec, str(exc), "ray")
                         report.failed[spec.run_id] = str(exc)
                     locks.pop(spec.run_id).release()
