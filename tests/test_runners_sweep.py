@@ -128,6 +128,54 @@ def _final_test(out: Path) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_hands_out_populations_like_the_local_pool(tmp_path):
+    """The population path on a real local Ray cluster (one Ray task per population, on the jax backend) writes
+    the same tree as the local pool's population workers, with the same numbers (both jax populations: the same
+    compiled program per member), and `status` reports everything done."""
+    ray = pytest.importorskip("ray")
+    config = _study(tmp_path)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    proc = subprocess.run(
+        _sweep_cmd(config, local, "--workers", "2", "--population", "auto"),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    from runners.executors.population_pool import PopulationExecutor, wrap
+    from runners.executors.ray import RayExecutor
+    from studies.sweep import run_sweep
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}},
+    )
+    try:
+        executor = wrap(RayExecutor(num_cpus=1), None)
+        assert isinstance(executor, PopulationExecutor)
+        rc = run_sweep(load_study(config, preset="smoke"), remote, executor, progress=False)
+    finally:
+        ray.shutdown()
+    assert rc == 0
+    assert _tree(local) == _tree(remote)
+    assert len(_results(local)) == 2 * 2 + 2 * 1
+    a, b = _final_test(local), _final_test(remote)
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=2e-5) for k in a)
+    for tree in (local, remote):  # the tuning runs (2 per search) trained as populations; a lone rerun per run
+        members = [p.name for p in sorted(tree.rglob("*.provenance.yaml")) if "population:" in p.read_text()]
+        assert len(members) == 4 and all(name.startswith("random_seed__42__") for name in members), (tree, members)
+    _assert_complete(config, local)
+    _assert_complete(config, remote)
+
+
+# ----------------------------------------------------------------------------------------------------------
 def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     """One smoke sweep on the local pool (subprocess CLI) and one on a real local Ray cluster give the same
     tree (paths minus timestamps) and the same numbers; then `status` reports everything done."""
