@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tree_helpers import run_argv
 
 from deepobs_tree import provenance_file_name
 from runners.config import load_study
@@ -167,17 +168,7 @@ def test_cli_momentum_run_does_not_reuse_the_default_result(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base = [
         sys.executable,
-        "-m",
-        "runners",
-        "run",
-        "--problem",
-        "quadratic_deep",
-        "--optimizer",
-        PK,
-        "--hp",
-        "learning_rate=0.01",
-        "--hp",
-        "power=0.5",
+        *run_argv(PK, "learning_rate=0.01", "power=0.5"),
         "--epochs",
         "1",
         "--no-progress",

@@ -63,3 +63,18 @@ def small_tree(root: Path) -> Path:
                 root, "quadratic_deep", optimizer, best, seed, [100.0, base], [100.0, base + 1 + rng.normal(0, 0.1)]
             )
     return root
+
+
+def run_argv(optimizer: str, *hps: str, problem: str = "quadratic_deep") -> list[str]:
+    """``-m runners run`` arguments for one problem and optimizer, one ``--hp`` per ``name=value`` (the line the
+    CLI, Makefile and identity tests all start from)."""
+    return [
+        "-m",
+        "runners",
+        "run",
+        "--problem",
+        problem,
+        "--optimizer",
+        optimizer,
+        *(a for h in hps for a in ("--hp", h)),
+    ]
