@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from deepobs_tree import setting_folder_name
+from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json, setting_folder_name
+
+PK = "PowKernelGradientDescentOptimizer"
 
 
 def write_run(
@@ -65,16 +67,39 @@ def small_tree(root: Path) -> Path:
     return root
 
 
+def run_args(optimizer: str, *hps: str, problem: str = "quadratic_deep") -> list[str]:
+    """``--problem ... --optimizer ...`` and one ``--hp`` per ``name=value``: what `runners run` is told."""
+    return ["--problem", problem, "--optimizer", optimizer, *(a for h in hps for a in ("--hp", h))]
+
+
 def run_argv(optimizer: str, *hps: str, problem: str = "quadratic_deep") -> list[str]:
-    """``-m runners run`` arguments for one problem and optimizer, one ``--hp`` per ``name=value`` (the line the
-    CLI, Makefile and identity tests all start from)."""
-    return [
-        "-m",
-        "runners",
-        "run",
-        "--problem",
-        problem,
-        "--optimizer",
-        optimizer,
-        *(a for h in hps for a in ("--hp", h)),
-    ]
+    """``-m runners run`` and :func:`run_args` (the line the CLI, Makefile and identity tests all start from)."""
+    return ["-m", "runners", "run", *run_args(optimizer, *hps, problem=problem)]
+
+
+# the cheapest real run: PowKernel on quadratic_deep, one epoch, no progress bar (append "--out", ...)
+ONE_EPOCH = [*run_args(PK, "learning_rate=0.01", "power=0.5"), "--epochs", "1", "--no-progress"]
+
+
+def result_data(spec, losses: list[float] | None = None) -> dict:
+    """A DeepOBS result the runner would trust for ``spec`` (schema-valid, its values); every curve is
+    ``losses`` (default all 1.0), the minibatch losses [1.0, 1.0]."""
+    n = spec.effective_num_epochs()
+    curves = {name: list(losses or [1.0] * (n + 1)) for name in CURVES}
+    curves["minibatch_train_losses"] = [1.0, 1.0]
+    return deepobs_output(
+        testproblem=spec.testproblem,
+        batch_size=spec.effective_batch_size(),
+        num_epochs=n,
+        random_seed=spec.seed,
+        weight_decay=spec.weight_decay,
+        optimizer_name=spec.optimizer,
+        optimizer_hyperparams=spec.recorded_hyperparams(),
+        curves=curves,
+        has_accuracy=False,
+    )
+
+
+def valid_result_text(spec) -> str:
+    """The JSON text of :func:`result_data` (for planting trusted results in a tree)."""
+    return dump_deepobs_json(result_data(spec))
