@@ -5,14 +5,5 @@ from __future__ import annotations
 
 def run_argv(py: str, optimizer: str, *hps: str, problem: str = "quadratic_deep") -> list[str]:
     """``py -m runners run`` for one problem and optimizer, one ``--hp`` per ``name=value``."""
-    return [
-        py,
-        "-m",
-        "runners",
-        "run",
-        "--problem",
-        problem,
-        "--optimizer",
-        optimizer,
-        *(a for h in hps for a in ("--hp", h)),
-    ]
+    hp = [a for h in hps for a in ("--hp", h)]
+    return [py, "-m", "runners", "run", "--problem", problem, "--optimizer", optimizer, *hp]

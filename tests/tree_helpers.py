@@ -11,6 +11,17 @@ import numpy as np
 from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json, setting_folder_name
 
 PK = "PowKernelGradientDescentOptimizer"
+# the paper's 8 test problems in protocol order (an independent list: tests compare the registry against it)
+PAPER_PROBLEMS = [
+    "quadratic_deep",
+    "mnist_vae",
+    "fmnist_vae",
+    "fmnist_2c2d",
+    "cifar10_3c3d",
+    "cifar100_allcnnc",
+    "svhn_wrn164",
+    "tolstoi_char_rnn",
+]
 
 
 def write_run(
