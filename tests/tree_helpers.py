@@ -23,6 +23,29 @@ PAPER_PROBLEMS = [
     "tolstoi_char_rnn",
 ]
 
+# deepobs-format §2: the curves in file order, and a file's keys in order when it has no accuracies
+CURVE_KEYS = (
+    "train_losses",
+    "valid_losses",
+    "test_losses",
+    "train_accuracies",
+    "valid_accuracies",
+    "test_accuracies",
+    "minibatch_train_losses",
+)
+LOSS_FILE_KEYS = [
+    "testproblem",
+    "batch_size",
+    "num_epochs",
+    "random_seed",
+    "weight_decay",
+    "optimizer_name",
+    "optimizer_hyperparams",
+    "training_params",
+    *CURVE_KEYS[:3],
+    "minibatch_train_losses",
+]
+
 
 def write_run(
     root: Path,
