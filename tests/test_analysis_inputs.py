@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import deepobs_result
 
 from analysis import load_runs, select_best, summarize
 from deepobs_tree import setting_folder_name
@@ -40,23 +41,18 @@ def write_run(
     extra: dict | None = None,
 ) -> Path:
     """One DeepOBS 1.2 result file, laid out and serialised as DeepOBS writes it."""
-    data = {
-        "testproblem": problem,
-        "batch_size": 128,
-        "num_epochs": len(valid) - 1,
-        "random_seed": seed,
-        key: weight_decay,
-        "optimizer_name": optimizer,
-        "optimizer_hyperparams": hp,
-        "training_params": {},
-        "train_losses": list(valid),
-        "valid_losses": list(valid),
-        "test_losses": list(test),
-    }
-    if accuracy:
-        data.update(train_accuracies=list(valid), valid_accuracies=list(valid), test_accuracies=list(test))
-    if minibatch is not None:
-        data["minibatch_train_losses"] = list(minibatch)
+    data = deepobs_result(
+        problem,
+        optimizer,
+        hp,
+        seed,
+        valid,
+        test,
+        accuracy=accuracy,
+        minibatch=minibatch,
+        weight_decay=weight_decay,
+        key=key,
+    )
     data.update(extra or {})
     folder = folder or setting_folder_name(len(valid) - 1, 128, hp, weight_decay)
     path = root / problem / optimizer / folder / f"random_seed__{seed}__{stamp}.json"
@@ -222,28 +218,9 @@ def test_unknown_problem_and_duplicates_across_sibling_folders(tmp_path):
     sibling.parent.mkdir()
     sibling.write_bytes(first.read_bytes())
     # the same run stored twice with different content: the later file wins
-    write_run(
-        root,
-        "my_problem",
-        "Opt",
-        {"learning_rate": 0.01, "power": 0.7},
-        44,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 9.0],
-        accuracy=False,
-    )
-    write_run(
-        root,
-        "my_problem",
-        "Opt",
-        {"learning_rate": 0.01, "power": 0.7},
-        44,
-        "2024-01-02-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.7],
-        accuracy=False,
-    )
+    for stamp, last in (("2024-01-01-00-00-00", 9.0), ("2024-01-02-00-00-00", 2.7)):
+        hp = {"learning_rate": 0.01, "power": 0.7}
+        write_run(root, "my_problem", "Opt", hp, 44, stamp, [3.0, 2.0], [3.0, last], accuracy=False)
     runs = load_runs([root], progress=False)
     assert len(runs) == 2 and runs.attrs["report"].n_duplicates == 1 and runs.attrs["report"].n_superseded == 1
     assert math.isnan(runs.weight_decay.iloc[0])  # unknown problem: default L2 unknown -> as stored (null)

@@ -47,6 +47,42 @@ LOSS_FILE_KEYS = [
 ]
 
 
+def deepobs_result(
+    problem: str,
+    optimizer: str,
+    hp: dict,
+    seed: int,
+    valid,
+    test,
+    *,
+    accuracy: bool = True,
+    minibatch=(1.0, 1.0),
+    weight_decay=None,
+    key: str = "weight_decay",
+) -> dict:
+    """A DeepOBS 1.2 result in file order: train and valid curves are ``valid``, the test curve ``test``,
+    accuracies (the same values) only with ``accuracy``, no minibatch losses when ``minibatch`` is None;
+    ``key`` names the decay field (``l2_reg`` in older files)."""
+    data = {
+        "testproblem": problem,
+        "batch_size": 128,
+        "num_epochs": len(valid) - 1,
+        "random_seed": seed,
+        key: weight_decay,
+        "optimizer_name": optimizer,
+        "optimizer_hyperparams": hp,
+        "training_params": {},
+        "train_losses": list(valid),
+        "valid_losses": list(valid),
+        "test_losses": list(test),
+    }
+    if accuracy:
+        data.update(train_accuracies=list(valid), valid_accuracies=list(valid), test_accuracies=list(test))
+    if minibatch is not None:
+        data["minibatch_train_losses"] = list(minibatch)
+    return data
+
+
 def write_run(
     root: Path,
     problem: str,
@@ -57,23 +93,7 @@ def write_run(
     test: list,
     stamp: str = "2022-01-01-00-00-00",
 ) -> Path:
-    data = {
-        "testproblem": problem,
-        "batch_size": 128,
-        "num_epochs": len(valid) - 1,
-        "random_seed": seed,
-        "weight_decay": None,
-        "optimizer_name": optimizer,
-        "optimizer_hyperparams": hp,
-        "training_params": {},
-        "train_losses": list(valid),
-        "valid_losses": list(valid),
-        "test_losses": list(test),
-        "minibatch_train_losses": [1.0, 1.0],
-        "train_accuracies": list(valid),
-        "valid_accuracies": list(valid),
-        "test_accuracies": list(test),
-    }
+    data = deepobs_result(problem, optimizer, hp, seed, valid, test)
     path = (
         root
         / problem
