@@ -33,28 +33,14 @@ def write_run(
     valid: list,
     test: list,
     *,
-    weight_decay=None,
-    key="weight_decay",
-    accuracy: bool = True,
-    minibatch=(1.0, 1.0),
     folder: str | None = None,
     extra: dict | None = None,
+    **fields,
 ) -> Path:
-    """One DeepOBS 1.2 result file, laid out and serialised as DeepOBS writes it."""
-    data = deepobs_result(
-        problem,
-        optimizer,
-        hp,
-        seed,
-        valid,
-        test,
-        accuracy=accuracy,
-        minibatch=minibatch,
-        weight_decay=weight_decay,
-        key=key,
-    )
-    data.update(extra or {})
-    folder = folder or setting_folder_name(len(valid) - 1, 128, hp, weight_decay)
+    """One DeepOBS 1.2 result file, laid out and serialised as DeepOBS writes it (``fields``: weight_decay, key,
+    accuracy, minibatch of :func:`tree_helpers.deepobs_result`; ``extra`` keys added last)."""
+    data = {**deepobs_result(problem, optimizer, hp, seed, valid, test, **fields), **(extra or {})}
+    folder = folder or setting_folder_name(len(valid) - 1, 128, hp, fields.get("weight_decay"))
     path = root / problem / optimizer / folder / f"random_seed__{seed}__{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=4))
