@@ -47,6 +47,21 @@ def write_run(
     return path
 
 
+def one_run(root: Path) -> Path:
+    """One quadratic_deep result without accuracies (final test loss 2.5), for tests that need just a tree."""
+    return write_run(
+        root,
+        "quadratic_deep",
+        "Opt",
+        {"learning_rate": 0.1},
+        42,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.5],
+        accuracy=False,
+    )
+
+
 def tree_digest(root: Path) -> str:
     digest = hashlib.sha1()
     for path in sorted(root.rglob("*")):
@@ -275,17 +290,7 @@ def test_searches_split_by_non_searched_hyperparameters_and_modes(tmp_path):
 
 def test_cache_is_invalidated_when_a_file_changes(tmp_path):
     root = tmp_path / "tree"
-    path = write_run(
-        root,
-        "quadratic_deep",
-        "Opt",
-        {"learning_rate": 0.1},
-        42,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.5],
-        accuracy=False,
-    )
+    path = one_run(root)
     assert load_runs([root], progress=False).final_test_losses.iloc[0] == 2.5
     assert load_runs([root], progress=False).final_test_losses.iloc[0] == 2.5  # warm
     data = json.loads(path.read_text())
@@ -310,17 +315,7 @@ def test_missing_and_empty_paths(tmp_path):
 
 def test_unknown_mode_and_bad_filter(tmp_path):
     root = tmp_path / "tree"
-    write_run(
-        root,
-        "quadratic_deep",
-        "Opt",
-        {"learning_rate": 0.1},
-        42,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.5],
-        accuracy=False,
-    )
+    one_run(root)
     for args in (("--mode", "median"), ("--filter", "power"), ("--rerun-seeds", "a-b")):
         result = run_cli(root, "--out", tmp_path / "out", *args)
         assert result.returncode == 2, args
@@ -329,17 +324,7 @@ def test_unknown_mode_and_bad_filter(tmp_path):
 
 def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path):
     root = tmp_path / "tree"
-    good = write_run(
-        root,
-        "quadratic_deep",
-        "Opt",
-        {"learning_rate": 0.1},
-        42,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.5],
-        accuracy=False,
-    )
+    good = one_run(root)
     truncated = good.parent / "random_seed__43__2024-01-01-00-00-01.json"
     truncated.write_text(good.read_text()[:150])
     not_json = good.parent / "random_seed__44__2024-01-01-00-00-02.json"
