@@ -196,6 +196,7 @@ def _search_row(
 ) -> dict:
     search_desc = ", ".join(f"{k}={v}" for k, v in fixed_key[5]) or "-"
     ranked = rank_settings(search, tuning_metric, "final" if mode == "most" else mode)
+    tie = None  # set here when 'most' ranks by seed count
     if mode == "most":
         # DeepOBS 'most': the setting with the most seeds; if all have as many, rank by the final value.
         counts = np.array([int(by_setting[k]["seed"].isin(seeds).sum()) for k in ranked["setting_key"]])
@@ -203,26 +204,11 @@ def _search_row(
             by_count = ranked.assign(_n=-counts).sort_values(["_n", "setting_folder"], kind="stable")
             ranked = by_count.drop(columns="_n")
             tie = bool(np.sort(counts)[-1] == np.sort(counts)[-2])
-            best = ranked.iloc[0]
-            return _row(
-                testproblem,
-                optimizer,
-                by_setting[best["setting_key"]],
-                report_metric,
-                seeds,
-                n_samples=len(search),
-                tie=tie,
-                selection="most",
-                tuning_metric=tuning_metric,
-                tuning_score=float(best["score"]),
-                runner_up_score=math.nan,
-                setting=best["setting_folder"],
-                search=search_desc,
-                source=source,
-            )
     best = ranked.iloc[0]
-    runner_up = ranked["score"].iloc[1] if len(ranked) > 1 else math.nan
-    tie = bool(len(ranked) > 1 and np.isfinite(best["score"]) and runner_up == best["score"])
+    runner_up = math.nan
+    if tie is None:
+        runner_up = ranked["score"].iloc[1] if len(ranked) > 1 else math.nan
+        tie = bool(len(ranked) > 1 and np.isfinite(best["score"]) and runner_up == best["score"])
     return _row(
         testproblem,
         optimizer,

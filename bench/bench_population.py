@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import run_argv
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
@@ -113,16 +115,7 @@ def bench_single(repeats: int) -> dict:
         for i in range(repeats):
             wall, _ = timed(
                 [
-                    PY,
-                    "-m",
-                    "runners",
-                    "run",
-                    "--problem",
-                    "quadratic_deep",
-                    "--optimizer",
-                    "GradientDescentOptimizer",
-                    "--hp",
-                    "learning_rate=0.01",
+                    *run_argv(PY, "GradientDescentOptimizer", "learning_rate=0.01"),
                     "--seed",
                     str(42 + i),
                     "--out",

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import run_argv
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 PY = sys.executable
@@ -182,16 +184,7 @@ def bench_single(repeats: int) -> dict:
             out = Path(tmp) / f"ours{i}"
             wall, stdout = timed(
                 [
-                    PY,
-                    "-m",
-                    "runners",
-                    "run",
-                    "--problem",
-                    "quadratic_deep",
-                    "--optimizer",
-                    "GradientDescentOptimizer",
-                    "--hp",
-                    "learning_rate=0.01",
+                    *run_argv(PY, "GradientDescentOptimizer", "learning_rate=0.01"),
                     "--epochs",
                     "100",
                     "--out",

@@ -276,6 +276,18 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
     return Path(folder)
 
 
+def _problem(spec: RunSpec):
+    """The test problem ``spec`` names, with its data folder, batch size, L2, seed and fidelity (ValueError if bad)."""
+    return testproblems.get(
+        spec.testproblem,
+        data_dir=spec.data_dir,
+        batch_size=spec.batch_size,
+        l2=spec.weight_decay,
+        seed=spec.seed,
+        fidelity=spec.fidelity,
+    )
+
+
 def check_data(spec: RunSpec) -> None:
     """RunError (one line, naming the file and the fix) unless the run's data load and give at least one
     training batch; NumPy only, so it runs before TensorFlow is imported. The readers cache what they read."""
@@ -283,14 +295,7 @@ def check_data(spec: RunSpec) -> None:
     try:
         with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
             warnings.simplefilter("ignore")
-            problem = testproblems.get(
-                spec.testproblem,
-                data_dir=spec.data_dir,
-                batch_size=spec.batch_size,
-                l2=spec.weight_decay,
-                seed=spec.seed,
-                fidelity=spec.fidelity,
-            )
+            problem = _problem(spec)
         dataset = problem.dataset()
         if dataset.num_batches("train") < 1:
             raise RunError(
@@ -306,14 +311,7 @@ def build(spec: RunSpec):
 
     check_names(spec.testproblem, spec.optimizer)
     try:
-        problem = testproblems.get(
-            spec.testproblem,
-            data_dir=spec.data_dir,
-            batch_size=spec.batch_size,
-            l2=spec.weight_decay,
-            seed=spec.seed,
-            fidelity=spec.fidelity,
-        )
+        problem = _problem(spec)
         model = problem.build_model()
         optimizer = optimizers.make(spec.optimizer, model, **spec.hyperparams_dict, **spec.options_dict)
         trainer = problem.trainer(model, optimizer)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import valid_result_text
 
 from deepobs_tree import cache
 
@@ -49,28 +50,6 @@ def crowded_valley_tree() -> Path:
 def python() -> str:
     """The project's interpreter (for CLI subprocess tests)."""
     return sys.executable
-
-
-def valid_result_text(spec) -> str:
-    """The JSON text of a result file the runner would trust for ``spec`` (schema-valid, its values)."""
-    from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json
-
-    n = spec.effective_num_epochs()
-    curves = {name: [1.0] * (n + 1) for name in CURVES}
-    curves["minibatch_train_losses"] = [1.0, 1.0]
-    return dump_deepobs_json(
-        deepobs_output(
-            testproblem=spec.testproblem,
-            batch_size=spec.effective_batch_size(),
-            num_epochs=n,
-            random_seed=spec.seed,
-            weight_decay=spec.weight_decay,
-            optimizer_name=spec.optimizer,
-            optimizer_hyperparams=spec.recorded_hyperparams(),
-            curves=curves,
-            has_accuracy=False,
-        )
-    )
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import deepobs_result
 
 from analysis import load_runs, select_best, summarize
 from deepobs_tree import setting_folder_name
@@ -32,37 +33,33 @@ def write_run(
     valid: list,
     test: list,
     *,
-    weight_decay=None,
-    key="weight_decay",
-    accuracy: bool = True,
-    minibatch=(1.0, 1.0),
     folder: str | None = None,
     extra: dict | None = None,
+    **fields,
 ) -> Path:
-    """One DeepOBS 1.2 result file, laid out and serialised as DeepOBS writes it."""
-    data = {
-        "testproblem": problem,
-        "batch_size": 128,
-        "num_epochs": len(valid) - 1,
-        "random_seed": seed,
-        key: weight_decay,
-        "optimizer_name": optimizer,
-        "optimizer_hyperparams": hp,
-        "training_params": {},
-        "train_losses": list(valid),
-        "valid_losses": list(valid),
-        "test_losses": list(test),
-    }
-    if accuracy:
-        data.update(train_accuracies=list(valid), valid_accuracies=list(valid), test_accuracies=list(test))
-    if minibatch is not None:
-        data["minibatch_train_losses"] = list(minibatch)
-    data.update(extra or {})
-    folder = folder or setting_folder_name(len(valid) - 1, 128, hp, weight_decay)
+    """One DeepOBS 1.2 result file, laid out and serialised as DeepOBS writes it (``fields``: weight_decay, key,
+    accuracy, minibatch of :func:`tree_helpers.deepobs_result`; ``extra`` keys added last)."""
+    data = {**deepobs_result(problem, optimizer, hp, seed, valid, test, **fields), **(extra or {})}
+    folder = folder or setting_folder_name(len(valid) - 1, 128, hp, fields.get("weight_decay"))
     path = root / problem / optimizer / folder / f"random_seed__{seed}__{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=4))
     return path
+
+
+def one_run(root: Path) -> Path:
+    """One quadratic_deep result without accuracies (final test loss 2.5), for tests that need just a tree."""
+    return write_run(
+        root,
+        "quadratic_deep",
+        "Opt",
+        {"learning_rate": 0.1},
+        42,
+        "2024-01-01-00-00-00",
+        [3.0, 2.0],
+        [3.0, 2.5],
+        accuracy=False,
+    )
 
 
 def tree_digest(root: Path) -> str:
@@ -222,28 +219,9 @@ def test_unknown_problem_and_duplicates_across_sibling_folders(tmp_path):
     sibling.parent.mkdir()
     sibling.write_bytes(first.read_bytes())
     # the same run stored twice with different content: the later file wins
-    write_run(
-        root,
-        "my_problem",
-        "Opt",
-        {"learning_rate": 0.01, "power": 0.7},
-        44,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 9.0],
-        accuracy=False,
-    )
-    write_run(
-        root,
-        "my_problem",
-        "Opt",
-        {"learning_rate": 0.01, "power": 0.7},
-        44,
-        "2024-01-02-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.7],
-        accuracy=False,
-    )
+    for stamp, last in (("2024-01-01-00-00-00", 9.0), ("2024-01-02-00-00-00", 2.7)):
+        hp = {"learning_rate": 0.01, "power": 0.7}
+        write_run(root, "my_problem", "Opt", hp, 44, stamp, [3.0, 2.0], [3.0, last], accuracy=False)
     runs = load_runs([root], progress=False)
     assert len(runs) == 2 and runs.attrs["report"].n_duplicates == 1 and runs.attrs["report"].n_superseded == 1
     assert math.isnan(runs.weight_decay.iloc[0])  # unknown problem: default L2 unknown -> as stored (null)
@@ -312,17 +290,7 @@ def test_searches_split_by_non_searched_hyperparameters_and_modes(tmp_path):
 
 def test_cache_is_invalidated_when_a_file_changes(tmp_path):
     root = tmp_path / "tree"
-    path = write_run(
-        root,
-        "quadratic_deep",
-        "Opt",
-        {"learning_rate": 0.1},
-        42,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.5],
-        accuracy=False,
-    )
+    path = one_run(root)
     assert load_runs([root], progress=False).final_test_losses.iloc[0] == 2.5
     assert load_runs([root], progress=False).final_test_losses.iloc[0] == 2.5  # warm
     data = json.loads(path.read_text())
@@ -347,17 +315,7 @@ def test_missing_and_empty_paths(tmp_path):
 
 def test_unknown_mode_and_bad_filter(tmp_path):
     root = tmp_path / "tree"
-    write_run(
-        root,
-        "quadratic_deep",
-        "Opt",
-        {"learning_rate": 0.1},
-        42,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.5],
-        accuracy=False,
-    )
+    one_run(root)
     for args in (("--mode", "median"), ("--filter", "power"), ("--rerun-seeds", "a-b")):
         result = run_cli(root, "--out", tmp_path / "out", *args)
         assert result.returncode == 2, args
@@ -366,17 +324,7 @@ def test_unknown_mode_and_bad_filter(tmp_path):
 
 def test_unreadable_files_are_skipped_with_one_warning_each(tmp_path):
     root = tmp_path / "tree"
-    good = write_run(
-        root,
-        "quadratic_deep",
-        "Opt",
-        {"learning_rate": 0.1},
-        42,
-        "2024-01-01-00-00-00",
-        [3.0, 2.0],
-        [3.0, 2.5],
-        accuracy=False,
-    )
+    good = one_run(root)
     truncated = good.parent / "random_seed__43__2024-01-01-00-00-01.json"
     truncated.write_text(good.read_text()[:150])
     not_json = good.parent / "random_seed__44__2024-01-01-00-00-02.json"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tree_helpers import deepobs_result
 
 from analysis import load_runs
 from analysis.__main__ import main
@@ -38,20 +39,7 @@ def private_cache(tmp_path, monkeypatch):
 
 def result(hp=None, seed=42, valid=(3.0, 2.0), test=(3.0, 2.5), **extra) -> dict:
     hp = {"learning_rate": 0.1, "power": 0.5} if hp is None else hp
-    data = {
-        "testproblem": "quadratic_deep",
-        "batch_size": 128,
-        "num_epochs": len(valid) - 1,
-        "random_seed": seed,
-        "weight_decay": None,
-        "optimizer_name": OPT,
-        "optimizer_hyperparams": hp,
-        "training_params": {},
-        "train_losses": list(valid),
-        "valid_losses": list(valid),
-        "test_losses": list(test),
-        "minibatch_train_losses": [1.0, 1.0],
-    }
+    data = deepobs_result("quadratic_deep", OPT, hp, seed, valid, test, accuracy=False)
     data.update(extra)
     return data
 

@@ -19,22 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tree_helpers import ONE_EPOCH, PK, run_args
 
 ROOT = Path(__file__).resolve().parents[1]
-PK = "PowKernelGradientDescentOptimizer"
-Q = [
-    "--problem",
-    "quadratic_deep",
-    "--optimizer",
-    PK,
-    "--hp",
-    "learning_rate=0.01",
-    "--hp",
-    "power=0.5",
-    "--epochs",
-    "1",
-    "--no-progress",
-]
+Q = ONE_EPOCH
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -203,14 +191,7 @@ def test_run_idx_with_wrong_image_shape(box):
         "runners",
         [
             "run",
-            "--problem",
-            "fmnist_2c2d",
-            "--optimizer",
-            PK,
-            "--hp",
-            "learning_rate=0.01",
-            "--hp",
-            "power=0.5",
+            *run_args(PK, "learning_rate=0.01", "power=0.5", problem="fmnist_2c2d"),
             "--epochs",
             "1",
             "--no-progress",

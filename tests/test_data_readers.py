@@ -392,3 +392,18 @@ def test_prefetch_stops_when_abandoned_and_passes_errors_on(data_dir, monkeypatc
     monkeypatch.setattr(augment, "apply", broken)
     with pytest.raises(RuntimeError, match="augmentation failed"):
         list(ds.batches("train", 0))
+
+
+@pytest.mark.parametrize("cls,name", [("MnistDataset", "mnist"), ("ImageDataset", "cifar10")])
+def test_no_training_images_left_after_the_validation_split_is_a_data_error(cls, name, tmp_path, monkeypatch):
+    """A train split no larger than the validation split (which takes as many images as the test split) is one
+    DataError naming the dataset's folder and the fix, for the idx and the binary readers alike."""
+    import types
+
+    from testproblems.data import datasets
+
+    monkeypatch.setattr(datasets, "read_idx_split", lambda *a: (np.zeros((5, 28, 28)), np.zeros(5)))
+    files = types.SimpleNamespace(y=np.zeros(4), test_y=np.zeros(4))
+    monkeypatch.setattr(datasets, "read_image_dataset", lambda *a: files)
+    with pytest.raises(DataError, match=r"too small \(no training images left after the [45]-image validation split"):
+        getattr(datasets, cls)(name, tmp_path, 8, 0, "deepobs")

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tree_helpers import ONE_EPOCH, PK, result_data
 
-from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json, provenance_file_name
+from deepobs_tree import CURVES, dump_deepobs_json, provenance_file_name
 from deepobs_tree.safe_io import YamlLimitError, load_yaml, read_regular
 from deepobs_tree.schema import ResultSchemaError, check_result
 from runners.config import load_study
@@ -26,7 +27,6 @@ from runners.ledger import LockPolicy, RunLock, lock_path, lock_state
 from runners.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-PK = "PowKernelGradientDescentOptimizer"
 STAMP = "2026-01-01-00-00-00"
 TIMESTAMP = re.compile(r"__\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}")
 STUDY = """\
@@ -68,21 +68,9 @@ def _study(tmp_path: Path, budget: int = 3) -> Path:
 
 
 def _result(spec: RunSpec, **change) -> dict:
-    n = spec.effective_num_epochs()
-    curves = {name: [2.0 - 0.5 * i for i in range(n + 1)] for name in CURVES}
-    curves["minibatch_train_losses"] = [1.0, 1.0]
-    data = deepobs_output(
-        testproblem=spec.testproblem,
-        batch_size=spec.effective_batch_size(),
-        num_epochs=n,
-        random_seed=spec.seed,
-        weight_decay=spec.weight_decay,
-        optimizer_name=spec.optimizer,
-        optimizer_hyperparams=spec.recorded_hyperparams(),
-        curves=curves,
-        has_accuracy=False,
-    )
-    return {**data, **change}
+    """A trusted result for ``spec`` with falling curves (2.0, 1.5, ...), then ``change``."""
+    losses = [2.0 - 0.5 * i for i in range(spec.effective_num_epochs() + 1)]
+    return {**result_data(spec, losses), **change}
 
 
 def _plant(spec: RunSpec, out: Path, content: str | dict | None = None, stamp: str = STAMP) -> Path:
@@ -355,22 +343,7 @@ def test_run_on_a_full_disk_then_resume(tmp_path):
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITE)
     out = tmp_path / "out"
-    args = [
-        "run",
-        "--problem",
-        "quadratic_deep",
-        "--optimizer",
-        PK,
-        "--hp",
-        "learning_rate=0.01",
-        "--hp",
-        "power=0.5",
-        "--epochs",
-        "1",
-        "--out",
-        out,
-        "--no-progress",
-    ]
+    args = ["run", *ONE_EPOCH, "--out", out]
     env = {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}", "NLWU_FAULT_ERRNO": str(errno.ENOSPC)}
     proc = _cmd("runners", *args, timeout=300, **env)
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -418,20 +391,7 @@ def test_long_names_and_non_folder_parents_are_one_error_line(tmp_path, capsys):
 
     config = _study(tmp_path)
     long_out = tmp_path / ("x" * 300)
-    run = [
-        "run",
-        "--problem",
-        "quadratic_deep",
-        "--optimizer",
-        PK,
-        "--hp",
-        "learning_rate=0.01",
-        "--hp",
-        "power=0.5",
-        "--epochs",
-        "1",
-        "--no-progress",
-    ]
+    run = ["run", *ONE_EPOCH]
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
     fifo = tmp_path / "study.yaml"

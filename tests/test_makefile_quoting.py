@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import run_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
@@ -192,17 +193,7 @@ def test_run_defaults_as_documented(fake_py):
     assert result.returncode == 0, result.stderr
     assert calls(log) == [
         [
-            "-m",
-            "runners",
-            "run",
-            "--problem",
-            "quadratic_deep",
-            "--optimizer",
-            "PowKernelGradientDescentOptimizer",
-            "--hp",
-            "learning_rate=0.01",
-            "--hp",
-            "power=0.5",
+            *run_argv("PowKernelGradientDescentOptimizer", "learning_rate=0.01", "power=0.5"),
             "--seed",
             "42",
             "--out",

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tree_helpers import PAPER_PROBLEMS
 
 import optimizers
 import testproblems  # noqa: E402
 
-PROBLEMS = [
-    "quadratic_deep",
-    "mnist_vae",
-    "fmnist_vae",
-    "fmnist_2c2d",
-    "cifar10_3c3d",
-    "cifar100_allcnnc",
-    "svhn_wrn164",
-    "tolstoi_char_rnn",
-]
+PROBLEMS = list(PAPER_PROBLEMS)
 
 # protocol §1.2: (number of selected tensors, number of selected scalars or None, plain tensors are...)
 EXPECTED = {

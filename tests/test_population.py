@@ -19,20 +19,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tree_helpers import CURVE_KEYS
 
 from testproblems.data import synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 REL_TOL, ABS_TOL = 2e-5, 1e-7
-KEYS = (
-    "train_losses",
-    "valid_losses",
-    "test_losses",
-    "train_accuracies",
-    "valid_accuracies",
-    "test_accuracies",
-    "minibatch_train_losses",
-)
+KEYS = CURVE_KEYS
 
 SCRIPT = r"""
 import json, sys

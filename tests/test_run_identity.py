@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tree_helpers import run_argv, valid_result_text
 
 from deepobs_tree import provenance_file_name
 from runners.config import load_study
@@ -59,31 +60,11 @@ def test_every_math_changing_value_gives_its_own_folder():
     assert len(set(folders)) == len(folders)
 
 
-def valid_result(spec) -> str:
-    from deepobs_tree import CURVES, deepobs_output, dump_deepobs_json
-
-    n = spec.effective_num_epochs()
-    curves = {name: [1.0] * (n + 1) for name in CURVES} | {"minibatch_train_losses": [1.0]}
-    return dump_deepobs_json(
-        deepobs_output(
-            testproblem=spec.testproblem,
-            batch_size=spec.effective_batch_size(),
-            num_epochs=n,
-            random_seed=spec.seed,
-            weight_decay=spec.weight_decay,
-            optimizer_name=spec.optimizer,
-            optimizer_hyperparams=spec.recorded_hyperparams(),
-            curves=curves,
-            has_accuracy=False,
-        )
-    )
-
-
 def _plant(spec, out, recorded_spec=None, stamp="2026-01-01-00-00-00"):
     folder = spec.setting_dir(out)
     folder.mkdir(parents=True, exist_ok=True)
     result = folder / f"random_seed__{spec.seed}__{stamp}.json"
-    result.write_text(valid_result(spec))
+    result.write_text(valid_result_text(spec))
     if recorded_spec is not None:
         rec = {
             **recorded_spec.to_dict(),
@@ -167,17 +148,7 @@ def test_cli_momentum_run_does_not_reuse_the_default_result(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base = [
         sys.executable,
-        "-m",
-        "runners",
-        "run",
-        "--problem",
-        "quadratic_deep",
-        "--optimizer",
-        PK,
-        "--hp",
-        "learning_rate=0.01",
-        "--hp",
-        "power=0.5",
+        *run_argv(PK, "learning_rate=0.01", "power=0.5"),
         "--epochs",
         "1",
         "--no-progress",

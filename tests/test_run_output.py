@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tree_helpers import run_argv
+
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = ("cuInit", "absl", "I0000", "E0000", "oneDNN", "cuda drivers")
 
@@ -20,17 +22,7 @@ def test_run_prints_steps_final_losses_summary_and_no_startup_noise(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "runners",
-            "run",
-            "--problem",
-            "quadratic_deep",
-            "--optimizer",
-            "PowKernelGradientDescentOptimizer",
-            "--hp",
-            "learning_rate=0.01",
-            "--hp",
-            "power=0.5",
+            *run_argv("PowKernelGradientDescentOptimizer", "learning_rate=0.01", "power=0.5"),
             "--epochs",
             "2",
             "--out",

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+from tree_helpers import LOSS_FILE_KEYS, run_args
 
 import runners.run as run_mod
 from deepobs_tree import PROVENANCE_SUFFIX, parse_result_file_name
@@ -61,20 +62,7 @@ def test_single_quadratic_deep_run_matches_deepobs(single_run, paper_tree):
     # epoch-0 values of DeepOBS' quadratic_deep (acceptance: 353.8127 / 353.4468 to 2 decimals)
     assert round(data["valid_losses"][0], 2) == 353.81
     assert round(data["test_losses"][0], 2) == 353.45
-    assert list(data) == [
-        "testproblem",
-        "batch_size",
-        "num_epochs",
-        "random_seed",
-        "weight_decay",
-        "optimizer_name",
-        "optimizer_hyperparams",
-        "training_params",
-        "train_losses",
-        "valid_losses",
-        "test_losses",
-        "minibatch_train_losses",
-    ]
+    assert list(data) == LOSS_FILE_KEYS
     assert data["weight_decay"] is None and data["training_params"] == {}
     assert data["optimizer_hyperparams"] == SAMPLE5
     assert len(data["test_losses"]) == 101
@@ -161,30 +149,12 @@ def test_run_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "power=0.5"], "learning_rate"),
         (["--problem", "quadratic_deep", "--optimizer", GD, "--hp", "lr"], "expected name=value"),
         (
-            [
-                "--problem",
-                "quadratic_deep",
-                "--optimizer",
-                GD,
-                "--hp",
-                "learning_rate=0.1",
-                "--hp",
-                "power=0.5",
-                "--epochs",
-                "0",
-            ],
+            [*run_args(GD, "learning_rate=0.1", "power=0.5"), "--epochs", "0"],
             "--epochs must be >= 1",
         ),
         (
             [
-                "--problem",
-                "fmnist_2c2d",
-                "--optimizer",
-                GD,
-                "--hp",
-                "learning_rate=0.1",
-                "--hp",
-                "power=0.5",
+                *run_args(GD, "learning_rate=0.1", "power=0.5", problem="fmnist_2c2d"),
                 "--data-dir",
                 str(tmp_path / "missing"),
             ],

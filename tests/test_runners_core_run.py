@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tree_helpers import CURVE_KEYS, LOSS_FILE_KEYS
 
 from deepobs_tree import (
     PROVENANCE_SUFFIX,
@@ -72,14 +73,7 @@ def test_divergence_pads_every_list_with_its_first_element(n):
     c = train_curves(t, num_epochs=num_epochs, train_log_interval=10)
     assert c["diverged_epoch"] == n
     assert [x for x in t.calls if x[0] == "train"][-1] == ("train", n)
-    for key in (
-        "train_losses",
-        "valid_losses",
-        "test_losses",
-        "train_accuracies",
-        "valid_accuracies",
-        "test_accuracies",
-    ):
+    for key in CURVE_KEYS[:-1]:
         values = c[key]
         assert len(values) == num_epochs + 1
         assert values[n + 1 :] == [values[0]] * (num_epochs - n)  # not NaN: the untrained value
@@ -115,34 +109,13 @@ def _output(curves, has_accuracy, wd=None):
 def test_output_keys_in_deepobs_order_and_accuracy_dropped():
     curves = train_curves(FakeTrainer(accuracy=False), num_epochs=2)
     out = _output(curves, has_accuracy=False)
-    assert list(out) == [
-        "testproblem",
-        "batch_size",
-        "num_epochs",
-        "random_seed",
-        "weight_decay",
-        "optimizer_name",
-        "optimizer_hyperparams",
-        "training_params",
-        "train_losses",
-        "valid_losses",
-        "test_losses",
-        "minibatch_train_losses",
-    ]
+    assert list(out) == LOSS_FILE_KEYS
     assert out["weight_decay"] is None and out["training_params"] == {}
     text = dump_deepobs_json(out)
     assert '"weight_decay": null' in text and not text.endswith("\n")
     assert text == json.dumps(json.loads(text), indent=4)  # re-serialises byte-identically (§2.7)
     with_acc = _output(train_curves(FakeTrainer(), num_epochs=2), has_accuracy=True, wd=0.0)
-    assert list(with_acc)[8:] == [
-        "train_losses",
-        "valid_losses",
-        "test_losses",
-        "train_accuracies",
-        "valid_accuracies",
-        "test_accuracies",
-        "minibatch_train_losses",
-    ]
+    assert list(with_acc)[8:] == list(CURVE_KEYS)
     assert with_acc["weight_decay"] == 0.0
 
 

@@ -5,19 +5,11 @@ import sys
 import warnings
 
 import pytest
+from tree_helpers import PAPER_PROBLEMS
 
 import testproblems
 
-BASE = [
-    "quadratic_deep",
-    "mnist_vae",
-    "fmnist_vae",
-    "fmnist_2c2d",
-    "cifar10_3c3d",
-    "cifar100_allcnnc",
-    "svhn_wrn164",
-    "tolstoi_char_rnn",
-]
+BASE = list(PAPER_PROBLEMS)
 NODECAY = ["cifar10_3c3d_nodecay", "cifar100_allcnnc_nodecay", "svhn_wrn164_nodecay"]
 
 # testproblems.md §10 (DeepOBS DEFAULT_TEST_PROBLEMS_SETTINGS; the paper's files use the same values).

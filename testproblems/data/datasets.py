@@ -191,6 +191,16 @@ class _ArrayDataset(Dataset):
 
     augment_flip: bool | None = None  # None: no augmentation; else augment (with / without flip)
 
+    def _check_split(self, n_images: int) -> None:
+        """DataError unless ``n_images`` leave training images after the ``self._v``-image validation split."""
+        if self._v >= n_images:
+            raise data_error(
+                self.name,
+                self.data_dir,
+                self.data_dir / FOLDERS[self.name],
+                f"too small (no training images left after the {self._v}-image validation split)",
+            )
+
     def _train_valid_indices(self, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
@@ -305,13 +315,7 @@ class MnistDataset(_ArrayDataset):
         self._train = read_idx_split(name, self.data_dir, "train")
         self._test = read_idx_split(name, self.data_dir, "t10k")
         self._v = len(self._test[0])
-        if self._v >= len(self._train[0]):
-            raise data_error(
-                name,
-                self.data_dir,
-                self.data_dir / FOLDERS[name],
-                f"too small (no training images left after the {self._v}-image validation split)",
-            )
+        self._check_split(len(self._train[0]))
 
     @property
     def sizes(self):
@@ -352,13 +356,7 @@ class ImageDataset(_ArrayDataset):
         self._files = read_image_dataset(name, self.data_dir, fidelity)
         self._v = len(self._files.test_y)
         self._redraw = name in ("cifar10", "svhn") and fidelity == "deepobs"
-        if self._v >= len(self._files.y):
-            raise data_error(
-                name,
-                self.data_dir,
-                self.data_dir / FOLDERS[name],
-                f"too small (no training images left after the {self._v}-image validation split)",
-            )
+        self._check_split(len(self._files.y))
 
     @property
     def sizes(self):

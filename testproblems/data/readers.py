@@ -185,52 +185,37 @@ def _cifar_like(
     return _cached(f"{name}:{image_start}", [*train_paths, test_path], build)
 
 
+# the binary record of each image dataset: (label byte, record bytes, channels first, classes) (data.md §3, §4)
+_RECORDS = {"cifar10": (0, 3073, True, 10), "cifar100": (1, 3074, True, 100), "svhn": (0, 3073, False, 10)}
+
+
 def read_image_dataset(name: str, data_dir: Path, fidelity: str) -> _ImageFiles:
     """Decode the CIFAR-10 / CIFAR-100 / SVHN binaries (data.md §3, §4)."""
     folder = data_dir / FOLDERS[name]
     if name == "cifar10":
-        train = [folder / f"data_batch_{i}.bin" for i in range(1, 6)]
-        return _cifar_like(
-            name,
-            data_dir,
-            train,
-            folder / "test_batch.bin",
-            label_byte=0,
-            image_start=1,
-            record_bytes=3073,
-            chw=True,
-            num_classes=10,
-        )
-    if name == "cifar100":
-        # DeepOBS slices the image from byte 1 (one byte early, data.md §3); 'corrected' uses byte 2.
-        start = 1 if fidelity == "deepobs" else 2
-        return _cifar_like(
-            name,
-            data_dir,
-            [folder / "train.bin"],
-            folder / "test.bin",
-            label_byte=1,
-            image_start=start,
-            record_bytes=3074,
-            chw=True,
-            num_classes=100,
-        )
-    if name == "svhn":
-        train = _svhn_train_files(folder)
+        train, test = [folder / f"data_batch_{i}.bin" for i in range(1, 6)], folder / "test_batch.bin"
+    elif name == "cifar100":
+        train, test = [folder / "train.bin"], folder / "test.bin"
+    elif name == "svhn":
+        train, test = _svhn_train_files(folder), folder / "test_batch.bin"
         if not train:
             raise data_error(name, data_dir, folder / "data_batch_0.bin", "file missing")
-        return _cifar_like(
-            name,
-            data_dir,
-            train,
-            folder / "test_batch.bin",
-            label_byte=0,
-            image_start=1,
-            record_bytes=3073,
-            chw=False,
-            num_classes=10,
-        )
-    raise AssertionError(name)
+    else:
+        raise AssertionError(name)
+    label_byte, record_bytes, chw, num_classes = _RECORDS[name]
+    # DeepOBS slices CIFAR-100's image from byte 1 (one byte early, data.md §3); 'corrected' uses byte 2.
+    start = 2 if name == "cifar100" and fidelity != "deepobs" else 1
+    return _cifar_like(
+        name,
+        data_dir,
+        train,
+        test,
+        label_byte=label_byte,
+        image_start=start,
+        record_bytes=record_bytes,
+        chw=chw,
+        num_classes=num_classes,
+    )
 
 
 def read_tolstoi(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
