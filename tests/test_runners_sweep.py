@@ -127,17 +127,10 @@ def _final_test(out: Path) -> dict[str, float]:
     }
 
 
-# ----------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_ray_hands_out_populations_like_the_local_pool(tmp_path):
-    """The population path on a real local Ray cluster (one Ray task per population, on the jax backend) writes
-    the same tree as the local pool's population workers, with the same numbers (both jax populations: the same
-    compiled program per member), and `status` reports everything done."""
-    ray = pytest.importorskip("ray")
-    config = _study(tmp_path)
-    local, remote = tmp_path / "local", tmp_path / "ray"
+def _local_sweep(config: Path, out: Path, population: str) -> subprocess.CompletedProcess:
+    """The smoke sweep on the local pool (subprocess CLI, 2 workers) with ``--population``; it must succeed."""
     proc = subprocess.run(
-        _sweep_cmd(config, local, "--workers", "2", "--population", "auto"),
+        _sweep_cmd(config, out, "--workers", "2", "--population", population),
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -145,9 +138,11 @@ def test_ray_hands_out_populations_like_the_local_pool(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
-    from runners.executors.population_pool import PopulationExecutor, wrap
-    from runners.executors.ray import RayExecutor
+
+def _ray_sweep(ray, config: Path, out: Path, executor) -> int:
+    """The smoke sweep through ``executor`` on a fresh local Ray cluster bound to 127.0.0.1; its exit code."""
     from studies.sweep import run_sweep
 
     ray.init(
@@ -158,12 +153,28 @@ def test_ray_hands_out_populations_like_the_local_pool(tmp_path):
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}},
     )
     try:
-        executor = wrap(RayExecutor(num_cpus=1), None)
-        assert isinstance(executor, PopulationExecutor)
-        rc = run_sweep(load_study(config, preset="smoke"), remote, executor, progress=False)
+        return run_sweep(load_study(config, preset="smoke"), out, executor, progress=False)
     finally:
         ray.shutdown()
-    assert rc == 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ray_hands_out_populations_like_the_local_pool(tmp_path):
+    """The population path on a real local Ray cluster (one Ray task per population, on the jax backend) writes
+    the same tree as the local pool's population workers, with the same numbers (both jax populations: the same
+    compiled program per member), and `status` reports everything done."""
+    ray = pytest.importorskip("ray")
+    config = _study(tmp_path)
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    _local_sweep(config, local, population="auto")
+
+    from runners.executors.population_pool import PopulationExecutor, wrap
+    from runners.executors.ray import RayExecutor
+
+    executor = wrap(RayExecutor(num_cpus=1), None)
+    assert isinstance(executor, PopulationExecutor)
+    assert _ray_sweep(ray, config, remote, executor) == 0
     assert _tree(local) == _tree(remote)
     assert len(_results(local)) == 2 * 2 + 2 * 1
     a, b = _final_test(local), _final_test(remote)
@@ -183,31 +194,12 @@ def test_local_pool_and_ray_produce_the_same_files(tmp_path):
     config = _study(tmp_path)
     local, remote = tmp_path / "local", tmp_path / "ray"
     # --population 1: the per-run path on both executors (the default trains quadratic_deep as jax populations)
-    proc = subprocess.run(
-        _sweep_cmd(config, local, "--workers", "2", "--population", "1"),
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _local_sweep(config, local, population="1")
     assert "PowKernelGradientDescentOptimizer" in proc.stdout and "final_test_mean" in proc.stdout
 
     from runners.executors.ray import RayExecutor
-    from studies.sweep import run_sweep
 
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}},
-    )
-    try:
-        rc = run_sweep(load_study(config, preset="smoke"), remote, RayExecutor(num_cpus=1), progress=False)
-    finally:
-        ray.shutdown()
-    assert rc == 0
+    assert _ray_sweep(ray, config, remote, RayExecutor(num_cpus=1)) == 0
     assert _tree(local) == _tree(remote)
     assert len(_results(local)) == 2 * 2 + 2 * 1
     a, b = _final_test(local), _final_test(remote)

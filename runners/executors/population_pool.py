@@ -172,9 +172,10 @@ class PopulationExecutor(Executor):
                         if lock is None:  # another sweep runs it: the per-run loop waits for it
                             leftover.append(spec)
                             continue
-                        if spec.existing_result(out) is not None:
+                        done = spec.existing_result(out)  # another sweep finished it since planning
+                        if done is not None:
                             lock.release()
-                            report.done[spec.run_id] = spec.existing_result(out)
+                            report.done[spec.run_id] = done
                             bar.update(1)
                             continue
                         clean_partials(spec, out)
