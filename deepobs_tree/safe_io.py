@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,33 @@ def _measure(root, max_nodes: int, max_depth: int) -> None:
         stack.extend((child, False) for child in _children(node) if id(child) not in memo)
 
 
+def _depth_bound(text: str) -> int:
+    """An upper bound on the nesting depth of a YAML text, from its characters alone (no parsing): a block
+    collection nested in another starts on a later line indented at least as far (at most two levels per
+    indentation column: a mapping and its indentless sequence) or on the same line after an indicator
+    ('-', '?', ':'); a flow collection opens with '[' or '{'. Over-estimates freely; never under-estimates."""
+    indent = indicators = 0
+    for line in re.split("[\n\r\x85\u2028\u2029]", text):
+        indent = max(indent, len(line) - len(line.lstrip(" ")))
+        indicators = max(indicators, line.count("-") + line.count("?") + line.count(":"))
+    return 2 * (indent + 1) + indicators + text.count("[") + text.count("{") + 1
+
+
+def _load_fast(text: str | bytes, max_nodes: int, max_depth: int) -> Any:
+    """libyaml's parser and composer (C), then the same limit check and construction as the pure path. Only
+    called for texts whose ``_depth_bound`` is within ``max_depth``, so the C composer's recursion is bounded;
+    alias expansion is measured by ``_measure`` before anything is constructed, as on the pure path."""
+    loader = yaml.CSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node, max_nodes, max_depth)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(
     text: str | bytes,
     *,
@@ -196,6 +224,16 @@ def load_yaml(
     size = len(text.encode() if isinstance(text, str) else text)
     if size > max_bytes:
         raise YamlLimitError(f"{size} bytes, above the limit of {max_bytes}")
+    if getattr(yaml, "__with_libyaml__", False):
+        try:
+            decoded = text if isinstance(text, str) else text.decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = "\t"  # another encoding: the pure path reads it
+        if "\t" not in decoded and _depth_bound(decoded) <= max_depth:
+            try:
+                return _load_fast(decoded, max_nodes, max_depth)
+            except yaml.YAMLError:
+                pass  # malformed: the pure path below raises its own (canonical) error for it
 
     class _Loader(yaml.SafeLoader):
         depth = 0

@@ -195,3 +195,25 @@ def test_tf1_reinitialised_iterator_replays_shuffle_and_map_draws():
     assert order[2] == order[0][:8]  # train_eval = the first batches of that order
     assert noise_[0] == noise_[1] and noise_[2] == noise_[0][:8]  # map draws replay too
     assert len(file_orders) > 1  # the stateful file shuffle does not
+
+
+@pytest.mark.parametrize("fidelity", ["deepobs", "corrected"])
+def test_epoch_invariant_phases_serve_the_same_batches_at_every_epoch(fidelity, data_dir):
+    """``Dataset.epoch_invariant`` (population training prepares such phases once): every phase it names
+    serves identical batches at epochs 0, 1 and 9; every phase it does not name under 'corrected' changes;
+    the image data sets (augmentation, redraws) claim nothing."""
+    from testproblems.data.datasets import PHASES
+
+    ds = load_dataset("quadratic", None, batch_size=128, seed=42, fidelity=fidelity)
+    for phase in PHASES:
+        passes = [_keys(ds, phase, e) for e in (0, 1, 9)]
+        if ds.epoch_invariant(phase):
+            assert passes[1] == passes[0] and passes[2] == passes[0], phase
+        else:
+            assert fidelity == "corrected" and passes[1] != passes[0], phase
+    assert ds.epoch_invariant("train") == (fidelity == "deepobs") and ds.epoch_invariant("test")
+    for name in ("mnist", "cifar10", "cifar100", "svhn"):
+        images = load_dataset(name, data_dir, batch_size=B, seed=1, fidelity=fidelity)
+        assert not any(images.epoch_invariant(phase) for phase in PHASES), name
+    with pytest.raises(ValueError, match="unknown phase"):
+        ds.epoch_invariant("training")

@@ -495,6 +495,47 @@ def test_yaml_limits_also_guard_provenance_records():
     assert load_yaml("spec: {a: &x [1, 2], b: *x}") == {"spec": {"a": [1, 2], "b": [1, 2]}}
 
 
+def _random_tree(rng, depth):
+    if depth == 0 or rng.random() < 0.2:
+        return rng.choice([1, "a", "x: y", "- z", None, 2.5])
+    if rng.random() < 0.5:
+        return [_random_tree(rng, depth - 1) for _ in range(rng.randint(1, 3))]
+    return {f"k{i}": _random_tree(rng, depth - 1) for i in range(rng.randint(1, 3))}
+
+
+def _depth(value) -> int:
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return 1 + max((_depth(c) for c in children), default=0)
+
+
+def test_yaml_fast_path_equals_the_pure_path_and_its_depth_bound_never_underestimates(monkeypatch):
+    """libyaml (C) is used only where a character count bounds the nesting (``_depth_bound``): on random
+    nested documents in block, flow and mixed styles the bound is never below the true depth, and the fast
+    path's value equals the pure-Python path's, limits included."""
+    import random
+
+    import yaml
+
+    from deepobs_tree import safe_io
+
+    rng = random.Random(0)
+    docs = []
+    for _ in range(300):
+        tree = _random_tree(rng, rng.randint(1, 12))
+        style = rng.choice([False, True, None])
+        text = yaml.safe_dump(tree, default_flow_style=style, indent=rng.choice([2, 4]))
+        assert safe_io._depth_bound(text) >= _depth(tree), text
+        docs.append(text)
+    docs.append("spec: {a: &x [1, 2], b: *x}")
+    fast = [load_yaml(text) for text in docs]
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)
+    assert fast == [load_yaml(text) for text in docs]
+    monkeypatch.undo()
+    assert not safe_io._depth_bound("[" * 70) <= safe_io.MAX_YAML_DEPTH  # deep texts take the guarded path
+    with pytest.raises(YamlLimitError, match="nested"):
+        load_yaml("[" * 70 + "]" * 70)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 4. locks
 # ---------------------------------------------------------------------------------------------------------

@@ -132,8 +132,9 @@ OPTIMIZERS = {  # the default study's 6 and their W variants, with stable settin
 @pytest.fixture(scope="module")
 def quadratic_rows(tmp_path_factory):
     """Populations of 3 for each of the 12 optimizers (members differ in seed, or in one hyperparameter),
-    1 (power = 1, the special case), 4 (one seed) and 3 (one seed each), 7 (MomentumOptimizer, incl. a
-    diverging member) and 50 (PowKernelMomentumOptimizer: learning rates, powers and seeds)."""
+    1 (power = 1, the special case), 4 (one seed) and 3 (one seed each), 3 under fidelity 'corrected',
+    7 (MomentumOptimizer, incl. a diverging member) and 50 (PowKernelMomentumOptimizer: learning rates,
+    powers and seeds)."""
     cases = []
     for name, hp in OPTIMIZERS.items():
         cases.append([_spec("quadratic_deep", name, seed=42, **hp), _spec("quadratic_deep", name, seed=43, **hp)])
@@ -149,6 +150,13 @@ def quadratic_rows(tmp_path_factory):
     )
     cases.append(
         [_spec("quadratic_deep", "GradientDescentOptimizer", seed=s, learning_rate=0.03) for s in (43, 44, 45)]
+    )
+    # 'corrected' reshuffles train and train_eval every epoch: those inputs are rebuilt per epoch, not kept
+    cases.append(
+        [
+            dict(_spec("quadratic_deep", "GradientDescentOptimizer", seed=s, learning_rate=lr), fidelity="corrected")
+            for s, lr in ((42, 0.03), (42, 0.01), (43, 0.03))
+        ]
     )
     cases.append(
         [

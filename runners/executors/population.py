@@ -61,6 +61,9 @@ FASTER_AS_POPULATION = {
 MAX_SIZE = 64
 #: problems whose epoch is compiled as one ``lax.scan`` (small dense problems; convolutions run per step)
 SCAN_PROBLEMS = frozenset({"quadratic_deep"})
+#: bytes of epoch-invariant inputs (``Dataset.epoch_invariant``) a population prepares once and keeps on its
+#: device instead of rebuilding every epoch (quadratic_deep: 0.7 MB per seed and phase)
+INPUT_CACHE_BYTES = 256 << 20
 
 
 class PopulationUnsupported(RunError):
@@ -296,6 +299,8 @@ class Population:
         def stack(per_member):
             return [jnp.stack(leaves) for leaves in zip(*per_member)]
 
+        self._inputs: dict[str, list] = {}  # phase -> prepared device inputs of every epoch (epoch-invariant)
+        self._input_bytes = 0
         self.trainable = stack([[v.value for v in models[s.seed].trainable_variables] for s in specs])
         self.non_trainable = stack([[v.value for v in models[s.seed].non_trainable_variables] for s in specs])
         self.optimizer_state = stack([[v.value for v in o.variables] for o in self.optimizers])
@@ -375,15 +380,37 @@ class Population:
             return None
         return np.stack([item[0] for item in items]), np.stack([item[1] for item in items])
 
+    def _prepared(self, phase: str, make):
+        """The inputs ``make()`` builds for ``phase`` (an iterable of array tuples): built once and kept on the
+        device when every member's data set serves the same ``phase`` batches at every epoch
+        (``Dataset.epoch_invariant``) and they fit ``INPUT_CACHE_BYTES``; else built anew (streamed)."""
+        import jax.numpy as jnp
+
+        if phase in self._inputs:
+            return self._inputs[phase]
+        datasets = [p.dataset() for p in self.problems.values()]
+        first = datasets[0]
+        estimate = 4 * len(datasets) * first.num_batches(phase) * first.batch_size * (self.example_size + 1) * 2
+        if not all(d.epoch_invariant(phase) for d in datasets) or self._input_bytes + estimate > INPUT_CACHE_BYTES:
+            return make()
+        prepared = [tuple(jnp.asarray(a) for a in item) for item in make()]
+        self._input_bytes += sum(a.nbytes for item in prepared for a in item)
+        self._inputs[phase] = prepared
+        return prepared
+
     def evaluate(self, phase: str, epoch: int) -> list[dict]:
         """Every member's ``Trainer.evaluate(phase)`` after ``epoch`` trained epochs."""
         import numpy as np
 
         from testproblems.trainer import eval_batches, mean_logs
 
-        iterators = [eval_batches(p, p.dataset(), phase, epoch, self.example_size) for p in self.problems.values()]
+        def batches():
+            iterators = [eval_batches(p, p.dataset(), phase, epoch, self.example_size) for p in self.problems.values()]
+            while (batch := self._per_seed(iterators)) is not None:
+                yield batch
+
         losses, accs = [[] for _ in self.specs], [[] for _ in self.specs]
-        while (batch := self._per_seed(iterators)) is not None:
+        for batch in self._prepared(phase, batches):
             self.non_trainable, logs = self._eval(self.trainable, self.non_trainable, *batch, self.seed_index)
             loss = np.asarray(logs["loss"])
             acc = np.asarray(logs["accuracy"]) if self.has_accuracy else None
@@ -397,26 +424,27 @@ class Population:
         """One training epoch of every member; each member's losses of steps s with s % log_interval == 0."""
         import numpy as np
 
-        iterators = [iter(p.dataset().batches("train", epoch=epoch)) for p in self.problems.values()]
         targets = self.member_problems[0].targets
+
+        def chunks():  # (x, y) per call: (seeds, steps, batch, ...) for a scanned chunk, else (seeds, batch, ...)
+            iterators = [iter(p.dataset().batches("train", epoch=epoch)) for p in self.problems.values()]
+            while True:
+                xs, ys = [], []
+                for _ in range(chunk_steps if self.scan else 1):
+                    batch = self._per_seed(iterators)
+                    if batch is None:
+                        break
+                    xs.append(batch[0])
+                    ys.append(np.stack([targets(x, y) for x, y in zip(*batch)]))
+                if not xs:
+                    return
+                yield (np.stack(xs, axis=1), np.stack(ys, axis=1)) if self.scan else (xs[0], ys[0])
+
         losses = []
-        while True:
-            xs, ys = [], []
-            for _ in range(chunk_steps if self.scan else 1):
-                batch = self._per_seed(iterators)
-                if batch is None:
-                    break
-                xs.append(batch[0])
-                ys.append(np.stack([targets(x, y) for x, y in zip(*batch)]))
-            if not xs:
-                break
+        for xs, ys in self._prepared("train", chunks):
             state = (self.trainable, self.non_trainable, self.optimizer_state)
-            if self.scan:
-                state, loss = self._train(state, np.stack(xs, axis=1), np.stack(ys, axis=1), self.seed_index)
-                losses.append(np.asarray(loss))  # (members, steps)
-            else:
-                state, loss = self._train(state, xs[0], ys[0], self.seed_index)
-                losses.append(np.asarray(loss)[:, None])
+            state, loss = self._train(state, xs, ys, self.seed_index)
+            losses.append(np.asarray(loss) if self.scan else np.asarray(loss)[:, None])  # (members, steps)
             self.trainable, self.non_trainable, self.optimizer_state = state
         steps = np.concatenate(losses, axis=1)
         return [[float(v) for v in steps[i, :: self.log_interval]] for i in range(self.size)]

@@ -15,6 +15,7 @@ nothing that finished is lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -273,6 +274,9 @@ class PopulationExecutor(Executor):
         pass
 
     def close(self) -> None:
+        for worker in self._workers:  # EOF to all first, so they exit in parallel
+            with contextlib.suppress(OSError, ValueError):
+                worker.proc.stdin.close()
         for worker in self._workers:
             worker.close()
         self._workers.clear()

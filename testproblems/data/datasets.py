@@ -132,6 +132,12 @@ class Dataset:
     def batches(self, phase: str, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError
 
+    def epoch_invariant(self, phase: str) -> bool:
+        """True only when ``batches(phase, epoch)`` serves the same batches at every epoch, so a caller may
+        prepare them once (population training keeps them on the device). The default is the safe False."""
+        self._check_phase(phase)
+        return False
+
     def provenance(self) -> dict:
         """What was read and how (recorded next to results)."""
         return {
@@ -265,6 +271,13 @@ class QuadraticDataset(_ArrayDataset):
     def batches(self, phase: str, epoch: int = 0):
         for xb in self._split_batches(self._arrays, phase, epoch):
             yield xb, xb
+
+    def epoch_invariant(self, phase: str) -> bool:
+        """valid and test are served in order; train and train_eval follow the train pass, whose order under
+        'deepobs' comes from the seed-only replay generator (DeepOBS replays it every epoch), under
+        'corrected' from the (seed, epoch) generator; no augmentation."""
+        self._check_phase(phase)
+        return phase in ("valid", "test") or self.fidelity == "deepobs"
 
     def _split_batches(self, arrays: dict, phase: str, epoch: int) -> Iterator:
         """Full batches of ``arrays[split]`` (rows of one array, or of an (x, y) pair alike): train and
