@@ -77,7 +77,7 @@ class Distribution:
         raise NotImplementedError
 
     def drawer(self) -> Draw:
-        """A function rng -> value drawing DeepOBS' stream (frozen SciPy distributions built once)."""
+        """A function rng -> value drawing DeepOBS' stream (the NumPy calls SciPy's frozen distributions make)."""
         raise NotImplementedError
 
 
@@ -116,12 +116,9 @@ class LogUniform(_Interval):
         return math.sqrt(self.low * self.high)
 
     def drawer(self):
-        from scipy import stats  # SciPy takes ~0.8 s to import; only sampling needs it
-
         lo, hi = math.log10(self.low), math.log10(self.high)
-        frozen = stats.uniform(loc=lo, scale=hi - lo)
         # DeepOBS tuner_utils.log_uniform: np.power(base, uniform(loc, scale).rvs(size=1))[0], correctly rounded
-        return lambda rng: pow10(float(frozen.rvs(size=1, random_state=rng)[0]))
+        return lambda rng: pow10(_uniform_rvs(rng, lo, hi - lo))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +127,8 @@ class Uniform(_Interval):
         return (self.low + self.high) / 2
 
     def drawer(self):
-        from scipy import stats  # SciPy takes ~0.8 s to import; only sampling needs it
-
-        frozen = stats.uniform(loc=self.low, scale=self.high - self.low)
-        return lambda rng: float(frozen.rvs(random_state=rng))
+        loc, scale = self.low, self.high - self.low
+        return lambda rng: _uniform_rvs(rng, loc, scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +147,10 @@ class RandInt(Distribution):
         return self.scale * ((self.low + self.high) // 2)
 
     def drawer(self):
-        from scipy import stats  # SciPy takes ~0.8 s to import; only sampling needs it
-
-        frozen, scale = stats.randint(self.low, self.high + 1), self.scale
+        low, high, scale = self.low, self.high + 1, self.scale
         if isinstance(scale, float):
-            return lambda rng: float(scale * frozen.rvs(random_state=rng))
-        return lambda rng: int(scale * frozen.rvs(random_state=rng))
+            return lambda rng: float(scale * _randint_rvs(rng, low, high))
+        return lambda rng: int(scale * _randint_rvs(rng, low, high))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,10 +165,21 @@ class Choice(Distribution):
         return self.values[0]
 
     def drawer(self):
-        from scipy import stats  # SciPy takes ~0.8 s to import; only sampling needs it
+        values = list(self.values)
+        return lambda rng: values[_randint_rvs(rng, 0, len(values))]
 
-        values, frozen = list(self.values), stats.randint(0, len(self.values))
-        return lambda rng: values[int(frozen.rvs(random_state=rng))]
+
+def _uniform_rvs(rng, loc: float, scale: float) -> float:
+    """``scipy.stats.uniform(loc, scale).rvs(random_state=rng)`` without importing SciPy (~1 s): SciPy draws
+    ``rng.uniform(0.0, 1.0)`` and returns ``value * scale + loc`` (tests/test_runners_core_sampler.py checks the
+    two bit for bit)."""
+    return float(rng.uniform(0.0, 1.0, size=()) * scale + loc)
+
+
+def _randint_rvs(rng, low: int, high: int) -> int:
+    """``scipy.stats.randint(low, high).rvs(random_state=rng)`` (``high`` exclusive) without SciPy: SciPy draws
+    ``rng.randint(low, high)`` (same test)."""
+    return int(rng.randint(low, high, size=()))
 
 
 def _number(x: Any) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runners.malloc import keep_freed_memory
 from runners.run import (
     EVAL_PHASES,
     RunError,
@@ -482,6 +483,7 @@ def execute_population(
 ) -> list[Path]:
     """Train ``specs`` (one population_key) as one population and write each member's DeepOBS JSON; return
     the result paths in ``specs`` order. Members whose result exists are not trained again (resume)."""
+    keep_freed_memory()  # the compiled steps' temporaries are reused, not page-faulted in at every call
     out = Path(out)
     specs = list(specs)
     paths: list[Path | None] = [None] * len(specs)
