@@ -146,3 +146,44 @@ def test_smoke_study_through_populations_resumes(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.stat().st_mtime for p in sorted(tmp_path.rglob("random_seed__*.json"))} == mtimes
+
+
+OOM_SITE = r"""
+import os
+if os.environ.get("KERAS_BACKEND") == "jax":  # population workers only
+    from runners.executors import population
+
+    _run = population.Population.run
+
+    def run(self, on_epoch=None):
+        if self.size == 3 and self.specs[0].optimizer == "GradientDescentOptimizer":
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.")
+        return _run(self, on_epoch)
+
+    population.Population.run = run
+"""
+
+
+def test_out_of_memory_names_the_size_to_use_and_keeps_finished_members(tmp_path):
+    """A population that runs out of memory (XLA's RESOURCE_EXHAUSTED, planted in the jax workers for one
+    search's population of 3) fails its members with one line naming the size to use; the other search's
+    population finishes and its files stay; the sweep exits 1; rerun with that size, it completes without
+    touching what was written."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(OOM_SITE)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{ROOT}", TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "runners", "sweep", "configs/smoke.yaml", "--out", str(out), "--no-progress"]
+    proc = subprocess.run([*cmd, "--population", "3"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("population failed")]
+    assert "3 runs of quadratic_deep/GradientDescentOptimizer" in line and "use --population 1" in line, line
+    assert "ran out of memory" in line and "finished results are kept" in line, line
+    kept = sorted(out.rglob("random_seed__*.json"))
+    assert len(kept) == 3 + 2 and all("PowKernelGradientDescentOptimizer" in str(p) for p in kept)  # + its reruns
+    mtimes = {p: p.stat().st_mtime for p in kept}
+    proc = subprocess.run([*cmd, "--population", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(sorted(out.rglob("random_seed__*.json"))) == 10
+    assert {p: p.stat().st_mtime for p in kept} == mtimes
