@@ -13,8 +13,12 @@
 3. cnn    -- fmnist_2c2d on CPU (synthetic data, batch 128): images/s of the per-run path (TF, one run) vs a
              population of 4 on jax, a few steps after compilation. The sweep's choice for fmnist_2c2d on
              CPU (``population.choose``) is printed: per-run, so the sweep never makes it slower.
+4. floor  -- the default study's arithmetic (XLA's FLOP count of the suite's own train and test steps) over the
+             rate a 50-member population reaches here alone and two at once (one per core), with glibc's malloc
+             defaults and with ``runners.malloc.keep_freed_memory``: the population sweep's compute floor on
+             this machine, in seconds and in single runs (with ``single``).
 
-    .venv/bin/python bench/bench_population.py [--only study,single,cnn] [--fraction 0.2]
+    .venv/bin/python bench/bench_population.py [--only study,single,cnn,floor] [--fraction 0.2]
 
 The machine is shared: numbers move with its load (printed next to each section). Run what fits.
 """
@@ -209,9 +213,95 @@ def bench_cnn(steps: int, members: int) -> dict:
     }
 
 
+FLOOR_SCRIPT = r"""
+import json, resource, sys, time
+keep = sys.argv[1] == "keep"
+if keep:
+    from runners.malloc import keep_freed_memory
+    keep_freed_memory()
+import numpy as np
+from runners.spec import RunSpec
+from runners.executors.population import Population
+specs = [RunSpec("quadratic_deep", "GradientDescentOptimizer", (("learning_rate", 0.001 * (1 + i % 7)),), seed=42)
+         for i in range(50)]
+pop = Population(specs)
+pop.evaluate("test", 0); pop.train_epoch(0)  # compile
+epochs = int(sys.argv[2])
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+t0 = time.perf_counter()
+for n in range(epochs):
+    pop.train_epoch(n + 1)
+    for phase in ("train_eval", "valid", "test"):
+        pop.evaluate(phase, n + 1)
+wall = time.perf_counter() - t0
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / (4 * epochs)
+print("RESULT " + json.dumps({"member_epoch_s": wall / (50 * epochs), "faults_per_call": faults}))
+"""
+
+
+def bench_floor(epochs: int) -> dict:
+    """The study's arithmetic (XLA's FLOP count of the suite's own steps) against the rate one population reaches
+    here, alone and two at once (the sweep runs one per core), with and without ``keep_freed_memory``."""
+    print(f"\n[floor] {load()}", flush=True)
+    flops_code = "import json; from paper_cost import step_flops; print(json.dumps(step_flops('quadratic_deep')))"
+    train, test, batch = json.loads(
+        subprocess.run(
+            [PY, "-c", flops_code], cwd=ROOT / "bench", env=env(KERAS_BACKEND="jax"), capture_output=True, text=True
+        ).stdout.splitlines()[-1]
+    )
+    # a run: 100 epochs of 7 steps, 101 evaluations of 3 phases x 7 batches (quadratic_deep: 1000 examples, batch 128)
+    run_flops = 100 * 7 * train + 101 * 3 * 7 * test
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        script = Path(tmp) / "floor.py"
+        script.write_text(FLOOR_SCRIPT)
+        xla = dict(KERAS_BACKEND="jax", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+        def one(mode: str) -> subprocess.Popen:
+            return subprocess.Popen(
+                [PY, str(script), mode, str(epochs)], cwd=ROOT, env=env(**xla), stdout=subprocess.PIPE, text=True
+            )
+
+        def result(proc) -> dict:
+            text = proc.communicate()[0]
+            return json.loads(next(x for x in text.splitlines() if x.startswith("RESULT "))[7:])
+
+        alone = {mode: result(one(mode)) for mode in ("default", "keep")}
+        pair = [result(p) for p in [one("keep"), one("keep")]]
+    study_flops = 354 * run_flops
+    per_member_epoch = run_flops / 101
+    rate_alone = per_member_epoch / alone["keep"]["member_epoch_s"]
+    rate_pair = sum(per_member_epoch / p["member_epoch_s"] for p in pair)
+    for mode, label in (("default", "glibc defaults"), ("keep", "keep_freed_memory")):
+        r = alone[mode]
+        print(
+            f"[floor] one 50-member population alone, {label}: {r['member_epoch_s'] * 1e3:.2f} ms per member-epoch "
+            f"({per_member_epoch / r['member_epoch_s'] / 1e9:.0f} GFLOP/s), "
+            f"{r['faults_per_call']:.0f} page faults per call"
+        )
+    print(
+        f"[floor] two at once (one per core): {rate_pair / 1e9:.0f} GFLOP/s together "
+        f"({rate_pair / rate_alone:.2f}x one)"
+    )
+    floor = study_flops / rate_pair
+    print(
+        f"[floor] the default study's arithmetic: {study_flops / 1e12:.2f} TFLOP "
+        f"(354 runs x {run_flops / 1e9:.1f} GFLOP) "
+        f"-> {floor:.1f} s at that rate: the population sweep's floor here, before any start-up, compile or write"
+    )
+    return {
+        "study_tflop": study_flops / 1e12,
+        "rate_alone_gflops": rate_alone / 1e9,
+        "rate_two_gflops": rate_pair / 1e9,
+        "compute_floor_s": floor,
+        "member_epoch_ms_default_malloc": alone["default"]["member_epoch_s"] * 1e3,
+        "member_epoch_ms_keep_freed": alone["keep"]["member_epoch_s"] * 1e3,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="study,single,cnn")
+    parser.add_argument("--only", default="study,single,cnn,floor")
+    parser.add_argument("--floor-epochs", type=int, default=20, help="epochs timed per population (floor)")
     parser.add_argument("--fraction", type=float, default=1.0, help="share of each search's 50 samples to run")
     parser.add_argument("--repeats", type=int, default=5, help="single 100-epoch runs")
     parser.add_argument("--cnn-steps", type=int, default=10)
@@ -230,6 +320,11 @@ def main() -> int:
             figures["study_in_single_runs"] = units
     if "cnn" in only:
         figures.update(bench_cnn(args.cnn_steps, args.cnn_members))
+    if "floor" in only:
+        figures.update(bench_floor(args.floor_epochs))
+        if "single_run_s" in figures:
+            units = figures["compute_floor_s"] / figures["single_run_s"]
+            print(f"[floor] = {units:.1f} single runs' time (the study's target: <= ~5)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0
