@@ -107,11 +107,11 @@ HEAVY = {
     "testproblems.data",
     ".models",
     ".kernel_map",
+    "optimizers.kernel_map",
     "studies.sweep",
     "studies.status",
+    "runners.executors.ray",
 }
-#: files of the parallel work on population speed not yet converted: their function-local imports are still free
-PENDING = ("runners/executors/population",)
 
 
 def test_function_local_imports_are_heavy_dependencies_with_a_reason():
@@ -121,8 +121,6 @@ def test_function_local_imports_are_heavy_dependencies_with_a_reason():
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             rel = str(path.relative_to(ROOT))
-            if rel.startswith(PENDING):
-                continue
             lines = path.read_text().splitlines()
             for fn in ast.walk(ast.parse(path.read_text())):
                 if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):

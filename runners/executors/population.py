@@ -19,13 +19,23 @@ recorded as diverged; vmapped members never mix values, so it cannot poison the 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm.auto import tqdm
+
+import optimizers
+import testproblems
+from optimizers import registry
+from runners.executors.local import visible_gpus
 from runners.malloc import keep_freed_memory
 from runners.run import (
     EVAL_PHASES,
@@ -37,6 +47,7 @@ from runners.run import (
     write_result,
 )
 from runners.spec import RunSpec
+from testproblems.trainer import eval_batches, mean_logs
 
 #: problems whose population path is faster than the per-run path, per device kind (the choice rule of
 #: ``choose``; measured by bench/bench_population.py, see docs/population.md). On CPU only the quadratic
@@ -104,9 +115,6 @@ def split(specs: Sequence[RunSpec], size: int) -> list[list[RunSpec]]:
 def device_kind() -> str:
     """'gpu' when a GPU is visible and the jax CUDA plugin is installed (``make setup GPU=cuda12``), else
     'cpu'; without importing jax (the sweep's driver stays light and forks no jax threads)."""
-    import importlib.util
-
-    from runners.executors.local import visible_gpus
 
     def found(module: str) -> bool:
         try:
@@ -120,9 +128,6 @@ def device_kind() -> str:
 
 def unsupported_reason(spec: RunSpec) -> str | None:
     """Why ``spec`` cannot train in a population (one line), or None. Needs no Keras."""
-    import testproblems
-    from optimizers import registry
-
     problem = testproblems.spec(spec.testproblem)
     if problem.stateful:
         return f"{spec.testproblem} carries recurrent state across batches (stateful layers)"
@@ -147,8 +152,6 @@ def choose(testproblem: str, kind: str | None = None) -> tuple[bool, str]:
 def bytes_per_member(testproblem: str, batch_size: int) -> int:
     """Estimated memory of one member: weights, gradients, optimizer buffers and step temporaries (4 copies
     of the parameters, float32) plus its batch's activations (estimated as 64 values per input value)."""
-    import testproblems
-
     spec = testproblems.spec(testproblem)
     example = {"quadratic": 100, "mnist": 784, "fmnist": 784, "cifar10": 3072, "cifar100": 3072, "svhn": 3072}.get(
         spec.dataset, 1000
@@ -160,9 +163,6 @@ def available_bytes(kind: str = "cpu") -> int:
     """Free memory for a population, without importing jax (the sweep's driver stays light): on 'gpu' the
     first GPU's free memory (``nvidia-smi``), else the host's available memory."""
     if kind == "gpu":
-        import shutil
-        import subprocess
-
         smi = shutil.which("nvidia-smi")
         if smi:
             try:
@@ -220,13 +220,11 @@ class Population:
     """
 
     def __init__(self, specs: Sequence[RunSpec], *, scan: bool | None = None):
-        import jax
-        import jax.numpy as jnp
-        import keras
+        import jax  # jax and Keras (~2 s): only a worker that trains a population imports them
+        import jax.numpy as jnp  # (as above)
+        import keras  # (as above)
 
-        import optimizers
-        import testproblems
-        from optimizers.kernel_map import KernelMapOptimizer
+        from optimizers.kernel_map import KernelMapOptimizer  # imports Keras (as above)
 
         specs = list(specs)
         if not specs:
@@ -309,10 +307,9 @@ class Population:
 
     @staticmethod
     def _with_buffer(spec: RunSpec, model):
-        import optimizers
+        from optimizers.kernel_map import KernelMapOptimizer  # imports Keras: only where a population trains
 
         opt = optimizers.make(spec.optimizer, None, **spec.hyperparams_dict, **spec.options_dict)
-        from optimizers.kernel_map import KernelMapOptimizer
 
         rebuilt = KernelMapOptimizer(
             learning_rate=float(opt.learning_rate.numpy()),
@@ -374,8 +371,6 @@ class Population:
 
     # -- one epoch / one evaluation of every member -----------------------------------------------------
     def _per_seed(self, iterators):
-        import numpy as np
-
         items = [next(it, None) for it in iterators]
         if any(item is None for item in items):
             return None
@@ -385,7 +380,7 @@ class Population:
         """The inputs ``make()`` builds for ``phase`` (an iterable of array tuples): built once and kept on the
         device when every member's data set serves the same ``phase`` batches at every epoch
         (``Dataset.epoch_invariant``) and they fit ``INPUT_CACHE_BYTES``; else built anew (streamed)."""
-        import jax.numpy as jnp
+        import jax.numpy as jnp  # jax: only a worker that trains a population imports it
 
         if phase in self._inputs:
             return self._inputs[phase]
@@ -401,9 +396,6 @@ class Population:
 
     def evaluate(self, phase: str, epoch: int) -> list[dict]:
         """Every member's ``Trainer.evaluate(phase)`` after ``epoch`` trained epochs."""
-        import numpy as np
-
-        from testproblems.trainer import eval_batches, mean_logs
 
         def batches():
             iterators = [eval_batches(p, p.dataset(), phase, epoch, self.example_size) for p in self.problems.values()]
@@ -423,8 +415,6 @@ class Population:
 
     def train_epoch(self, epoch: int, chunk_steps: int = 64) -> list[list[float]]:
         """One training epoch of every member; each member's losses of steps s with s % log_interval == 0."""
-        import numpy as np
-
         targets = self.member_problems[0].targets
 
         def chunks():  # (x, y) per call: (seeds, steps, batch, ...) for a scanned chunk, else (seeds, batch, ...)
@@ -511,8 +501,6 @@ def execute_population(
     members = [specs[i] for i in pending]
     try:
         population = Population(members, scan=scan)
-        from tqdm.auto import tqdm
-
         first = members[0]
         bar = tqdm(
             total=population.num_epochs,

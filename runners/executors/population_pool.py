@@ -16,11 +16,14 @@ nothing that finished is lost.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from runners.executors.base import (
     POLL_S,
@@ -32,6 +35,7 @@ from runners.executors.base import (
     stop_if_unwritable,
     trusted_result,
 )
+from runners.executors.local import LocalPool, _Worker, visible_gpus
 from runners.executors.population import (
     choose,
     device_kind,
@@ -114,8 +118,6 @@ class PopulationExecutor(Executor):
 
     # -- the population workers -----------------------------------------------------------------------
     def _spawn(self, index: int, results: queue.Queue, out: Path):
-        from runners.executors.local import LocalPool, _Worker
-
         n = max(1, self._n_workers())
         base = self.inner if isinstance(self.inner, LocalPool) else LocalPool(workers=n)
         env = base._env(index)
@@ -131,8 +133,6 @@ class PopulationExecutor(Executor):
         return worker
 
     def _n_workers(self) -> int:
-        from runners.executors.local import LocalPool, visible_gpus
-
         if isinstance(self.inner, LocalPool):
             return self.inner.n
         return len(visible_gpus()) or available_cores()
@@ -146,10 +146,6 @@ class PopulationExecutor(Executor):
         desc: str,
         progress: bool,
     ) -> None:
-        import json
-
-        from tqdm.auto import tqdm
-
         total = sum(len(p) for p in populations)
         bar = tqdm(
             total=total,
@@ -242,7 +238,7 @@ class PopulationExecutor(Executor):
         report, leftover = Report(), []  # leftover: members another sweep holds (the per-run loop waits)
         if populations:
             if self.inner.backend == "ray":
-                from runners.executors.ray import run_populations
+                from runners.executors.ray import run_populations  # Ray (optional): only when asked for
 
                 run_populations(self.inner, populations, out, report, leftover, desc, progress)
             else:
