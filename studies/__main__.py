@@ -21,7 +21,7 @@ from deepobs_tree.safe_io import name_problem, os_error_text, short
 from optimizers import PluginError, plugins
 from runners.commandline import main_run, run_command
 from runners.config import load_study
-from runners.executors import make_executor
+from runners.executors import make_executor, population
 from runners.executors.population_pool import wrap
 from runners.ledger import STALE_AGE, LockPolicy, pending, state_dir
 from runners.run import check_inside, check_out
@@ -253,6 +253,9 @@ def _status(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    backend = population.keras_backend_for_device()  # before Keras is imported; workers inherit it
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
     if argv and argv[0] == "run":
         return main_run(argv[1:], prog=f"{prog()} run")
 

@@ -187,3 +187,45 @@ def test_out_of_memory_names_the_size_to_use_and_keeps_finished_members(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(sorted(out.rglob("random_seed__*.json"))) == 10
     assert {p: p.stat().st_mtime for p in kept} == mtimes
+
+
+GPU_SITE = r"""
+from runners.executors import population
+
+population.device_kind = lambda: "gpu"  # as where jax's CUDA plugin is installed and a GPU is visible
+"""
+
+
+def test_the_per_run_path_trains_with_jax_where_jax_has_the_gpu(tmp_path):
+    """On a GPU machine set up with ``make setup GPU=cuda12`` (faked here: ``device_kind`` says 'gpu'), ``runners
+    run`` with no KERAS_BACKEND trains with jax (TensorFlow is the CPU build) and records it; a backend the
+    user set is kept; on a CPU machine the default stays TensorFlow."""
+    from runners.executors.population import keras_backend_for_device
+
+    assert keras_backend_for_device({}) in (None, "jax")
+    assert keras_backend_for_device({"KERAS_BACKEND": "torch"}) is None
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(GPU_SITE)
+    base = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    run = ["-m", "runners", "run", "--problem", "quadratic_deep", "--optimizer", "GradientDescentOptimizer"]
+    run += ["--hp", "learning_rate=0.01", "--epochs", "1", "--no-progress"]
+    backends = {}
+    for name, extra in (
+        ("gpu", {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}),
+        ("gpu, user chose tensorflow", {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}", "KERAS_BACKEND": "tensorflow"}),
+        ("cpu", {"PYTHONPATH": str(ROOT)}),
+    ):
+        out = tmp_path / name.replace(" ", "_").replace(",", "")
+        proc = subprocess.run(
+            [sys.executable, *run, "--out", str(out)],
+            cwd=ROOT,
+            env={**base, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        [prov] = out.rglob("*.provenance.yaml")
+        backends[name] = yaml.safe_load(prov.read_text())["problem"]["keras_backend"]
+    assert backends == {"gpu": "jax", "gpu, user chose tensorflow": "tensorflow", "cpu": "tensorflow"}

@@ -126,6 +126,16 @@ def device_kind() -> str:
     return "gpu" if has_plugin and visible_gpus() else "cpu"
 
 
+def keras_backend_for_device(environ=os.environ) -> str | None:
+    """'jax' when ``KERAS_BACKEND`` is unset and ``device_kind()`` is 'gpu' (jax's CUDA plugin installed by
+    ``make setup GPU=cuda12``, a GPU visible): the per-run path (``make run``, and the runs a sweep trains one at
+    a time) then trains on the GPU with jax, as populations do, since the pinned TensorFlow is its CPU build.
+    None otherwise: TensorFlow stays the default, and a backend the user chose is kept."""
+    if environ.get("KERAS_BACKEND"):
+        return None
+    return "jax" if device_kind() == "gpu" else None
+
+
 def unsupported_reason(spec: RunSpec) -> str | None:
     """Why ``spec`` cannot train in a population (one line), or None. Needs no Keras."""
     problem = testproblems.spec(spec.testproblem)
