@@ -99,7 +99,8 @@ def main() -> int:
         train, test, batch = step_flops(name)
         n_train, n_valid, n_test = SPLITS[spec.dataset]
         steps = n_train // batch
-        eval_batches = (min(n_train, n_valid) + n_valid + n_test) // batch  # train-eval uses a valid-sized subset
+        # each phase evaluates its full batches (train-eval: a valid-sized subset of the training data)
+        eval_batches = min(n_train, n_valid) // batch + n_valid // batch + n_test // batch
         per_run = epochs[name] * steps * train + (epochs[name] + 1) * eval_batches * test
         total = per_run * runs[name]
         row = {
