@@ -234,3 +234,23 @@ def test_sweep_with_a_momentum_axis_trains_every_run(tmp_path):
     # the printed summary tells the two searches apart by the folder token no column shows
     rows = [line for line in proc.stdout.splitlines() if line.startswith("quadratic_deep")]
     assert len(rows) == 2 and sum(line.rstrip().endswith("momentum=5.e-01") for line in rows) == 1, proc.stdout
+
+
+def test_a_result_this_suite_just_wrote_is_not_parsed_again_until_it_changes(tmp_path, monkeypatch):
+    """``note_written`` (a worker's report) fills the provenance memo for the file as it is now, so selection
+    does not parse the record again; a provenance replaced afterwards is read and judged anew."""
+    from runners import spec as spec_module
+
+    spec = _spec()
+    done = _plant(spec, tmp_path, recorded_spec=spec)
+    spec.note_written(done)
+    monkeypatch.setattr(spec_module, "load_yaml", lambda text: pytest.fail("parsed a record just written"))
+    assert spec.existing_result(tmp_path) == done
+    monkeypatch.undo()
+    prov = done.with_name(provenance_file_name(done.name))
+    rec = {**spec.to_dict(), "hyperparams": {**HP, "momentum": 0.5}, "options": {}}
+    fresh = prov.with_name("new.yaml")
+    fresh.write_text(yaml.safe_dump({"spec": rec}))
+    os.replace(fresh, prov)
+    with pytest.raises(SpecMismatch, match=r"hyperparams.momentum: recorded 0.5, requested 0.9"):
+        spec.existing_result(tmp_path)

@@ -214,6 +214,7 @@ class Executor:
                         stop_if_unwritable(spec, out, error)
                     if path is not None:
                         clear_failure(out, spec.run_id)
+                        spec.note_written(path)
                         report.done[spec.run_id] = path
                         report.ran.append(spec.run_id)
                     else:

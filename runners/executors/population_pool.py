@@ -214,6 +214,7 @@ class PopulationExecutor(Executor):
                     if error is None:
                         clear_failure(out, spec.run_id)
                         report.done[spec.run_id] = Path(msg["paths"][i])
+                        spec.note_written(report.done[spec.run_id])
                         report.ran.append(spec.run_id)
                     else:
                         record_failure(out, spec, error, self.backend)

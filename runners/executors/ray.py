@@ -350,6 +350,7 @@ def run_populations(
                         if answer.get("status") != "ok":
                             raise RuntimeError(parse_answer(spec, answer)[2])
                         report.done[spec.run_id] = _install_files(answer["members"][i], out, spec)
+                        spec.note_written(report.done[spec.run_id])
                         report.ran.append(spec.run_id)
                         clear_failure(out, spec.run_id)
                     except (OSError, RuntimeError) as exc:
