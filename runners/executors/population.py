@@ -308,7 +308,7 @@ class Population:
         def stack(per_member):
             return [jnp.stack(leaves) for leaves in zip(*per_member)]
 
-        self._inputs: dict[str, list] = {}  # phase -> prepared device inputs of every epoch (epoch-invariant)
+        self._inputs: dict[tuple, list] = {}  # (phase, layout) -> prepared device inputs (epoch-invariant)
         self._input_bytes = 0
         self.trainable = stack([[v.value for v in models[s.seed].trainable_variables] for s in specs])
         self.non_trainable = stack([[v.value for v in models[s.seed].non_trainable_variables] for s in specs])
@@ -386,14 +386,16 @@ class Population:
             return None
         return np.stack([item[0] for item in items]), np.stack([item[1] for item in items])
 
-    def _prepared(self, phase: str, make):
-        """The inputs ``make()`` builds for ``phase`` (an iterable of array tuples): built once and kept on the
-        device when every member's data set serves the same ``phase`` batches at every epoch
-        (``Dataset.epoch_invariant``) and they fit ``INPUT_CACHE_BYTES``; else built anew (streamed)."""
+    def _prepared(self, phase: str, make, layout: Any = None):
+        """The inputs ``make()`` builds for ``phase`` (an iterable of array tuples; ``layout``: what else shapes
+        them, e.g. the steps per chunk): built once and kept on the device when every member's data set serves
+        the same ``phase`` batches at every epoch (``Dataset.epoch_invariant``) and they fit
+        ``INPUT_CACHE_BYTES``; else built anew (streamed)."""
         import jax.numpy as jnp  # jax: only a worker that trains a population imports it
 
-        if phase in self._inputs:
-            return self._inputs[phase]
+        key = (phase, layout)
+        if key in self._inputs:
+            return self._inputs[key]
         datasets = [p.dataset() for p in self.problems.values()]
         first = datasets[0]
         estimate = 4 * len(datasets) * first.num_batches(phase) * first.batch_size * (self.example_size + 1) * 2
@@ -401,7 +403,7 @@ class Population:
             return make()
         prepared = [tuple(jnp.asarray(a) for a in item) for item in make()]
         self._input_bytes += sum(a.nbytes for item in prepared for a in item)
-        self._inputs[phase] = prepared
+        self._inputs[key] = prepared
         return prepared
 
     def evaluate(self, phase: str, epoch: int) -> list[dict]:
@@ -442,7 +444,7 @@ class Population:
                 yield (np.stack(xs, axis=1), np.stack(ys, axis=1)) if self.scan else (xs[0], ys[0])
 
         losses = []
-        for xs, ys in self._prepared("train", chunks):
+        for xs, ys in self._prepared("train", chunks, layout=chunk_steps if self.scan else 1):
             state = (self.trainable, self.non_trainable, self.optimizer_state)
             state, loss = self._train(state, xs, ys, self.seed_index)
             losses.append(np.asarray(loss) if self.scan else np.asarray(loss)[:, None])  # (members, steps)
