@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 #: mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -21,8 +22,10 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Set the two thresholds for this process (glibc only; elsewhere a no-op). True when both were set."""
+    """Set the two thresholds for this process (glibc only; elsewhere a no-op). True when both were set. Once
+    per process: later calls return the first answer (finding libc runs ``ldconfig``)."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")

@@ -35,7 +35,6 @@ from typing import IO, Any
 import runners.run
 from optimizers import plugins
 from runners.executors.population import execute_population
-from runners.malloc import keep_freed_memory
 from runners.run import execute
 from runners.spec import RunSpec
 
@@ -133,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="plugin file/module to import at start-up")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    keep_freed_memory()  # before the first compiled call allocates its temporaries
     reply = _private_stdout()
     # pay the imports once, before the first request
 
