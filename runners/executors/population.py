@@ -319,8 +319,7 @@ class Population:
     def _with_buffer(spec: RunSpec, model):
         from optimizers.kernel_map import KernelMapOptimizer  # imports Keras: only where a population trains
 
-        opt = optimizers.make(spec.optimizer, None, **spec.hyperparams_dict, **spec.options_dict)
-
+        opt = optimizers.make(spec.optimizer, model, **spec.hyperparams_dict, **spec.options_dict)
         rebuilt = KernelMapOptimizer(
             learning_rate=float(opt.learning_rate.numpy()),
             elementwise_map=opt.elementwise_map,
@@ -333,9 +332,7 @@ class Population:
             decay_on=opt.decay_on,
             momentum_buffer=True,
         )
-        rebuilt.nlwu_provenance = dict(
-            optimizers.make(spec.optimizer, model, **spec.hyperparams_dict, **spec.options_dict).nlwu_provenance
-        )
+        rebuilt.nlwu_provenance = dict(opt.nlwu_provenance)
         rebuilt.build(model.trainable_variables)
         return rebuilt
 
