@@ -276,7 +276,7 @@ def check_inside(out: str | Path, folder: str | Path) -> Path:
     return Path(folder)
 
 
-def _problem(spec: RunSpec):
+def load_problem(spec: RunSpec):
     """The test problem ``spec`` names, with its data folder, batch size, L2, seed and fidelity (ValueError if bad)."""
     return testproblems.get(
         spec.testproblem,
@@ -295,7 +295,7 @@ def check_data(spec: RunSpec) -> None:
     try:
         with warnings.catch_warnings():  # build() warns about an ignored l2 once, not here
             warnings.simplefilter("ignore")
-            problem = _problem(spec)
+            problem = load_problem(spec)
         dataset = problem.dataset()
         if dataset.num_batches("train") < 1:
             raise RunError(
@@ -311,7 +311,7 @@ def build(spec: RunSpec):
 
     check_names(spec.testproblem, spec.optimizer)
     try:
-        problem = _problem(spec)
+        problem = load_problem(spec)
         model = problem.build_model()
         optimizer = optimizers.make(spec.optimizer, model, **spec.hyperparams_dict, **spec.options_dict)
         trainer = problem.trainer(model, optimizer)

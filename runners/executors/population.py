@@ -43,6 +43,7 @@ from runners.run import (
     check_data,
     check_inside,
     check_out,
+    load_problem,
     train_curves,
     write_result,
 )
@@ -266,14 +267,7 @@ class Population:
         self.problems, models = {}, {}
         for seed in seeds:  # one problem (data) and one model (initial weights) per distinct seed
             keras.backend.clear_session(free_memory=False)
-            problem = testproblems.get(
-                first.testproblem,
-                data_dir=first.data_dir,
-                batch_size=first.batch_size,
-                l2=first.weight_decay,
-                seed=seed,
-                fidelity=first.fidelity,
-            )
+            problem = load_problem(next(s for s in specs if s.seed == seed))  # the per-run path's loader
             self.problems[seed], models[seed] = problem, problem.build_model()
         self.member_problems = [self.problems[s.seed] for s in specs]
         self.optimizers = []
