@@ -89,6 +89,21 @@ def trusted_result(spec: RunSpec, out: Path) -> Path | None:
     return path
 
 
+def claim(spec: RunSpec, out: Path, policy, backend: str) -> RunLock | Path | None:
+    """Take ``spec``'s lock before training it: the lock (partial files of an earlier attempt cleaned up), or the
+    result another sweep finished since planning (its lock released again), or None while another sweep holds the
+    run. Shared by the per-run loop and the population pool."""
+    lock = RunLock.acquire(out, spec.run_id, policy, backend=backend)
+    if lock is None:
+        return None
+    done = spec.existing_result(out)
+    if done is not None:
+        lock.release()
+        return done
+    clean_partials(spec, out)
+    return lock
+
+
 @dataclasses.dataclass
 class Report:
     """What one ``Executor.run`` call did, per run id."""
@@ -188,18 +203,15 @@ class Executor:
                     self._ensure_started(out)
                 while todo and in_flight < (self.capacity() if self._started else 0):
                     spec = todo.pop(0)
-                    lock = RunLock.acquire(out, spec.run_id, self.lock_policy, backend=self.backend)
+                    lock = claim(spec, out, self.lock_policy, self.backend)
                     if lock is None:
                         waiting.append(spec)
                         waiting_since[spec.run_id] = time.time() - 1.0
                         continue
-                    path = spec.existing_result(out)
-                    if path is not None:  # finished by someone else meanwhile
-                        lock.release()
-                        report.done[spec.run_id] = path
+                    if isinstance(lock, Path):  # finished by someone else meanwhile
+                        report.done[spec.run_id] = lock
                         bar.update(1)
                         continue
-                    clean_partials(spec, out)
                     locks[spec.run_id] = lock
                     self.submit(spec, out)
                     in_flight += 1

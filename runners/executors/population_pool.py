@@ -30,6 +30,7 @@ from runners.executors.base import (
     Executor,
     Report,
     available_cores,
+    claim,
     fatal_errno,
     first_line,
     stop_if_unwritable,
@@ -44,7 +45,7 @@ from runners.executors.population import (
     split,
     unsupported_reason,
 )
-from runners.ledger import RunLock, clean_partials, clear_failure, lock_path, record_failure, state_dir
+from runners.ledger import RunLock, clear_failure, lock_path, record_failure, state_dir
 from runners.spec import RunSpec
 
 
@@ -165,17 +166,14 @@ class PopulationExecutor(Executor):
                     locks = {}
                     members = []
                     for spec in population:
-                        lock = RunLock.acquire(out, spec.run_id, self.lock_policy, backend=self.backend)
+                        lock = claim(spec, out, self.lock_policy, self.backend)
                         if lock is None:  # another sweep runs it: the per-run loop waits for it
                             leftover.append(spec)
                             continue
-                        done = spec.existing_result(out)  # another sweep finished it since planning
-                        if done is not None:
-                            lock.release()
-                            report.done[spec.run_id] = done
+                        if isinstance(lock, Path):  # another sweep finished it since planning
+                            report.done[spec.run_id] = lock
                             bar.update(1)
                             continue
-                        clean_partials(spec, out)
                         locks[spec.run_id] = lock
                         members.append(spec)
                     if not members:
