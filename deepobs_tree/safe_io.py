@@ -195,6 +195,20 @@ def _depth_bound(text: str) -> int:
     return 2 * (indent + 1) + indicators + text.count("[") + text.count("{") + 1
 
 
+def _libyaml_text(text: str | bytes, max_depth: int) -> str | None:
+    """``text`` as a str where libyaml may parse it: libyaml installed, UTF-8, no tab, and a ``_depth_bound``
+    within ``max_depth`` (so the C composer's recursion stays shallow); else None (the pure path reads it)."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+    try:
+        decoded = text if isinstance(text, str) else text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\t" in decoded or _depth_bound(decoded) > max_depth:
+        return None
+    return decoded
+
+
 def _construct_within_limits(loader, max_nodes: int, max_depth: int) -> Any:
     """Compose the document with ``loader``, measure it with every alias expanded (``_measure``) and only then
     construct it; the loader is disposed of whatever happens. Shared by the C (libyaml) and the pure path."""
@@ -224,16 +238,12 @@ def load_yaml(
     size = len(text.encode() if isinstance(text, str) else text)
     if size > max_bytes:
         raise YamlLimitError(f"{size} bytes, above the limit of {max_bytes}")
-    if getattr(yaml, "__with_libyaml__", False):
+    fast = _libyaml_text(text, max_depth)
+    if fast is not None:
         try:
-            decoded = text if isinstance(text, str) else text.decode("utf-8")
-        except UnicodeDecodeError:
-            decoded = "\t"  # another encoding: the pure path reads it
-        if "\t" not in decoded and _depth_bound(decoded) <= max_depth:
-            try:  # libyaml (C): its composer recurses, but the bound above keeps the recursion shallow
-                return _construct_within_limits(yaml.CSafeLoader(decoded), max_nodes, max_depth)
-            except yaml.YAMLError:
-                pass  # malformed: the pure path below raises its own (canonical) error for it
+            return _construct_within_limits(yaml.CSafeLoader(fast), max_nodes, max_depth)
+        except yaml.YAMLError:
+            pass  # malformed: the pure path below raises its own (canonical) error for it
 
     class _Loader(yaml.SafeLoader):
         depth = 0
